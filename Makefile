@@ -1,0 +1,65 @@
+# Sonolake: two commands on a fresh clone — `make demo` and `make test`.
+SHELL := /bin/bash
+PY_VERSION := 3.11
+UV_VERSION := 0.13.8
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: help venv test test-fast demo bench bench-quick dev lint fmt browser clean
+
+help:
+	@echo "make demo         the whole loop end to end on the embedded defaults"
+	@echo "make test         create .venv from uv.lock if needed, then run the suite"
+	@echo "make bench        every benchmark at full size (JSON in bench-results/)"
+	@echo "make bench-quick  every benchmark, quick sizes"
+	@echo "make dev          Dagster UI over workspace.yaml"
+	@echo "make lint         ruff + mypy"
+
+$(UV):
+	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+
+# The environment comes from the lock file only (--frozen): what CI installs is what was locked.
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PY_VERSION)
+	@touch $@
+
+venv: $(VENV)/.synced
+
+# Headless Chromium for the browser-page test (Debian's package; Playwright drives it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
+
+test: venv browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) -m sonolake demo
+
+bench: venv
+	$(PY) -m benchmarks all --json bench-results
+
+bench-quick: venv
+	$(PY) -m benchmarks all --quick --json bench-results
+
+dev: venv
+	DAGSTER_HOME=$$($(PY) -c "from sonolake.settings import Settings; s=Settings(); s.dagster_home.mkdir(parents=True, exist_ok=True); print(s.dagster_home)") \
+	  $(VENV)/bin/dagster dev -w workspace.yaml
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf .sonolake lakehouse bench-results dbt/target dbt/logs

@@ -1,0 +1,5 @@
+import sys
+
+from sonolake.cli import main
+
+sys.exit(main())
