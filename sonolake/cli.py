@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from sonolake.commands import demo, lake, models, streaming
+from sonolake.commands import demo, lake, models, sidecar, streaming, training
 from sonolake.errors import BadInput, WorkFailed
 
 app = typer.Typer(
@@ -28,7 +28,7 @@ def _root() -> None:
     """Sonolake: audio lakehouse and MLOps platform with a streaming sidecar."""
 
 
-for module in (lake, streaming, models, demo):
+for module in (lake, streaming, sidecar, training, models, demo):
     module.register(app)
 
 _err = Console(stderr=True)
