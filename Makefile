@@ -4,7 +4,9 @@ PY_VERSION := 3.11
 UV_VERSION := 0.13.8
 VENV := .venv
 PY := $(VENV)/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv is run as a module of the system Python, so it is found wherever pip put it.
+UV := python3 -m uv
+export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
 
 .PHONY: help venv test test-fast demo bench bench-quick dev lint fmt browser clean
@@ -17,11 +19,9 @@ help:
 	@echo "make dev          Dagster UI over workspace.yaml"
 	@echo "make lint         ruff + mypy"
 
-$(UV):
-	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
-
 # The environment comes from the lock file only (--frozen): what CI installs is what was locked.
-$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+$(VENV)/.synced: uv.lock pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --python $(PY_VERSION)
 	@touch $@
 

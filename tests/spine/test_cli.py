@@ -1,0 +1,51 @@
+"""The command line's documented exit codes: 0 success, 1 failure, 2 bad usage or input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+
+from sonolake.cli import app, main
+from sonolake.errors import BadInput, WorkFailed
+from support import REPO_ROOT
+
+
+def test_config_prints_effective_settings(settings: object, capsys: pytest.CaptureFixture) -> None:
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "lake_uri" in out and "catalog_file" in out
+
+
+def test_unknown_command_is_usage_error() -> None:
+    assert main(["no-such-command"]) == 2
+
+
+def test_error_classes_map_to_exit_codes(capsys: pytest.CaptureFixture) -> None:
+    probe = typer.Typer()
+
+    @probe.callback()
+    def _group() -> None:
+        """A throwaway group so the probe command keeps its name."""
+
+    @probe.command()
+    def fail(kind: str) -> None:
+        raise BadInput("sample_rate=7 is not supported") if kind == "bad" else WorkFailed("gate")
+
+    app.add_typer(probe, name="probe-exit-codes")
+    try:
+        assert main(["probe-exit-codes", "fail", "bad"]) == 2
+        assert "sample_rate=7" in capsys.readouterr().err
+        assert main(["probe-exit-codes", "fail", "work"]) == 1
+    finally:
+        app.registered_groups.pop()
+
+
+def test_entry_point_runs_as_module() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sonolake", "--help"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    assert "config" in proc.stdout
