@@ -111,6 +111,11 @@ def _speaker_bucket(speaker: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def in_test_split(speaker: str, test_fraction: float = 0.2, seed: int = 0) -> bool:
+    """Whether a speaker (or device, or any group id) falls on the test side of the split."""
+    return _speaker_bucket(speaker, seed) < test_fraction
+
+
 def split_by_speaker(
     clips: Sequence[Clip], test_fraction: float = 0.2, seed: int = 0
 ) -> tuple[list[Clip], list[Clip]]:
@@ -121,7 +126,7 @@ def split_by_speaker(
     """
     train, test = [], []
     for clip in clips:
-        (test if _speaker_bucket(clip.speaker, seed) < test_fraction else train).append(clip)
+        (test if in_test_split(clip.speaker, test_fraction, seed) else train).append(clip)
     return train, test
 
 

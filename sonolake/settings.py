@@ -54,10 +54,44 @@ class Settings(BaseSettings):
     spool_dir: Path | None = Field(
         None, description="Durable spool of accepted chunks (default <state_dir>/spool)."
     )
+    spool_retention_s: float = Field(
+        3600.0, description="Sidecar: seconds a landed spool segment is kept (0: delete at once)."
+    )
+    sidecar_interval_s: float = Field(
+        1.0, description="Sidecar: seconds between spool checks when nothing is waiting."
+    )
+    sidecar_max_segments_per_batch: int = Field(
+        256, description="Sidecar: most spool segments landed in one micro-batch."
+    )
+    sidecar_crash_at: str | None = Field(
+        None,
+        description="Fault injection for crash tests: the sidecar kills itself (SIGKILL) at this "
+        "phase, e.g. 'pipeline' or 'committed:bronze.audio_chunks'; append '@N' for batch N.",
+    )
     mlflow_uri: str | None = Field(
         None, description="MLflow tracking/registry URI (default sqlite:///<state_dir>/mlflow.db)."
     )
     model_name: str = Field("audio-event-classifier", description="Registered model name.")
+    promotion_latency_budget_us: float = Field(
+        1000.0, description="Promotion gate: max batch-1 p99 latency (µs) of the CPU INT8 model."
+    )
+    promotion_min_improvement: float = Field(
+        0.0, description="Promotion gate: accuracy the candidate must gain over the champion."
+    )
+    promotion_accuracy_floor: float = Field(
+        0.5, description="Promotion gate: min held-out accuracy of a first champion (0..1)."
+    )
+    training_preset: str = Field(
+        "full", description="Preset of scheduled and drift-triggered retraining (quick|full)."
+    )
+    serving_max_batch: int = Field(64, description="Serving: most windows per inference batch.")
+    serving_max_wait_us: int = Field(
+        2000, description="Serving: longest a window waits (µs) for a batch to fill."
+    )
+    serving_intra_op_threads: int = Field(1, description="Serving: ONNX Runtime intra-op threads.")
+    serving_poll_interval_s: float = Field(
+        10.0, description="Serving: how often (s) the engine checks the champion alias."
+    )
 
     gateway_host: str = Field("127.0.0.1", description="Gateway bind address.")
     gateway_port: int = Field(8765, description="Gateway port (WebSocket and HTTP).")
@@ -68,6 +102,27 @@ class Settings(BaseSettings):
     )
     allow_anonymous_loopback: bool = Field(
         True, description="Accept loopback clients without a token when no tokens are set."
+    )
+    gateway_max_connections: int = Field(
+        1000, description="Gateway: open WebSocket connections before new ones get 1013."
+    )
+    gateway_max_frame_bytes: int = Field(
+        131072, description="Gateway: largest audio frame in bytes (bigger: close 1009)."
+    )
+    gateway_idle_timeout_s: float = Field(
+        10.0, description="Gateway: seconds without audio or KeepAlive before a close."
+    )
+    gateway_max_pending_ms: int = Field(
+        2000, description="Gateway: unprocessed audio (ms) per session before the oldest drops."
+    )
+    gateway_interim_interval_ms: int = Field(
+        250, description="Gateway: least speech (ms) between two interim results."
+    )
+    gateway_resume_window_s: float = Field(
+        60.0, description="Gateway: seconds a disconnected session stays resumable."
+    )
+    gateway_serve_model: bool = Field(
+        True, description="Gateway: follow the champion model (false: VAD and segments only)."
     )
 
     data_dir: Path = Field(

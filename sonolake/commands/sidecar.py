@@ -1,9 +1,111 @@
-"""`sonolake` commands for the sidecar area (filled in by the work that owns it)."""
+"""`sonolake sidecar`: land the gateway's spool into bronze and silver Delta tables.
+
+The composition root of the sidecar: it builds the settings, the lake, the (optional) serving
+engine that follows the ``champion`` alias, and the driver, then lands micro-batches until
+SIGTERM/SIGINT (the batch in flight finishes first). Each phase prints one line
+(``sidecar batch=N phase=P``) so operators and crash tests can follow along.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Annotated, Any
+
 import typer
+
+from sonolake.errors import BadInput
+from sonolake.settings import Settings, get_settings
+
+log = logging.getLogger("sonolake.sidecar")
+
+
+def phase_printer(settings: Settings) -> Any:
+    """Print each phase; kill this process at the phase named by ``sidecar_crash_at``."""
+    crash_at = settings.sidecar_crash_at
+    crash_phase, _, crash_batch = (crash_at or "").partition("@")
+
+    def on_phase(phase: str, batch: int) -> None:
+        sys.stdout.write(f"sidecar batch={batch} phase={phase}\n")
+        sys.stdout.flush()
+        if crash_at and phase == crash_phase and (not crash_batch or int(crash_batch) == batch):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return on_phase
+
+
+def classifier_for(settings: Settings) -> Any:
+    """The engine following the champion, or None (no registry yet, or no champion)."""
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+        return None  # no registry has been created: nothing to load (and no MLflow import)
+    try:
+        from models.serving import ServingEngine
+
+        engine = ServingEngine.from_registry(uri, settings.model_name)
+    except Exception as exc:
+        log.warning("no serving engine (%s); events land without predictions", exc)
+        return None
+    if not engine.loaded:
+        return None
+    engine.follow(settings.serving_poll_interval_s)
+    return engine
+
+
+def build_sidecar(settings: Settings) -> Any:
+    from lake_schemas import Lake
+    from streaming.sidecar import Sidecar, SidecarConfig
+
+    lake = Lake(settings.lake_root, settings.storage_options() or None, settings.catalog_file)
+    config = SidecarConfig(
+        spool_dir=settings.spool_path,
+        state_dir=settings.state_path / "sidecar",
+        retention_s=settings.spool_retention_s,
+        max_segments_per_batch=settings.sidecar_max_segments_per_batch,
+    )
+    return Sidecar(
+        lake, config, classifier=classifier_for(settings), on_phase=phase_printer(settings)
+    )
+
+
+def run_sidecar(
+    once: Annotated[
+        bool, typer.Option("--once", help="Land what is sealed now (all of it), then exit.")
+    ] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", help="Seconds between spool checks when idle."),
+    ] = None,
+) -> None:
+    """Land sealed spool segments into bronze/silver Delta tables, exactly once."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    settings = get_settings()
+    interval_s = settings.sidecar_interval_s if interval is None else interval
+    if interval_s <= 0:
+        raise BadInput(f"--interval {interval_s} must be > 0 seconds")
+    sidecar = build_sidecar(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sys.stdout.write("sidecar ready\n")
+    sys.stdout.flush()
+    if once:
+        while not stop.is_set():
+            report = sidecar.land_once()
+            if report is None:
+                break
+            sys.stdout.write(json.dumps(dataclasses.asdict(report)) + "\n")
+            sys.stdout.flush()
+        return
+    sidecar.run(interval_s, stop)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the CLI."""
+    app.command("sidecar")(run_sidecar)

@@ -1,9 +1,189 @@
-"""`sonolake` commands for the streaming area (filled in by the issue that owns it)."""
+"""`sonolake gateway` and `sonolake replay`: serve live audio, and stream recordings into it.
+
+``gateway`` is the composition root of the streaming area: it builds the settings, the spool
+writer, the serving engine (following the registry's ``champion`` alias; empty when there is
+none, and the gateway says so) and the gateway, and stops them gracefully on SIGTERM/SIGINT:
+sessions are flushed and ended, then the spool writer seals its segment.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from sonolake.errors import BadInput, WorkFailed
+from sonolake.settings import Settings, get_settings
+
+log = logging.getLogger("sonolake.gateway")
+
+
+def gateway_config(settings: Settings, host: str | None = None, port: int | None = None) -> Any:
+    """The gateway's limits and timings from the settings (flags win)."""
+    from streaming.gateway import GatewayConfig
+
+    return GatewayConfig(
+        host=host or settings.gateway_host,
+        port=settings.gateway_port if port is None else port,
+        auth_tokens=tuple(settings.auth_tokens),
+        allow_anonymous_loopback=settings.allow_anonymous_loopback,
+        max_connections=settings.gateway_max_connections,
+        max_frame_bytes=settings.gateway_max_frame_bytes,
+        idle_timeout_s=settings.gateway_idle_timeout_s,
+        max_pending_ms=settings.gateway_max_pending_ms,
+        interim_interval_ms=settings.gateway_interim_interval_ms,
+        resume_window_s=settings.gateway_resume_window_s,
+    )
+
+
+def serving_engine(settings: Settings) -> Any:
+    """The engine following the champion alias, or None when serving cannot start at all."""
+    try:
+        from models.serving import ServingEngine
+
+        engine = ServingEngine.from_registry(
+            settings.mlflow_tracking_uri,
+            settings.model_name,
+            max_batch=settings.serving_max_batch,
+            max_wait_us=settings.serving_max_wait_us,
+            intra_op_threads=settings.serving_intra_op_threads,
+        )
+        engine.follow(settings.serving_poll_interval_s)
+        return engine
+    except Exception as exc:  # no registry yet, or serving unavailable: run without a model
+        log.warning("no serving engine (%s); the gateway runs VAD and segmentation only", exc)
+        return None
+
+
+async def run_gateway(settings: Settings, host: str | None, port: int | None) -> None:
+    """Listen first, then load the model in the background (sessions say whether one is)."""
+    from streaming.gateway import Gateway
+    from streaming.spool import SpoolLocked, SpoolWriter
+
+    config = gateway_config(settings, host, port)
+    spool = SpoolWriter(settings.spool_path)
+    try:
+        await spool.start()
+    except SpoolLocked as exc:
+        raise BadInput(str(exc)) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(config, spool=spool)
+    console = Console(stderr=True)
+    engine = None
+    try:
+        try:
+            await gateway.start()
+        except OSError as exc:
+            raise WorkFailed(f"cannot listen on {config.host}:{config.port}: {exc}") from None
+        console.print(
+            f"gateway on http://{config.host}:{gateway.port}/ (WebSocket /v1/listen), "
+            f"spool {settings.spool_path}"
+        )
+        if not settings.gateway_serve_model:
+            console.print("model serving is off: VAD and segmentation only")
+            await stop.wait()
+            return
+        loader = asyncio.create_task(asyncio.to_thread(serving_engine, settings))
+        await asyncio.wait(
+            [loader, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED"
+        )
+        if loader.done():
+            engine = loader.result()
+            gateway.set_engine(engine)
+            loaded = engine is not None and engine.loaded
+            console.print(
+                f"serving model version {engine.model_version}"
+                if loaded
+                else "no champion model yet: VAD and segmentation until one is promoted"
+            )
+        await stop.wait()
+    finally:
+        await gateway.stop()
+        await spool.close()
+        if engine is not None:
+            engine.close()
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the CLI."""
+
+    @app.command("gateway")
+    def gateway(
+        host: Annotated[
+            str | None, typer.Option(help="Bind address (default from settings).")
+        ] = None,
+        port: Annotated[int | None, typer.Option(help="Port for WebSocket and HTTP.")] = None,
+    ) -> None:
+        """Serve /v1/listen (WebSocket), /healthz, /metrics and the browser page."""
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        asyncio.run(run_gateway(get_settings(), host, port))
+
+    @app.command("replay")
+    def replay_command(
+        manifest: Annotated[Path, typer.Option(help="Manifest CSV (path,label,speaker,...).")],
+        streams: Annotated[int, typer.Option(help="Devices streaming at once.")] = 4,
+        url: Annotated[
+            str | None,
+            typer.Option(help="Gateway URL (default ws://<gateway_host>:<port>/v1/listen)."),
+        ] = None,
+        realtime: Annotated[bool, typer.Option(help="Pace chunks at the speed of speech.")] = False,
+        speed: Annotated[
+            float | None,
+            typer.Option(help="Pace at this multiple of real time (unpaced if unset)."),
+        ] = None,
+        labels: Annotated[
+            bool, typer.Option(help="Send each clip's label as ground truth.")
+        ] = False,
+        limit: Annotated[int | None, typer.Option(help="Replay only the first K clips.")] = None,
+        token: Annotated[
+            str | None, typer.Option(help="API token (default: first configured).")
+        ] = None,
+        encoding: Annotated[str, typer.Option(help="linear16 or mulaw.")] = "linear16",
+        json_out: Annotated[
+            Path | None, typer.Option("--json", help="Also write the report as JSON here.")
+        ] = None,
+    ) -> None:
+        """Stream WAV files as N devices would (one session per speaker) and report results."""
+        from streaming.replay import replay
+
+        settings = get_settings()
+        if not manifest.exists():
+            raise BadInput(f"manifest {manifest} not found; pass --manifest path/to/manifest.csv")
+        if streams < 1:
+            raise BadInput(f"--streams {streams}: use 1 or more")
+        if encoding not in ("linear16", "mulaw"):
+            raise BadInput(f"--encoding {encoding}: use linear16 or mulaw")
+        target = url or f"ws://{settings.gateway_host}:{settings.gateway_port}/v1/listen"
+        key = token or (settings.auth_tokens[0] if settings.auth_tokens else None)
+        report = asyncio.run(
+            replay(
+                manifest,
+                url=target,
+                streams=streams,
+                realtime=realtime,
+                speed=speed,
+                labels=labels,
+                limit=limit,
+                token=key,
+                encoding=encoding,
+            )
+        )
+        summary = report.as_dict()
+        table = Table("replay", "value")
+        for name, value in summary.items():
+            table.add_row(name, str(value))
+        Console().print(table)
+        if json_out is not None:
+            json_out.write_text(json.dumps(summary, indent=2) + "\n")
+        if report.sessions == 0:
+            raise WorkFailed(f"no session completed; first error: {report.errors[:1]}")

@@ -1,0 +1,19 @@
+select
+    evaluation_id,
+    evaluated_at,
+    model_name,
+    model_version,
+    artifact,
+    dataset,
+    accuracy,
+    macro_f1,
+    latency_us_p50,
+    latency_us_p99,
+    windows_per_s,
+    action,
+    champion_before,
+    champion_after,
+    gate_passed,
+    reason,
+    evaluation_date
+from {{ source('monitoring', 'model_evaluations') }}

@@ -1,0 +1,149 @@
+"""Thin helpers over ``deltalake`` that every lake operation shares.
+
+delta-rs does the real work (the transaction log, conflict checks, object-store commits);
+this module only adds what the lake's contract needs on top: create-if-missing that is safe
+when two processes race, commit properties that carry lineage and an app transaction,
+primary-key merge predicates, and a retry policy for commits that lost a race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction
+from deltalake.exceptions import CommitFailedError, DeltaError
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from lake_schemas.lineage import commit_metadata
+
+COMMIT_ATTEMPTS = 8
+"""Attempts of one lake operation when its commit loses a race (CommitFailedError)."""
+RETRY_WAIT_MAX_S = 2.0
+"""Upper bound of the jittered back-off between attempts, in seconds."""
+
+T = TypeVar("T")
+
+
+def join_uri(root: str, path: str) -> str:
+    """``root/path`` for a local folder or an object-store URI."""
+    return f"{root.rstrip('/')}/{path.strip('/')}"
+
+
+def is_remote(uri: str) -> bool:
+    """True for object-store URIs (``s3://…``), False for local paths."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def open_table(
+    uri: str, storage_options: dict[str, str] | None, version: int | None = None
+) -> DeltaTable | None:
+    """The Delta table at ``uri`` (latest or a given version), or None when there is none."""
+    if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
+        return None
+    return DeltaTable(uri, version=version, storage_options=storage_options)
+
+
+def create_if_missing(
+    uri: str,
+    storage_options: dict[str, str] | None,
+    schema: pa.Schema,
+    partition_by: Sequence[str],
+    name: str,
+    description: str,
+    writer: str,
+) -> DeltaTable:
+    """Open the table, creating it (version 0, empty) with this schema when it does not exist.
+
+    Two processes may race to create the same table; the loser's commit of version 0 fails
+    (a put-if-absent on the first log entry, with no retry at a later version), and it then
+    opens the winner's table.
+    """
+    table = open_table(uri, storage_options)
+    if table is not None:
+        return table
+    try:
+        return DeltaTable.create(
+            uri,
+            schema,
+            mode="ignore",
+            partition_by=list(partition_by) or None,
+            name=name,
+            description=description,
+            storage_options=storage_options,
+            # No rebase: a CREATE that lost the race must fail, not land as version 1 on top of
+            # the winner's table (delta-rs would otherwise retry it at the next version).
+            commit_properties=CommitProperties(
+                custom_metadata=commit_metadata(writer), max_commit_retries=0
+            ),
+        )
+    except (CommitFailedError, DeltaError):
+        table = open_table(uri, storage_options)
+        if table is None:
+            raise
+        return table
+
+
+def commit_properties(
+    writer: str, app_id: str | None = None, app_version: int | None = None
+) -> CommitProperties:
+    """Lineage in the commit metadata, plus the app transaction when one is given."""
+    transactions = [Transaction(app_id, app_version)] if app_id is not None else None
+    return CommitProperties(
+        custom_metadata=commit_metadata(writer, app_id, app_version),
+        app_transactions=transactions,
+    )
+
+
+def with_commit_retries(operation: Callable[[], T]) -> T:
+    """Run ``operation`` again (from a fresh snapshot) when its commit lost a race.
+
+    delta-rs already rebases commits that do not conflict (two appends); what reaches us is
+    a real conflict (e.g. two merges rewrote the same file), so the whole operation, including
+    our own app-transaction check, runs again on the new snapshot.
+    """
+    retrying = retry(
+        retry=retry_if_exception_type(CommitFailedError),
+        stop=stop_after_attempt(COMMIT_ATTEMPTS),
+        wait=wait_random_exponential(multiplier=0.05, max=RETRY_WAIT_MAX_S),
+        reraise=True,
+    )
+    return retrying(operation)()
+
+
+def key_predicate(primary_key: Sequence[str], nullable: Sequence[str] = ()) -> str:
+    """Merge predicate joining target ``t`` and source ``s`` on the primary key.
+
+    Nullable key columns use ``IS NOT DISTINCT FROM`` so that a NULL part of a key matches
+    itself and does not insert a duplicate.
+    """
+    parts = []
+    for column in primary_key:
+        quoted = f'"{column}"'
+        op = "IS NOT DISTINCT FROM" if column in nullable else "="
+        parts.append(f"t.{quoted} {op} s.{quoted}")
+    return " AND ".join(parts)
+
+
+def dedupe_on_key(data: pa.Table, primary_key: Sequence[str], keep: str = "first") -> pa.Table:
+    """Keep one row per primary key (the first or the last one in batch order)."""
+    if data.num_rows < 2 or not primary_key:
+        return data
+    index_name = "__row_index"
+    indexed = data.append_column(index_name, pa.array(range(data.num_rows), pa.int64()))
+    aggregate = "min" if keep == "first" else "max"
+    grouped = indexed.group_by(list(primary_key), use_threads=False).aggregate(
+        [(index_name, aggregate)]
+    )
+    if grouped.num_rows == data.num_rows:
+        return data
+    keep_rows = pc.sort_indices(grouped.column(f"{index_name}_{aggregate}"))
+    rows = pc.take(grouped.column(f"{index_name}_{aggregate}"), keep_rows)
+    return data.take(rows)

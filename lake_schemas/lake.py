@@ -1,0 +1,513 @@
+"""The ``Lake``: the one way Sonolake code reads and writes its Delta tables.
+
+Every write goes through the same steps: check the batch against the table's spec (refuse it,
+untouched, when it does not match), create the table if it is missing, skip the write when its
+app transaction is already committed, commit with lineage in the commit metadata, retry when
+the commit lost a race, then record the new version in the metadata catalog and refresh the
+DuckDB catalog file.
+
+One app_id belongs to one writer. Delta records an application transaction
+``(app_id, version)`` with a commit but does not refuse a version that is not newer than the
+one it holds (it silently records the older one), so "already committed?" is checked here,
+against the table's ``transaction_version(app_id)``. Two writers sharing an app_id would race
+between that check and their commits; give each writer (each sidecar, each Dagster asset) its
+own app_id and the check is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, Field, write_deltalake
+from deltalake.exceptions import DeltaError
+
+from lake_schemas import delta
+from lake_schemas.catalog import (
+    CATALOG_TABLES,
+    MetadataCatalog,
+    table_location,
+)
+from lake_schemas.errors import TableNotFound, VersionNotFound
+from lake_schemas.schema_check import Conformed, conform
+from lake_schemas.sql_catalog import ViewSource, connect_in_memory, write_catalog_file
+from lake_schemas.tables import ALL_TABLES, TableSpec
+
+log = logging.getLogger(__name__)
+
+Filter = pc.Expression | Sequence[tuple[str, str, Any]] | Sequence[Sequence[tuple[str, str, Any]]]
+"""A row filter: a pyarrow expression, or DNF tuples like ``[("device_id", "=", "d1")]``."""
+
+CATALOG_FILE_NAME = "catalog.duckdb"
+SQL_LOG_SUFFIX = "_log"
+"""Catalog tables appear in SQL as ``catalog.<table>_log``; views over them drop the suffix."""
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What one write did.
+
+    ``version`` is the table's Delta version after the write, or its current version when
+    the write was ``skipped`` because its app transaction was already committed.
+    """
+
+    table: str
+    version: int
+    skipped: bool = False
+    rows: int = 0
+    """Rows appended, inserted or updated by this write (0 when skipped)."""
+    operation: str = "append"
+
+
+def _normalize_root(root: str | Path) -> str:
+    text = str(root)
+    if delta.is_remote(text):
+        return text.rstrip("/")
+    return str(Path(text.removeprefix("file://")).expanduser().resolve())
+
+
+def _check_app_transaction(app_id: str | None, app_version: int | None) -> None:
+    if (app_id is None) != (app_version is None):
+        raise ValueError("give both app_id and app_version, or neither")
+    if app_version is not None and (isinstance(app_version, bool) or app_version < 0):
+        raise ValueError(f"app_version={app_version!r} must be an integer >= 0")
+
+
+def _as_expression(filter: Filter | None) -> pc.Expression | None:
+    if filter is None or isinstance(filter, pc.Expression):
+        return filter
+    return pq.filters_to_expression(filter)  # type: ignore[arg-type]
+
+
+class Lake:
+    """Delta tables under one root (a local folder or ``s3://bucket/prefix``)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        storage_options: Mapping[str, str] | None = None,
+        catalog_file: Path | None = None,
+    ) -> None:
+        """``catalog_file``: the DuckDB catalog kept in step with every commit. Default:
+        ``<root>/catalog.duckdb`` for a local lake; none for an object-store lake (see
+        :meth:`refresh_sql_catalog`)."""
+        self.root = _normalize_root(root)
+        self.storage_options: dict[str, str] | None = (
+            dict(storage_options) if storage_options else None
+        )
+        self.is_remote = delta.is_remote(self.root)
+        if catalog_file is None and not self.is_remote:
+            catalog_file = Path(self.root) / CATALOG_FILE_NAME
+        self.catalog_file = Path(catalog_file) if catalog_file is not None else None
+        self.catalog = MetadataCatalog(
+            self.root, self.storage_options, on_quality_recorded=self._refresh_quietly
+        )
+        self._specs: dict[str, TableSpec] = {spec.name: spec for spec in ALL_TABLES}
+
+    def __repr__(self) -> str:
+        return f"Lake({self.root!r})"
+
+    # -- tables --------------------------------------------------------------------------------
+    def uri(self, spec: TableSpec) -> str:
+        """Where the table lives: ``<root>/<layer>/<table>``."""
+        return delta.join_uri(self.root, spec.path)
+
+    def uri_of(self, table_name: str) -> str:
+        """Where a table lives, by its ``layer.table`` name."""
+        return table_location(self.root, table_name)
+
+    def _open(self, spec: TableSpec, version: int | None = None) -> DeltaTable | None:
+        return delta.open_table(self.uri(spec), self.storage_options, version)
+
+    def exists(self, spec: TableSpec) -> bool:
+        return DeltaTable.is_deltatable(self.uri(spec), storage_options=self.storage_options)
+
+    def version(self, spec: TableSpec) -> int | None:
+        """The table's current Delta version, or None when it was never created."""
+        table = self._open(spec)
+        return None if table is None else table.version()
+
+    def transaction_version(self, spec: TableSpec, app_id: str) -> int | None:
+        """The highest app-transaction version committed by ``app_id`` (None: never)."""
+        table = self._open(spec)
+        return None if table is None else table.transaction_version(app_id)
+
+    def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
+        """Delta commit infos, newest first, each with its lineage keys and ``version``."""
+        table = self._open(spec)
+        return [] if table is None else table.history(limit)
+
+    def ensure(self, spec: TableSpec, *, writer: str) -> int:
+        """Create the table (empty, with the spec's schema) if missing; returns its version."""
+        self._specs[spec.name] = spec
+        table = self._create(spec, writer)
+        self._after_commit(spec, table)
+        return table.version()
+
+    def _create(self, spec: TableSpec, writer: str) -> DeltaTable:
+        return delta.create_if_missing(
+            self.uri(spec),
+            self.storage_options,
+            spec.schema,
+            spec.partition_by,
+            spec.name,
+            spec.description,
+            writer,
+        )
+
+    # -- writes --------------------------------------------------------------------------------
+    def append(
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        *,
+        writer: str,
+        app_id: str | None = None,
+        app_version: int | None = None,
+    ) -> CommitResult:
+        """Append rows; with ``app_id``, skip when ``app_version`` is already committed."""
+        return self._write(spec, data, "append", writer, app_id, app_version)
+
+    def merge_insert(
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        *,
+        writer: str,
+        app_id: str | None = None,
+        app_version: int | None = None,
+    ) -> CommitResult:
+        """Insert the rows whose primary key is not in the table yet (and once per key)."""
+        return self._write(spec, data, "merge_insert", writer, app_id, app_version)
+
+    def upsert(
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        *,
+        writer: str,
+        app_id: str | None = None,
+        app_version: int | None = None,
+    ) -> CommitResult:
+        """Update rows whose primary key exists (last one in the batch wins), insert the rest."""
+        return self._write(spec, data, "upsert", writer, app_id, app_version)
+
+    def _write(
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        operation: str,
+        writer: str,
+        app_id: str | None,
+        app_version: int | None,
+    ) -> CommitResult:
+        _check_app_transaction(app_id, app_version)
+        if operation != "append" and not spec.primary_key:
+            raise ValueError(f"{operation} needs a primary key; {spec.name} has none")
+        self._specs[spec.name] = spec
+        committed: list[DeltaTable] = []
+
+        def attempt() -> CommitResult:
+            table = self._open(spec)
+            if table is not None and app_id is not None:
+                done = table.transaction_version(app_id)
+                if done is not None and app_version is not None and done >= app_version:
+                    return CommitResult(spec.name, table.version(), skipped=True, operation=operation)
+            stored = None if table is None else pa.schema(table.schema().to_arrow())
+            conformed = conform(spec, data, stored)  # raises before anything is written
+            if table is None:
+                table = self._create(spec, writer)
+            self._evolve(table, conformed, writer)
+            rows = self._commit(spec, table, conformed.data, operation, writer, app_id, app_version)
+            committed.append(table)
+            return CommitResult(spec.name, table.version(), rows=rows, operation=operation)
+
+        result = delta.with_commit_retries(attempt)
+        if committed:
+            self._after_commit(spec, committed[-1])
+        return result
+
+    def _evolve(self, table: DeltaTable, conformed: Conformed, writer: str) -> None:
+        """Additive schema evolution: add the spec's new nullable columns in their own commit."""
+        if not conformed.new_columns:
+            return
+        table.alter.add_columns(
+            [Field.from_arrow(field) for field in conformed.new_columns],
+            commit_properties=delta.commit_properties(writer),
+        )
+        table.update_incremental()
+
+    def _commit(
+        self,
+        spec: TableSpec,
+        table: DeltaTable,
+        data: pa.Table,
+        operation: str,
+        writer: str,
+        app_id: str | None,
+        app_version: int | None,
+    ) -> int:
+        """Commit the batch; returns the rows it added or changed."""
+        properties = delta.commit_properties(writer, app_id, app_version)
+        if operation == "append":
+            write_deltalake(table, data, mode="append", commit_properties=properties)
+            table.update_incremental()
+            return data.num_rows
+        keep = "first" if operation == "merge_insert" else "last"
+        source = delta.dedupe_on_key(data, spec.primary_key, keep=keep)
+        nullable = [c for c in spec.primary_key if spec.schema.field(c).nullable]
+        before = table.version()
+        merger = table.merge(
+            source,
+            delta.key_predicate(spec.primary_key, nullable),
+            source_alias="s",
+            target_alias="t",
+            commit_properties=properties,
+        )
+        if operation == "upsert":
+            merger = merger.when_matched_update_all()
+        metrics = merger.when_not_matched_insert_all().execute()
+        table.update_incremental()
+        if table.version() == before and app_id is not None:
+            # Nothing to insert: delta-rs makes no commit, so record the app transaction in an
+            # empty one, or a replay of this batch would not know it was already applied.
+            write_deltalake(table, data.schema.empty_table(), mode="append", commit_properties=properties)
+            table.update_incremental()
+        return int(metrics.get("num_target_rows_inserted", 0)) + int(
+            metrics.get("num_target_rows_updated", 0)
+        )
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def compact(
+        self, spec: TableSpec, *, writer: str = "lake.compact", target_size_bytes: int | None = None
+    ) -> CommitResult:
+        """Merge small files (same rows, fewer files). Run it where nothing else writes the
+        table at the same time, e.g. as its own serialized Dagster asset."""
+        table = self._open(spec)
+        if table is None:
+            raise TableNotFound(f"{spec.name} does not exist yet; nothing to compact")
+        before = table.version()
+        metrics = delta.with_commit_retries(
+            lambda: table.optimize.compact(
+                target_size=target_size_bytes, commit_properties=delta.commit_properties(writer)
+            )
+        )
+        table.update_incremental()
+        if table.version() != before:
+            self._after_commit(spec, table)
+        return CommitResult(
+            spec.name,
+            table.version(),
+            skipped=table.version() == before,
+            rows=0,
+            operation=f"compact: {metrics.get('numFilesRemoved', 0)} files into "
+            f"{metrics.get('numFilesAdded', 0)}",
+        )
+
+    def vacuum(
+        self, spec: TableSpec, retention_hours: float, *, writer: str = "lake.vacuum"
+    ) -> list[str]:
+        """Delete files no version newer than ``retention_hours`` needs; returns them.
+
+        Time travel to versions older than the retention stops working for the deleted files.
+        """
+        if retention_hours < 0:
+            raise ValueError(f"retention_hours={retention_hours} must be >= 0")
+        table = self._open(spec)
+        if table is None:
+            raise TableNotFound(f"{spec.name} does not exist yet; nothing to vacuum")
+        deleted = table.vacuum(
+            retention_hours=int(retention_hours),
+            dry_run=False,
+            enforce_retention_duration=False,
+            commit_properties=delta.commit_properties(writer),
+        )
+        table.update_incremental()
+        self._after_commit(spec, table)
+        return list(deleted)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def _snapshot(
+        self, spec: TableSpec, version: int | None, as_of: datetime | None
+    ) -> DeltaTable | None:
+        if version is not None and as_of is not None:
+            raise ValueError("give version or as_of, not both")
+        table = self._open(spec)
+        if table is None:
+            if version is not None or as_of is not None:
+                raise TableNotFound(f"{spec.name} does not exist; no version to travel to")
+            return None
+        if version is None and as_of is None:
+            return table
+        try:
+            if version is not None:
+                table.load_as_version(int(version))
+            else:
+                assert as_of is not None
+                when = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
+                table.load_as_version(when)
+        except (DeltaError, OSError, ValueError) as exc:
+            what = f"version {version}" if version is not None else f"time {as_of}"
+            raise VersionNotFound(f"{spec.name} has no {what}: {exc}") from exc
+        return table
+
+    def dataset(
+        self, spec: TableSpec, *, version: int | None = None, as_of: datetime | None = None
+    ) -> pads.Dataset:
+        """The table (latest, a version, or as of a time) as an Arrow dataset.
+
+        A table that was never written reads as an empty dataset with the spec's schema.
+        """
+        table = self._snapshot(spec, version, as_of)
+        if table is None:
+            return pads.dataset(spec.schema.empty_table())
+        return table.to_pyarrow_dataset()
+
+    def read(
+        self,
+        spec: TableSpec,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: Filter | None = None,
+        version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> pa.Table:
+        """Read rows into memory, pushing the filter down (partitions, row-group statistics)."""
+        dataset = self.dataset(spec, version=version, as_of=as_of)
+        return dataset.to_table(
+            columns=list(columns) if columns is not None else None, filter=_as_expression(filter)
+        )
+
+    # -- catalog -------------------------------------------------------------------------------
+    def _after_commit(self, spec: TableSpec, table: DeltaTable) -> None:
+        """Record the new version(s) and refresh SQL. The data commit already succeeded, so a
+        failure here is logged, not raised: the next commit's sync records the gap."""
+        try:
+            self.catalog.sync(spec.name, table)
+        except Exception:
+            log.warning("could not record %s in the metadata catalog", spec.name, exc_info=True)
+        self._refresh_quietly()
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh_sql_catalog()
+        except Exception:
+            log.warning("could not refresh the DuckDB catalog file", exc_info=True)
+
+    def table_names(self) -> list[str]:
+        """Every lake table SQL can name: the specs, plus any other table found in the lake."""
+        names = set(self._specs)
+        if self.is_remote:
+            names.update(entry.name for entry in self.catalog.tables())
+        else:
+            for log_dir in Path(self.root).glob("*/*/_delta_log"):
+                layer, table = log_dir.parent.parent.name, log_dir.parent.name
+                if not layer.startswith(("_", ".")):
+                    names.add(f"{layer}.{table}")
+        return sorted(names)
+
+    def view_sources(
+        self,
+        versions: Mapping[str, int] | None = None,
+        as_of: datetime | None = None,
+        *,
+        in_process: bool = False,
+    ) -> list[ViewSource]:
+        """Each table pinned to a snapshot: latest, ``versions[name]``, or as of a time.
+
+        A table that did not exist yet (never written, or created after ``as_of``) becomes an
+        empty view with its spec's schema, so queries still bind.
+        """
+        versions = dict(versions or {})
+        unknown = sorted(set(versions) - set(self.table_names()))
+        if unknown:
+            raise TableNotFound(
+                f"unknown table(s) {', '.join(unknown)}; known: {', '.join(self.table_names())}"
+            )
+        sources = []
+        for name in self.table_names():
+            uri = table_location(self.root, name)
+            spec = self._specs.get(name)
+            sources.append(
+                self._view_source(name, uri, spec, versions.get(name), as_of, in_process)
+            )
+        for spec in CATALOG_TABLES:
+            name = spec.name + SQL_LOG_SUFFIX
+            sources.append(
+                self._view_source(name, self.catalog.uri(spec), spec, None, None, in_process)
+            )
+        return sources
+
+    def _view_source(
+        self,
+        name: str,
+        uri: str,
+        spec: TableSpec | None,
+        version: int | None,
+        as_of: datetime | None,
+        in_process: bool,
+    ) -> ViewSource:
+        table = delta.open_table(uri, self.storage_options)
+        if table is not None and version is not None:
+            try:
+                table.load_as_version(int(version))
+            except (DeltaError, OSError, ValueError) as exc:
+                raise VersionNotFound(f"{name} has no version {version}: {exc}") from exc
+        elif table is not None and as_of is not None:
+            try:
+                table.load_as_version(as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc))
+            except (DeltaError, OSError, ValueError):
+                table = None  # created after that time: empty then
+        if table is None:
+            if version is not None:
+                raise VersionNotFound(f"{name} does not exist; it has no version {version}")
+            schema = spec.schema if spec is not None else pa.schema([])
+            partition_by = spec.partition_by if spec is not None else ()
+            return ViewSource(name, schema, partition_by, (), None)
+        schema = pa.schema(table.schema().to_arrow())
+        dataset = table.to_pyarrow_dataset() if in_process and self.is_remote else None
+        return ViewSource(
+            name,
+            schema,
+            tuple(table.metadata().partition_columns),
+            tuple(table.file_uris()),
+            table.version(),
+            dataset,
+        )
+
+    def refresh_sql_catalog(self) -> Path | None:
+        """Rewrite the DuckDB catalog file from the tables' current snapshots (atomically).
+
+        Returns the file, or None when there is none to keep: no ``catalog_file``, or an
+        object-store lake, whose files DuckDB could only read with its httpfs extension (a
+        download); query those with :meth:`connect_sql` (``sonolake sql``) instead.
+        """
+        if self.catalog_file is None or self.is_remote:
+            return None
+        return write_catalog_file(self.catalog_file, lambda: self.view_sources())
+
+    def connect_sql(
+        self,
+        versions: Mapping[str, int] | None = None,
+        as_of: datetime | None = None,
+    ) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with one view per table (``silver.audio_events``)
+        and the ``catalog`` views; any table pinned to ``versions[name]`` or ``as_of``.
+
+        Works on local and object-store lakes alike (the latter through Arrow datasets).
+        """
+        return connect_in_memory(self.view_sources(versions, as_of, in_process=True))
+
+    def register(self, specs: Iterable[TableSpec]) -> None:
+        """Make extra table specs known for SQL before they are first written."""
+        for spec in specs:
+            self._specs[spec.name] = spec

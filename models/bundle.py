@@ -1,0 +1,107 @@
+"""Write a MODEL BUNDLE folder: the three ONNX artifacts and ``model.json``.
+
+The layout is the contract between training and the registry/serving side
+(:mod:`models.bundle_files` reads it): ``model.onnx`` (FP32), ``model.int8.onnx``,
+``model.fp16.onnx`` and ``model.json`` with the labels in output order, the feature version,
+tensor names, the audio format and the evaluation metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features import FEATURE_VERSION, N_MELS, WINDOW_FRAMES, WINDOW_SAMPLES
+from features.pcm import SAMPLE_RATE_HZ
+from models.bundle_files import ARTIFACT_FILES, MANIFEST_FILE
+from models.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    convert_fp16,
+    quantize_int8,
+    save_fp32,
+)
+from models.training import TrainedModel
+
+CALIBRATION_WINDOWS = 256
+"""Training windows used to calibrate INT8 activation ranges (a stratified sample)."""
+
+
+def calibration_rows(labels: np.ndarray, count: int = CALIBRATION_WINDOWS, seed: int = 0) -> np.ndarray:
+    """Rows spread evenly over the classes, so rare classes set ranges too."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = max(1, count // max(len(classes), 1))
+    rows = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+
+
+def write_bundle(
+    out_dir: Path | str,
+    model: TrainedModel,
+    calibration_logmel: np.ndarray,
+    *,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Export ``model`` into ``out_dir`` (replaced if present) and return the folder.
+
+    Files are written to a sibling temporary folder and moved into place at the end, so a
+    reader never sees a half-written bundle.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    fp32 = save_fp32(model.members, model.architecture, staging / ARTIFACT_FILES["fp32"])
+    quantize_int8(fp32, staging / ARTIFACT_FILES["int8"], calibration_logmel)
+    convert_fp16(fp32, staging / ARTIFACT_FILES["fp16"])
+    manifest = {
+        "labels": list(model.labels),
+        "feature_version": FEATURE_VERSION,
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "sample_rate": SAMPLE_RATE_HZ,
+        "window_samples": WINDOW_SAMPLES,
+        "frames": WINDOW_FRAMES,
+        "n_mels": N_MELS,
+        "metrics": metrics or {},
+        "architecture": {**model.architecture.to_dict(), "ensemble": len(model.members)},
+        "training": {
+            **model.config.to_dict(),
+            "train_windows": model.n_train_windows,
+            "train_seconds": round(model.train_seconds, 1),
+        },
+        "quantization": {
+            "int8": "static QDQ, uint8 activations, int8 per-channel weights, MinMax "
+            f"calibration on {len(calibration_logmel)} training windows",
+            "fp16": "float16 weights and compute, float32 inputs/outputs",
+        },
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    write_manifest(staging, manifest)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    return out_dir
+
+
+def write_manifest(bundle_dir: Path | str, manifest: dict[str, Any]) -> None:
+    """(Re)write ``model.json`` (e.g. to add metrics after evaluation)."""
+    path = Path(bundle_dir) / MANIFEST_FILE
+    path.write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,249 @@
+"""Train the keyword-spotting DS-CNN with JAX + optax on the CPU, in minutes.
+
+Why JAX: it installs from PyPI as a CPU wheel of a few hundred MB, where PyPI's ``torch``
+resolves to the CUDA build with several GB of NVIDIA packages (see docs/models.md). Inference
+never uses JAX: the trained parameters are exported to ONNX (:mod:`models.export`).
+
+Recipe (what makes ~2,500 clips enough): per-epoch waveform augmentation (time shift, gain,
+background noise from the training side's ``_silence_`` clips at a random SNR), SpecAugment
+masks, label smoothing, AdamW with a warm-up + cosine learning rate, a jitted train step, and
+batch-norm statistics re-estimated on clean training audio at the end. ``ensemble > 1`` trains
+several members with different seeds and averages their probabilities (one ONNX graph).
+
+Input is generic (:class:`models.dataset.LabelledWindows`): the real recordings' manifest, or
+windows read back from the lake.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from features import logmel_batch
+from models.architecture import ArchitectureConfig, Params, State, apply, init
+from models.augment import AugmentConfig, augment_waveforms, mixup, spec_augment
+from models.dataset import LABELS, SILENCE, LabelledWindows
+
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training knobs; :data:`PRESETS` names the ones the command line offers."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.02
+    label_smoothing: float = 0.1
+    width: int = 64
+    block_strides: tuple[tuple[int, int], ...] = ((2, 2), (1, 1), (1, 1), (1, 1))
+    dropout: float = 0.2
+    ensemble: int = 1
+    recalibrate_bn: bool = True
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def architecture(self, n_classes: int) -> ArchitectureConfig:
+        return ArchitectureConfig(
+            n_classes=n_classes,
+            width=self.width,
+            block_strides=self.block_strides,
+            dropout=self.dropout,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "quick": TrainConfig(epochs=6, width=32, block_strides=((2, 2), (1, 1)), learning_rate=5e-3),
+    "full": TrainConfig(),
+}
+"""``quick``: a small model in well under a minute (tests, demos). ``full``: the real model."""
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A named preset with some fields replaced (``None`` values are ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    member: int
+    epoch: int
+    epochs: int
+    loss: float
+    seconds: float
+
+
+@dataclass
+class TrainedModel:
+    """Trained ensemble members (parameters + BN state) and how they were made."""
+
+    architecture: ArchitectureConfig
+    members: list[tuple[Params, State]]
+    labels: tuple[str, ...]
+    config: TrainConfig
+    history: list[EpochReport]
+    train_seconds: float
+    n_train_windows: int
+
+    def predict_proba(self, logmel: np.ndarray) -> np.ndarray:
+        """Mean member probabilities ``[B, n_labels]`` for log-mel ``[B, frames, mels]``."""
+        return np.mean(
+            [_predict(params, state, logmel, self.architecture) for params, state in self.members],
+            axis=0,
+        )
+
+
+def _predict(params: Params, state: State, logmel: np.ndarray, arch: ArchitectureConfig) -> np.ndarray:
+    out = []
+    for start in range(0, len(logmel), EVAL_BATCH):
+        logits = _eval_logits(params, state, jnp.asarray(logmel[start : start + EVAL_BATCH]), arch)
+        out.append(np.asarray(jax.nn.softmax(logits, axis=-1)))
+    return np.concatenate(out) if out else np.zeros((0, arch.n_classes), np.float32)
+
+
+@partial(jax.jit, static_argnums=3)
+def _eval_logits(params: Params, state: State, logmel: jax.Array, arch: ArchitectureConfig) -> jax.Array:
+    return apply(params, state, logmel, arch, train=False)[0]
+
+
+@partial(jax.jit, static_argnums=3)
+def _batch_stats(params: Params, state: State, logmel: jax.Array, arch: ArchitectureConfig) -> State:
+    return apply(params, state, logmel, arch, train=True, bn_momentum=0.0)[1]
+
+
+def _make_step(
+    arch: ArchitectureConfig, optimizer: optax.GradientTransformation, config: TrainConfig
+) -> Callable[..., tuple[Params, State, Any, jax.Array]]:
+    augment = config.augment
+
+    @jax.jit
+    def step(params, state, opt_state, logmel, targets, key):  # type: ignore[no-untyped-def]
+        k_mask, k_mix, k_drop = jax.random.split(key, 3)
+        if augment.time_masks or augment.freq_masks:
+            logmel = spec_augment(k_mask, logmel, state["band_mean"], augment)
+        if augment.mixup_alpha > 0:
+            logmel, targets = mixup(k_mix, logmel, targets, augment.mixup_alpha)
+
+        def loss_fn(p: Params) -> tuple[jax.Array, State]:
+            logits, new_state = apply(p, state, logmel, arch, train=True, dropout_key=k_drop)
+            return optax.softmax_cross_entropy(logits, targets).mean(), new_state
+
+        (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_state, opt_state, loss
+
+    return step
+
+
+def _recalibrate_bn(
+    params: Params, state: State, logmel: np.ndarray, arch: ArchitectureConfig, batch: int
+) -> State:
+    """Population BN statistics from clean training audio (mean of per-batch statistics)."""
+    stats = [
+        _batch_stats(params, state, jnp.asarray(logmel[s : s + batch]), arch)
+        for s in range(0, len(logmel) - batch + 1, batch)
+    ]
+    if not stats:
+        return state
+    averaged = jax.tree_util.tree_map(lambda *leaves: jnp.mean(jnp.stack(leaves), axis=0), *stats)
+    return {**averaged, "band_mean": state["band_mean"], "band_scale": state["band_scale"]}
+
+
+def train(
+    data: LabelledWindows,
+    config: TrainConfig,
+    *,
+    labels: tuple[str, ...] = LABELS,
+    noise_bank: np.ndarray | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> TrainedModel:
+    """Train ``config.ensemble`` DS-CNNs on ``data`` (all of it: split before calling).
+
+    ``noise_bank`` ``[K, samples]`` is the background noise mixed in; by default the
+    ``_silence_`` windows of ``data``. ``on_epoch`` is called after every epoch (progress bars).
+    """
+    if len(data) < config.batch_size:
+        raise ValueError(f"{len(data)} windows is fewer than one batch of {config.batch_size}")
+    started = time.perf_counter()
+    is_silence = data.labels == labels.index(SILENCE) if SILENCE in labels else np.zeros(len(data), bool)
+    if noise_bank is None:
+        noise_bank = data.windows[is_silence]
+    clean = logmel_batch(data.windows)
+    band_mean = clean.mean(axis=(0, 1))
+    band_std = clean.std(axis=(0, 1))
+    arch = config.architecture(len(labels))
+    steps_per_epoch = len(data) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=max(1, int(config.warmup_epochs * steps_per_epoch)),
+        decay_steps=max(total_steps, 2),
+        end_value=config.learning_rate * 1e-3,
+    )
+    optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
+    step = _make_step(arch, optimizer, config)
+    n_classes = len(labels)
+    smooth = config.label_smoothing
+    targets_all = np.full((len(data), n_classes), smooth / n_classes, dtype=np.float32)
+    targets_all[np.arange(len(data)), data.labels] += 1.0 - smooth
+
+    members: list[tuple[Params, State]] = []
+    history: list[EpochReport] = []
+    for member in range(config.ensemble):
+        seed = config.seed + 1000 * member
+        rng = np.random.default_rng(seed)
+        key = jax.random.PRNGKey(seed)
+        key, init_key = jax.random.split(key)
+        params, state = init(init_key, arch, band_mean, band_std)
+        opt_state = optimizer.init(params)
+        for epoch in range(config.epochs):
+            epoch_started = time.perf_counter()
+            augmented = augment_waveforms(data.windows, is_silence, noise_bank, rng, config.augment)
+            features = logmel_batch(augmented)
+            order = rng.permutation(len(data))
+            losses = []
+            for batch in range(steps_per_epoch):
+                rows = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+                key, step_key = jax.random.split(key)
+                params, state, opt_state, loss = step(
+                    params, state, opt_state, features[rows], targets_all[rows], step_key
+                )
+                losses.append(loss)
+            report = EpochReport(
+                member=member,
+                epoch=epoch + 1,
+                epochs=config.epochs,
+                loss=float(np.mean(jax.device_get(losses))),
+                seconds=time.perf_counter() - epoch_started,
+            )
+            history.append(report)
+            if on_epoch is not None:
+                on_epoch(report)
+        if config.recalibrate_bn:
+            state = _recalibrate_bn(params, state, clean, arch, EVAL_BATCH)
+        members.append((jax.device_get(params), jax.device_get(state)))
+    return TrainedModel(
+        architecture=arch,
+        members=members,
+        labels=tuple(labels),
+        config=config,
+        history=history,
+        train_seconds=time.perf_counter() - started,
+        n_train_windows=len(data),
+    )

@@ -1,0 +1,1 @@
+"""The dbt project for analysts, loaded as assets downstream of the lake tables."""

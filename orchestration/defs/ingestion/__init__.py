@@ -1,0 +1,1 @@
+"""Sidecar tables (bronze, silver) as observed assets, with their quality checks."""

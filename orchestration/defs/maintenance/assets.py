@@ -1,0 +1,92 @@
+"""Lake maintenance: compaction and vacuum with a retention period, one asset per table.
+
+Streaming writes many small files (the sidecar commits every few seconds); compaction merges
+them so scans stay fast, and vacuum deletes the files no version within the retention period
+needs (after that, time travel further back stops working). Each table's maintenance runs in
+the concurrency pool of that table's writer (``lake_writer_<layer>_<table>``, limit one), so it
+never overlaps the Dagster asset that writes the table, nor another maintenance run of it.
+The sidecar, which writes bronze and silver from outside Dagster, only appends and merges;
+Delta lets an append commit beside a compaction, and a conflicting merge is retried.
+"""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from lake_schemas.errors import TableNotFound
+from lake_schemas.tables import ALL_TABLES, PREDICTIONS, TableSpec
+from orchestration.lake_keys import table_key
+from orchestration.lake_stats import snapshot_metadata, table_snapshot
+from orchestration.resources import LakeResource
+
+WRITER = "dagster:maintenance"
+DEFAULT_RETENTION_HOURS = 168.0
+"""Seven days of time travel, Delta's own default retention."""
+
+NIGHTLY_AFTER_CHANGES = dg.AutomationCondition.on_cron("30 2 * * *").with_label(
+    "nightly at 02:30 UTC, if the table changed since the last run"
+)
+
+
+class MaintenanceConfig(dg.Config):
+    retention_hours: float = DEFAULT_RETENTION_HOURS
+    """Vacuum keeps every file a version younger than this needs (hours)."""
+    target_file_mb: int = 128
+    """Compaction's target file size (MB)."""
+
+
+def pool_for(spec: TableSpec) -> str:
+    """The concurrency pool shared by every Dagster writer of one table."""
+    return f"lake_writer_{spec.layer}_{spec.table}"
+
+
+def maintenance_key(spec: TableSpec) -> dg.AssetKey:
+    return dg.AssetKey(["maintenance", f"{spec.layer}_{spec.table}"])
+
+
+def _maintenance_asset(spec: TableSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=maintenance_key(spec),
+        deps=[table_key(spec)],
+        group_name="maintenance",
+        kinds={"delta"},
+        description=f"Compact {spec.name}'s small files, then vacuum files older than the "
+        "retention period.",
+        automation_condition=NIGHTLY_AFTER_CHANGES,
+        pool=pool_for(spec),
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8)),
+        tags={"layer": spec.layer},
+    )
+    def maintain(
+        context: dg.AssetExecutionContext, config: MaintenanceConfig, lake: LakeResource
+    ) -> dg.MaterializeResult:
+        opened = lake.open()
+        before = table_snapshot(lake, spec)
+        try:
+            compacted = opened.compact(
+                spec, writer=WRITER, target_size_bytes=config.target_file_mb * 1024 * 1024
+            )
+            deleted = opened.vacuum(spec, config.retention_hours, writer=WRITER)
+        except TableNotFound:
+            return dg.MaterializeResult(metadata={"skipped": f"{spec.name} does not exist yet"})
+        after = table_snapshot(lake, spec)
+        context.log.info(f"{spec.name}: {compacted.operation}; vacuum deleted {len(deleted)} files")
+        return dg.MaterializeResult(
+            metadata={
+                **snapshot_metadata(after),
+                "files_before": before.files if before else 0,
+                "files_after": after.files if after else 0,
+                "compaction": compacted.operation,
+                "vacuumed_files": len(deleted),
+                "retention_hours": config.retention_hours,
+            }
+        )
+
+    return maintain
+
+
+MAINTAINED_TABLES = tuple(spec for spec in ALL_TABLES if spec is not PREDICTIONS)
+"""Every table something writes (gold.predictions has no writer yet)."""
+
+maintenance_assets = [_maintenance_asset(spec) for spec in MAINTAINED_TABLES]

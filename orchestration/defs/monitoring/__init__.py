@@ -1,0 +1,1 @@
+"""Drift reports and the sensor that turns detected drift into a retraining run."""

@@ -1,0 +1,1 @@
+"""Training set, candidate model, evaluation and the gated promotion to champion."""

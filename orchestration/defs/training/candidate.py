@@ -1,0 +1,120 @@
+"""Train, export, evaluate and register one candidate: the work behind ``candidate_model``.
+
+Everything here calls into :mod:`models` (training, export, evaluation, registry); this module
+only decides what goes in (the training side of the set, the preset) and what comes out (the
+registered version, its metrics, the drift reference logged with it).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+if TYPE_CHECKING:
+    from lake_schemas import Lake
+    from models.registry import Registry
+
+    from orchestration.training_data import TrainingSet
+
+
+class TrainingConfig(dg.Config):
+    """Knobs of one training run (the launchpad shows them; the demo sets them)."""
+
+    preset: str | None = None
+    """``quick`` or ``full``; None takes the environment's default (SONOLAKE_TRAINING_PRESET)."""
+    epochs: int | None = None
+    """Override the preset's number of epochs."""
+    ensemble: int | None = None
+    """Override how many networks are trained and averaged."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CandidateModel:
+    """A registered candidate (the asset's value)."""
+
+    version: str
+    run_id: str
+    experiment_id: str
+    bundle_dir: str
+    preset: str
+    metrics: dict[str, float]
+    train_seconds: float
+    confusion_png: str | None = None
+    params: dict[str, object] = field(default_factory=dict)
+
+    def confusion_markdown(self) -> str:
+        """The confusion matrix as a Markdown image (inline PNG) with the file's path."""
+        if not self.confusion_png or not Path(self.confusion_png).exists():
+            return "no confusion matrix"
+        data = base64.b64encode(Path(self.confusion_png).read_bytes()).decode()
+        return f"![confusion matrix](data:image/png;base64,{data})\n\n`{self.confusion_png}`"
+
+
+def train_candidate(
+    training_set: TrainingSet,
+    config: TrainingConfig,
+    *,
+    default_preset: str,
+    lake: Lake,
+    registry: Registry,
+    work_dir: Path,
+    log: Callable[[str], None],
+) -> CandidateModel:
+    """Train on the set's training devices, export the bundle, evaluate it, register it."""
+    from models.evaluation import evaluate_bundle
+    from models.export import export_bundle
+    from models.training import preset, train
+
+    from orchestration.drift_reference import log_reference
+    from orchestration.promotion import heldout_of
+    from orchestration.training_data import reference_features
+
+    name = config.preset or default_preset
+    train_config = preset(name, epochs=config.epochs, ensemble=config.ensemble, seed=config.seed)
+    labelled, train_rows, _, event_ids = training_set.load()
+    training = labelled.subset(train_rows)
+    log(f"training preset {name!r} on {len(training)} windows")
+    trained = train(
+        training,
+        train_config,
+        on_epoch=lambda r: log(f"member {r.member} epoch {r.epoch}/{r.epochs} loss {r.loss:.3f}"),
+    )
+    bundle_dir = export_bundle(trained, work_dir / "bundle", calibration=training.windows)
+    heldout = heldout_of(training_set)
+    evaluation = evaluate_bundle(bundle_dir, heldout, out_dir=work_dir / "evaluation")
+    params = {
+        **train_config.to_dict(),
+        "preset": name,
+        "training_set": training_set.set_id,
+        "train_windows": len(training),
+        "heldout_windows": len(heldout.labels),
+    }
+    version = registry.log_bundle(
+        bundle_dir,
+        params,
+        evaluation.metrics,
+        evaluation=evaluation.table,
+        confusion_png=evaluation.confusion_png,
+        run_name=f"lake-{training_set.set_id}-{name}",
+    )
+    train_ids = [str(event_ids[i]) for i in train_rows]
+    log_reference(registry, version, reference_features(lake, train_ids), training_set.data_until)
+    model_version = registry.client.get_model_version(registry.model_name, version)
+    run = registry.client.get_run(model_version.run_id)
+    return CandidateModel(
+        version=version,
+        run_id=model_version.run_id,
+        experiment_id=run.info.experiment_id,
+        bundle_dir=str(bundle_dir),
+        preset=name,
+        metrics={k: float(v) for k, v in evaluation.metrics.items()},
+        train_seconds=trained.train_seconds,
+        confusion_png=str(evaluation.confusion_png) if evaluation.confusion_png else None,
+        params=params,
+    )

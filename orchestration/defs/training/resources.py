@@ -1,0 +1,29 @@
+"""Defaults of the model lifecycle taken from the environment's settings.
+
+Run config can override the training preset per run (the UI's launchpad, the demo); the gate's
+thresholds are policy and only come from here (``SONOLAKE_PROMOTION_*``).
+"""
+
+import dagster as dg
+
+from models.promotion import GatePolicy
+
+
+class ModelLifecycleResource(dg.ConfigurableResource):
+    """How retraining trains by default, and what a candidate must achieve to be served."""
+
+    training_preset: str = "full"
+    """``quick`` (a small model in under a minute) or ``full`` (the real model)."""
+    latency_budget_us: float = 1000.0
+    """Max batch-1 p99 latency of the CPU INT8 artifact (µs)."""
+    min_improvement: float = 0.0
+    """Accuracy (0..1) a candidate must gain over the champion."""
+    accuracy_floor: float = 0.5
+    """Min held-out accuracy (0..1) of a first champion."""
+
+    def gate_policy(self) -> GatePolicy:
+        return GatePolicy(
+            latency_budget_us=self.latency_budget_us,
+            min_improvement=self.min_improvement,
+            accuracy_floor=self.accuracy_floor,
+        )

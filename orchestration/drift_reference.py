@@ -1,0 +1,71 @@
+"""The champion's drift reference: the summary features of the events it was trained on.
+
+Drift is measured against what the *serving* model saw in training, so the reference travels
+with the model: the training asset logs the training events' feature vectors as a Parquet
+artifact of the model's MLflow run (``drift_reference/features.parquet``), and tags the run
+with the newest event time it learned from. The drift report fetches the champion's
+reference by the champion alias, whichever version that is today.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from models.registry import Registry
+
+REFERENCE_DIR = "drift_reference"
+REFERENCE_FILE = "features.parquet"
+DATA_UNTIL_TAG = "sonolake.training_data_until"
+"""Run tag: ISO time of the newest event in the training data (events after it are new)."""
+
+
+@dataclass(frozen=True)
+class DriftReference:
+    model_version: str
+    features: pd.DataFrame
+    data_until: datetime | None
+
+
+def log_reference(
+    registry: Registry, version: str, features: pa.Table, data_until: datetime | None
+) -> None:
+    """Attach the training events' features (columns = SUMMARY_COLUMNS) to a version's run."""
+    client = registry.client
+    run_id = client.get_model_version(registry.model_name, version).run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / REFERENCE_FILE
+        pq.write_table(features, path)
+        client.log_artifact(run_id, str(path), REFERENCE_DIR)
+    if data_until is not None:
+        client.set_tag(run_id, DATA_UNTIL_TAG, data_until.isoformat())
+
+
+def load_reference(registry: Registry, version: str) -> DriftReference | None:
+    """The reference of a registered version, or None when its run has none."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    client = registry.client
+    run_id = client.get_model_version(registry.model_name, version).run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = download_artifacts(
+                run_id=run_id,
+                artifact_path=f"{REFERENCE_DIR}/{REFERENCE_FILE}",
+                dst_path=tmp,
+                tracking_uri=registry.tracking_uri,
+            )
+        except (MlflowException, OSError):
+            return None
+        frame = pq.read_table(local).to_pandas()
+    tag = client.get_run(run_id).data.tags.get(DATA_UNTIL_TAG)
+    return DriftReference(version, frame, datetime.fromisoformat(tag) if tag else None)

@@ -1,0 +1,194 @@
+"""Resources, chosen by environment in one place: a local lake, or an S3 lake.
+
+``Settings.environment`` decides which implementation the assets get; assets only ever see
+the interface (:class:`LakeResource`, :class:`ModelRegistryResource`, :class:`PlatformPaths`).
+Secrets never appear as literals: the S3 credentials are :class:`dagster.EnvVar` references
+to the same ``SONOLAKE_`` variables the settings read, so the Dagster UI shows the variable's
+name, never its value.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from dagster_dbt import DbtCliResource
+from pydantic import PrivateAttr
+
+from orchestration.defs.training.resources import ModelLifecycleResource
+from sonolake.settings import Settings
+
+if TYPE_CHECKING:
+    from lake_schemas import Lake
+    from models.registry import Registry
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DBT_PROJECT_DIR = REPO_ROOT / "dbt"
+
+
+def dbt_executable() -> str:
+    """The ``dbt`` of the interpreter running Dagster (the project's .venv), not one on PATH."""
+    candidate = Path(sys.executable).parent / "dbt"
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The Delta lake on the local filesystem (the default on one machine)."""
+
+    root: str
+    """Absolute path of the lake root."""
+    catalog_file: str
+    """DuckDB catalog file analysts open."""
+
+    _lake: Any = PrivateAttr(default=None)
+
+    def storage_options(self) -> dict[str, str]:
+        """delta-rs / object_store options; none for a local folder."""
+        return {}
+
+    def open(self) -> Lake:
+        """The lake, opened once per resource instance (one run) and reused by its assets."""
+        if self._lake is None:
+            from lake_schemas import Lake
+
+            self._lake = Lake(
+                self.root,
+                storage_options=self.storage_options() or None,
+                catalog_file=Path(self.catalog_file),
+            )
+        return self._lake
+
+    def table_uri(self, relative_path: str) -> str:
+        """``<root>/<relative_path>``: where a table or file lives in the lake."""
+        return f"{self.root.rstrip('/')}/{relative_path.strip('/')}"
+
+    def save_file(self, relative_path: str, data: bytes, content_type: str) -> str:
+        """Store a report (HTML, PNG) in the lake beside the tables; returns its location."""
+        target = Path(self.table_uri(relative_path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        return str(target)
+
+    def read_file(self, location: str) -> bytes:
+        """Bytes of a file :meth:`save_file` returned."""
+        return Path(location).read_bytes()
+
+
+class S3LakeResource(LakeResource):
+    """The Delta lake in S3 (or an S3-compatible store), credentials through dagster-aws."""
+
+    s3: S3Resource
+    allow_http: bool = False
+    """Plain-HTTP endpoints (test stores such as moto or MinIO without TLS)."""
+
+    def storage_options(self) -> dict[str, str]:
+        options = {"AWS_REGION": self.s3.region_name or "us-east-1"}
+        if self.s3.endpoint_url:
+            options["AWS_ENDPOINT_URL"] = self.s3.endpoint_url
+        if self.s3.aws_access_key_id:
+            options["AWS_ACCESS_KEY_ID"] = self.s3.aws_access_key_id
+        if self.s3.aws_secret_access_key:
+            options["AWS_SECRET_ACCESS_KEY"] = self.s3.aws_secret_access_key
+        if self.allow_http:
+            options["AWS_ALLOW_HTTP"] = "true"
+        return options
+
+    def _bucket_key(self, location: str) -> tuple[str, str]:
+        parsed = urlparse(location)
+        return parsed.netloc, parsed.path.lstrip("/")
+
+    def save_file(self, relative_path: str, data: bytes, content_type: str) -> str:
+        location = self.table_uri(relative_path)
+        bucket, key = self._bucket_key(location)
+        self.s3.get_client().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        return location
+
+    def read_file(self, location: str) -> bytes:
+        bucket, key = self._bucket_key(location)
+        return self.s3.get_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+class ModelRegistryResource(dg.ConfigurableResource):
+    """The MLflow registry that holds every candidate and the ``champion`` alias."""
+
+    tracking_uri: str
+    model_name: str
+    artifact_root: str
+    ui_url: str = "http://127.0.0.1:5000"
+    """Where ``mlflow ui`` serves this store; used for links in asset metadata."""
+
+    def open(self, lake: Lake) -> Registry:
+        from models.registry import Registry
+
+        return Registry(self.tracking_uri, self.model_name, self.artifact_root, lake=lake)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """Link to an MLflow run in the MLflow UI."""
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def model_url(self, version: str) -> str:
+        """Link to a registered model version in the MLflow UI."""
+        return f"{self.ui_url.rstrip('/')}/#/models/{self.model_name}/versions/{version}"
+
+
+class PlatformPaths(dg.ConfigurableResource):
+    """Local places the assets read or write besides the lake."""
+
+    state_dir: str
+    """Scratch and state (training sets, bundles before they are registered)."""
+    spool_dir: str
+    """The gateway's durable spool; its backlog is the sidecar's lag."""
+    data_dir: str
+    """The real recordings (noise clips for augmentation, demo corpora)."""
+
+    def work_dir(self, *parts: str) -> Path:
+        path = Path(self.state_dir).joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _lake_resource(settings: Settings) -> LakeResource:
+    if settings.environment == "s3":
+        s3 = S3Resource(
+            region_name=settings.aws_region,
+            endpoint_url=settings.s3_endpoint_url,
+            aws_access_key_id=dg.EnvVar("SONOLAKE_AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=dg.EnvVar("SONOLAKE_AWS_SECRET_ACCESS_KEY"),
+        )
+        return S3LakeResource(
+            root=settings.lake_root,
+            catalog_file=str(settings.catalog_file),
+            s3=s3,
+            allow_http=settings.aws_allow_http,
+        )
+    return LakeResource(root=settings.lake_root, catalog_file=str(settings.catalog_file))
+
+
+def resources_for(settings: Settings) -> dict[str, Any]:
+    """Every resource the definitions need, for the environment the settings name."""
+    return {
+        "lake": _lake_resource(settings),
+        "registry": ModelRegistryResource(
+            tracking_uri=settings.mlflow_tracking_uri,
+            model_name=settings.model_name,
+            artifact_root=str(settings.mlflow_artifact_root),
+        ),
+        "paths": PlatformPaths(
+            state_dir=str(settings.state_path),
+            spool_dir=str(settings.spool_path),
+            data_dir=str(settings.data_dir),
+        ),
+        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()),
+        "lifecycle": ModelLifecycleResource(
+            training_preset=settings.training_preset,
+            latency_budget_us=settings.promotion_latency_budget_us,
+            min_improvement=settings.promotion_min_improvement,
+            accuracy_floor=settings.promotion_accuracy_floor,
+        ),
+    }

@@ -1,0 +1,192 @@
+"""The training set: labelled events from the lake, split so no device is on both sides.
+
+Every event in silver.audio_events whose client sent a ground-truth label becomes one example:
+its audio, reassembled from bronze, fitted to the model's 1-s window. Labels outside the
+model's vocabulary (e.g. the digits of telephone traffic) count as ``_unknown_``, which is what
+they are to a keyword spotter. A device is a speaker (``spk-<speaker>``), and the split hashes
+the speaker exactly as the corpus split does, so the held-out devices are the held-out speakers
+of the real recordings and accuracy always means "on voices the model never heard".
+
+Background noise has no speech, so the sidecar finds no event in it; the ``_silence_`` class is
+built from bronze directly: each run of consecutive chunks a client labelled ``_silence_`` gives
+one window. Without it a model trained from the lake could never answer "nothing was said".
+
+The windows are stored once as int16 PCM in a ``.npz`` under the state folder (they are audio,
+and a 3,000-clip set is ~100 MB); the asset's value is a small reference to that file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features import FEATURE_VERSION, SUMMARY_COLUMNS, fit_window
+from features.pcm import SAMPLE_RATE_HZ, decode, resample, to_float, to_pcm16
+from features.spectral import WINDOW_SAMPLES
+from lake_schemas import Lake
+from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, AUDIO_FEATURES
+from models.dataset import LABELS, SILENCE, LabelledWindows, label_index, split_by_group
+from orchestration.event_audio import CHUNK_COLUMNS, EVENT_COLUMNS, event_segments
+from streaming.replay import device_id_for
+
+DEVICE_PREFIX = device_id_for("")
+"""``spk-``: replayed devices are named after their speaker."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Where the windows are and what they hold (the asset's value)."""
+
+    path: str
+    set_id: str
+    n_train: int
+    n_test: int
+    train_devices: int
+    test_devices: int
+    data_until: datetime | None
+    """Start time of the newest event in the set: later events are new to a model trained here."""
+    label_counts: dict[str, int]
+
+    def load(self) -> tuple[LabelledWindows, np.ndarray, np.ndarray, np.ndarray]:
+        """(all windows, train rows, test rows, event ids)."""
+        with np.load(self.path, allow_pickle=True) as data:
+            windows = to_float(data["pcm"])
+            labelled = LabelledWindows(windows, data["labels"], data["groups"])
+            return labelled, data["train"], data["test"], data["event_ids"]
+
+
+def speaker_of(device_id: str) -> str:
+    """The speaker a replayed device stands for (the device id itself for other devices)."""
+    return device_id.removeprefix(DEVICE_PREFIX)
+
+
+def labelled_events(lake: Lake) -> pa.Table:
+    """Events with a ground-truth label, oldest first."""
+    events = lake.read(
+        AUDIO_EVENTS,
+        columns=[*EVENT_COLUMNS, "device_id", "label"],
+        filter=pc.field("label").is_valid(),
+    )
+    return events.sort_by("start_time")
+
+
+def build_windows(lake: Lake, events: pa.Table) -> tuple[list[str], np.ndarray]:
+    """(event ids, windows [N, 16000] float32) of the events whose chunks are all in bronze."""
+    if events.num_rows == 0:
+        return [], np.zeros((0, WINDOW_SAMPLES), np.float32)
+    sessions = pa.array(sorted(set(events.column("session_id").to_pylist())), pa.string())
+    chunks = lake.read(
+        AUDIO_CHUNKS, columns=CHUNK_COLUMNS, filter=pc.field("session_id").isin(sessions)
+    )
+    ids, windows = [], []
+    for event in event_segments(events, chunks):
+        ids.append(event.event_id)
+        windows.append(fit_window(event.audio_16k))
+    return ids, np.stack(windows) if windows else np.zeros((0, WINDOW_SAMPLES), np.float32)
+
+
+def silence_windows(lake: Lake) -> tuple[list[dict[str, object]], np.ndarray]:
+    """One window per run of consecutive chunks labelled ``_silence_`` (rows, windows)."""
+    chunks = lake.read(
+        AUDIO_CHUNKS,
+        columns=[*CHUNK_COLUMNS, "device_id"],
+        filter=pc.field("label") == SILENCE,
+    )
+    if chunks.num_rows == 0:
+        return [], np.zeros((0, WINDOW_SAMPLES), np.float32)
+    chunks = chunks.sort_by([("session_id", "ascending"), ("seq", "ascending")])
+    sessions = chunks.column("session_id").to_numpy(zero_copy_only=False)
+    seqs = chunks.column("seq").to_numpy()
+    new_run = np.ones(len(seqs), dtype=bool)
+    new_run[1:] = (sessions[1:] != sessions[:-1]) | (seqs[1:] != seqs[:-1] + 1)
+    starts = np.flatnonzero(new_run)
+    ends = np.append(starts[1:], len(seqs))
+    rows, windows = [], []
+    for start, end in zip(starts, ends, strict=True):
+        run = chunks.slice(start, end - start)
+        encoding = run.column("encoding")[0].as_py()
+        rate = int(run.column("sample_rate")[0].as_py())
+        samples = np.concatenate([decode(b, encoding) for b in run.column("pcm").to_pylist()])
+        audio = resample(to_float(samples), rate, SAMPLE_RATE_HZ)
+        windows.append(
+            audio[:WINDOW_SAMPLES] if audio.size >= WINDOW_SAMPLES else fit_window(audio)
+        )
+        first = run.slice(0, 1).to_pylist()[0]
+        rows.append(
+            {
+                "event_id": f"{first['session_id']}:{first['seq']}:silence",
+                "device_id": first["device_id"],
+                "label": SILENCE,
+                "start_time": first["event_time"],
+            }
+        )
+    return rows, np.stack(windows).astype(np.float32)
+
+
+def write_training_set(lake: Lake, out_dir: Path) -> TrainingSet:
+    """Build the set from the lake, store it under ``out_dir`` and describe it."""
+    events = labelled_events(lake)
+    ids, windows = build_windows(lake, events)
+    info = {
+        r["event_id"]: r
+        for r in events.select(["event_id", "device_id", "label", "start_time"]).to_pylist()
+    }
+    silence_rows, silence = silence_windows(lake)
+    info.update({r["event_id"]: r for r in silence_rows})
+    ids += [str(r["event_id"]) for r in silence_rows]
+    windows = np.concatenate([windows, silence]) if len(silence) else windows
+    labels = [info[i]["label"] for i in ids]
+    groups = np.asarray([speaker_of(info[i]["device_id"]) for i in ids], dtype=object)
+    labelled = LabelledWindows.from_arrays(windows, labels, groups)
+    train, test = split_by_group(labelled.groups)
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"training-set-{digest}.npz"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            pcm=to_pcm16(windows),
+            labels=labelled.labels,
+            groups=labelled.groups,
+            train=train,
+            test=test,
+            event_ids=np.asarray(ids, dtype=object),
+        )
+        tmp.replace(path)
+    counts: dict[str, int] = {}
+    for index in labelled.labels:
+        counts[LABELS[index]] = counts.get(LABELS[index], 0) + 1
+    starts = [info[i]["start_time"] for i in ids]
+    return TrainingSet(
+        path=str(path),
+        set_id=digest,
+        n_train=len(train),
+        n_test=len(test),
+        train_devices=len(set(groups[train])) if len(train) else 0,
+        test_devices=len(set(groups[test])) if len(test) else 0,
+        data_until=max(starts) if starts else None,
+        label_counts=dict(sorted(counts.items(), key=lambda kv: label_index(kv[0]))),
+    )
+
+
+def reference_features(lake: Lake, event_ids: list[str]) -> pa.Table:
+    """gold.audio_features of these events as a table with one column per summary feature."""
+    if not lake.exists(AUDIO_FEATURES) or not event_ids:
+        return pa.table({c: pa.array([], pa.float32()) for c in SUMMARY_COLUMNS})
+    rows = lake.read(
+        AUDIO_FEATURES,
+        columns=["features"],
+        filter=(pc.field("feature_version") == FEATURE_VERSION)
+        & pc.field("event_id").isin(pa.array(event_ids, pa.string())),
+    )
+    matrix = np.asarray(rows.column("features").to_pylist(), dtype=np.float32).reshape(
+        -1, len(SUMMARY_COLUMNS)
+    )
+    return pa.table({c: matrix[:, i] for i, c in enumerate(SUMMARY_COLUMNS)})

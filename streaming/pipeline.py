@@ -1,0 +1,386 @@
+"""The landing transform: spool segments in, lake rows out, as one Beam ``PTransform``.
+
+:class:`LandSpool` knows nothing of where segments come from or where rows go. Its input is a
+PCollection of ``(source, payload)`` pairs — a segment's name and its Arrow IPC bytes, read
+from the local spool, an object store or a Kafka topic — optionally with the carry of open
+sessions from the previous micro-batch. It runs:
+
+    decode → validate → key by session, assign event time (→ session windows on a cluster)
+    → group per session (with its carry) → batch sessions → enrich (dedup, VAD segments,
+    levels, SNR, speech ratio, prediction) → tagged outputs
+
+and returns a dict of PCollections: ``bronze`` (bronze.audio_chunks rows), ``events``
+(silver.audio_events rows), ``sessions`` (per-batch deltas for silver.sessions),
+``dead_letters`` (bronze.dead_letters rows) and ``carry`` (open sessions' state). Elements
+are :class:`~streaming.records.ArrowRows` tables, never single chunks.
+
+The local driver (:mod:`streaming.sidecar`) stages the outputs with :class:`StageOutputs` and
+commits them; a cluster job would end in a Delta sink instead — only the ends change.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import Sessions, TimestampedValue
+
+from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS
+from streaming import records
+from streaming.carry import carries_to_tables
+from streaming.enrich import (
+    SESSION_DELTA_SCHEMA,
+    SegmenterParams,
+    SessionCarry,
+    events_table,
+    finish_session,
+    prepare_session,
+    session_deltas_table,
+)
+from streaming.records import ArrowRows
+
+ROWS, DEAD = "rows", "dead_letters"
+BRONZE, EVENTS, SESSIONS, CARRY = "bronze", "events", "sessions", "carry"
+OUTPUTS = (BRONZE, EVENTS, SESSIONS, DEAD, CARRY)
+METRICS_NAMESPACE = "sonolake.sidecar"
+DEFAULT_SESSIONS_PER_CALL = 256
+"""Sessions enriched per call: VAD and the classifier run batched across them."""
+
+
+class Classifier(Protocol):
+    """What enrichment needs of a model (``models.serving.ServingEngine`` fits)."""
+
+    @property
+    def model_version(self) -> str | None: ...
+
+    def classify_batch(self, windows: np.ndarray) -> Sequence[Any]: ...
+
+
+ClassifierLoader = Callable[[], Classifier | None]
+"""Builds (or finds) the classifier inside a worker; None: land events without predictions."""
+
+_IN_PROCESS_CLASSIFIERS: dict[str, Classifier | None] = {}
+
+
+class InProcessClassifier:
+    """Hands a classifier living in the driver to the transform on the in-process runner.
+
+    Only a key is pickled with the pipeline; the engine (an ONNX session, not picklable) stays
+    in the process. Cluster runners need a loader that builds the engine on the worker, e.g.
+    ``functools.partial(ServingEngine.from_bundle, path)``.
+    """
+
+    def __init__(self, classifier: Classifier | None) -> None:
+        self.key = uuid.uuid4().hex
+        _IN_PROCESS_CLASSIFIERS[self.key] = classifier
+
+    def __call__(self) -> Classifier | None:
+        return _IN_PROCESS_CLASSIFIERS.get(self.key)
+
+    def release(self) -> None:
+        _IN_PROCESS_CLASSIFIERS.pop(self.key, None)
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"key": self.key}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.key = state["key"]
+
+
+class DecodeSegment(beam.DoFn):
+    """``(source, payload)`` → the segment's records, or a dead letter for the whole segment."""
+
+    def __init__(self, quarantined_at: datetime) -> None:
+        self.quarantined_at = quarantined_at
+        self.segments = Metrics.counter(METRICS_NAMESPACE, "segments")
+        self.bad_segments = Metrics.counter(METRICS_NAMESPACE, "bad_segments")
+
+    def process(self, element: tuple[str, bytes]) -> Iterator[Any]:
+        source, payload = element
+        table, dead = records.decode(source, payload)
+        self.segments.inc()
+        if dead is not None:
+            self.bad_segments.inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD, ArrowRows(records.dead_letter_rows([dead], self.quarantined_at))
+            )
+        elif table is not None and table.num_rows:
+            yield ArrowRows(table)
+
+
+class ValidateRecords(beam.DoFn):
+    """Vectorised record checks; refused records become dead letters with the reason."""
+
+    def __init__(self, quarantined_at: datetime) -> None:
+        self.quarantined_at = quarantined_at
+        self.refused = Metrics.counter(METRICS_NAMESPACE, "refused_records")
+
+    def process(self, element: ArrowRows) -> Iterator[Any]:
+        valid, dead = records.validate(element.table)
+        if dead:
+            self.refused.inc(len(dead))
+            yield beam.pvalue.TaggedOutput(
+                DEAD, ArrowRows(records.dead_letter_rows(dead, self.quarantined_at))
+            )
+        if valid.num_rows:
+            yield ArrowRows(valid)
+
+
+class KeyBySession(beam.DoFn):
+    """Split a segment per session; each piece is stamped with its earliest event time."""
+
+    def process(self, element: ArrowRows) -> Iterator[Any]:
+        for session_id, rows in records.split_by_session(element.table):
+            yield TimestampedValue((session_id, ArrowRows(rows)), records.min_event_time_s(rows))
+
+
+class LandSessions(beam.DoFn):
+    """Enrich a batch of sessions at once: VAD and the classifier run across all of them."""
+
+    def __init__(
+        self,
+        params: SegmenterParams,
+        batch_time: datetime,
+        classifier: ClassifierLoader | None,
+    ) -> None:
+        self.params = params
+        self.batch_time = batch_time
+        self.classifier_loader = classifier
+        self.classifier: Classifier | None = None
+        self.chunks = Metrics.counter(METRICS_NAMESPACE, "chunks")
+        self.duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates")
+        self.events = Metrics.counter(METRICS_NAMESPACE, "events")
+
+    def setup(self) -> None:
+        self.classifier = self.classifier_loader() if self.classifier_loader else None
+
+    def process(
+        self, batch: list[tuple[str, Iterable[Any]]], latest_received_us: Sequence[int] = ()
+    ) -> Iterator[Any]:
+        """``latest_received_us``: per segment, its latest ``received_at``; their maximum is
+        the batch watermark that decides which quiet sessions are idle."""
+        from streaming.vad import speech_probabilities_many
+
+        watermark_us = max(latest_received_us, default=0)
+
+        works = []
+        for session_id, values in batch:
+            values = list(values)
+            rows = [v.table for v in values if isinstance(v, ArrowRows)]
+            carry = next((v for v in values if isinstance(v, SessionCarry)), None)
+            work = prepare_session(session_id, rows, carry)
+            if work is not None:
+                works.append(work)
+        if not works:
+            return
+        probs = speech_probabilities_many(
+            [w.audio_16k for w in works], gate_dbfs=self.params.vad_gate_dbfs
+        )
+        results = [
+            finish_session(work, p, self.params, watermark_us or work.last_received_us)
+            for work, p in zip(works, probs, strict=True)
+        ]
+        bronze = [w.bronze for w in works if w.bronze.num_rows]
+        if bronze:
+            table = pa.concat_tables(bronze)
+            self.chunks.inc(table.num_rows)
+            yield beam.pvalue.TaggedOutput(BRONZE, ArrowRows(table))
+        self.duplicates.inc(sum(w.duplicates for w in works))
+        events = [e for r in results for e in r.events]
+        if events:
+            windows = [w for r in results for w in r.windows]
+            self._predict(events, windows)
+            self.events.inc(len(events))
+            yield beam.pvalue.TaggedOutput(EVENTS, ArrowRows(events_table(events)))
+        deltas = [
+            r.delta
+            for r in results
+            if r.delta["chunks"] or r.delta["events"] or r.delta["dropped_chunks"] is not None
+        ]
+        if deltas:
+            yield beam.pvalue.TaggedOutput(SESSIONS, ArrowRows(session_deltas_table(deltas)))
+        dead = [
+            {"source": row.pop("spool_segment"), **row} for w in works for row in w.dead_letters
+        ]
+        if dead:
+            table = records.dead_letter_rows(dead, self.batch_time)
+            yield beam.pvalue.TaggedOutput(DEAD, ArrowRows(table))
+        for result in results:
+            if result.carry is not None:
+                yield beam.pvalue.TaggedOutput(CARRY, result.carry)
+
+    def _predict(self, events: list[dict[str, Any]], windows: list[np.ndarray]) -> None:
+        classifier = self.classifier
+        if classifier is None or classifier.model_version is None:
+            return
+        predictions = classifier.classify_batch(np.stack(windows))
+        for event, prediction in zip(events, predictions, strict=True):
+            event["predicted_label"] = prediction.label
+            event["score"] = float(prediction.score)
+            event["model_version"] = prediction.model_version or classifier.model_version
+
+
+class LandSpool(beam.PTransform):
+    """Spool segments (and an optional carry) → bronze, silver and dead-letter rows.
+
+    ``session_gap_s`` switches to event-time session windows (cluster, ``--streaming``): each
+    fired window holds a whole session, so nothing is carried. Without it the transform runs
+    one micro-batch in the global window and emits a carry for sessions still open.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_time: datetime | None = None,
+        params: SegmenterParams | None = None,
+        classifier: ClassifierLoader | None = None,
+        session_gap_s: float | None = None,
+        sessions_per_call: int = DEFAULT_SESSIONS_PER_CALL,
+    ) -> None:
+        super().__init__()
+        self.batch_time = batch_time or datetime.now(UTC)
+        self.params = params or SegmenterParams()
+        if session_gap_s is not None:
+            self.params = replace(self.params, flush_all=True)
+        self.classifier = classifier
+        self.session_gap_s = session_gap_s
+        self.sessions_per_call = sessions_per_call
+
+    def expand(self, inputs: Any) -> dict[str, beam.PCollection]:
+        segments, carry = (
+            (inputs["segments"], inputs.get("carry"))
+            if isinstance(inputs, dict)
+            else (inputs, None)
+        )
+        decoded = segments | "Decode" >> beam.ParDo(DecodeSegment(self.batch_time)).with_outputs(
+            DEAD, main=ROWS
+        )
+        valid = decoded[ROWS] | "Validate" >> beam.ParDo(
+            ValidateRecords(self.batch_time)
+        ).with_outputs(DEAD, main=ROWS)
+        latest_received = valid[ROWS] | "LatestReceived" >> beam.Map(
+            lambda rows: records.max_received_us(rows.table)
+        )
+        keyed = valid[ROWS] | "KeyBySession" >> beam.ParDo(KeyBySession())
+        if self.session_gap_s is not None:
+            keyed = keyed | "SessionWindows" >> beam.WindowInto(Sessions(self.session_gap_s))
+        parts = [keyed]
+        if carry is not None:
+            parts.append(carry | "KeyCarry" >> beam.Map(lambda c: (c.session_id, c)))
+        landed = (
+            parts
+            | "WithCarry" >> beam.Flatten()
+            | "PerSession" >> beam.GroupByKey()
+            | "BatchSessions"
+            >> beam.BatchElements(
+                min_batch_size=self.sessions_per_call, max_batch_size=self.sessions_per_call
+            )
+            | "Enrich"
+            >> beam.ParDo(
+                LandSessions(self.params, self.batch_time, self.classifier),
+                latest_received_us=beam.pvalue.AsList(latest_received),
+            ).with_outputs(BRONZE, EVENTS, SESSIONS, DEAD, CARRY)
+        )
+        dead = (decoded[DEAD], valid[DEAD], landed[DEAD]) | "DeadLetters" >> beam.Flatten()
+        return {
+            BRONZE: landed[BRONZE],
+            EVENTS: landed[EVENTS],
+            SESSIONS: landed[SESSIONS],
+            DEAD: dead,
+            CARRY: landed[CARRY],
+        }
+
+
+class ReadSegmentFiles(beam.PTransform):
+    """Local source: segment files → ``(name, bytes)``; a missing file is a dead letter later."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        super().__init__()
+        self.paths = [str(p) for p in paths]
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "SegmentPaths" >> beam.Create(self.paths, reshuffle=False)
+            | "ReadBytes" >> beam.Map(_read_file)
+        )
+
+
+def _read_file(path: str) -> tuple[str, bytes]:
+    try:
+        return Path(path).name, Path(path).read_bytes()
+    except OSError:
+        return Path(path).name, b""
+
+
+STAGED_SCHEMAS: dict[str, pa.Schema] = {
+    BRONZE: AUDIO_CHUNKS.schema,
+    EVENTS: AUDIO_EVENTS.schema,
+    SESSIONS: SESSION_DELTA_SCHEMA,
+    DEAD: DEAD_LETTERS.schema,
+}
+CARRY_FILES = ("carry_sessions", "carry_chunks")
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    """Arrow IPC file written to a temporary name, fsync'd, then renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        with pa.ipc.new_stream(out, table.schema) as writer:
+            writer.write_table(table)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+
+
+def _stage_outputs(element: tuple[None, Iterable[tuple[str, Any]]], folder: str) -> Iterator[str]:
+    """Write every output of the batch: one Arrow file per table, two for the carry."""
+    parts: dict[str, list[Any]] = {name: [] for name in OUTPUTS}
+    for name, value in element[1]:
+        parts[name].append(value)
+    for name, schema in STAGED_SCHEMAS.items():
+        tables = [p.table for p in parts[name] if p.table.num_rows]
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        write_table_atomic(Path(folder) / f"{name}.arrow", table)
+        yield name
+    states, chunks = carries_to_tables(parts[CARRY])
+    write_table_atomic(Path(folder) / f"{CARRY_FILES[0]}.arrow", states)
+    write_table_atomic(Path(folder) / f"{CARRY_FILES[1]}.arrow", chunks)
+    yield CARRY
+
+
+class StageOutputs(beam.PTransform):
+    """Local sink: every output of :class:`LandSpool` into Arrow files in ``folder``.
+
+    All outputs meet in one group (keyed by None) so a single step writes them: fewer
+    transforms is less fixed cost per micro-batch on the in-process runner.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = str(folder)
+
+    def expand(self, outputs: dict[str, beam.PCollection]) -> beam.PCollection:
+        tagged = [
+            outputs[name] | f"Tag_{name}" >> beam.Map(lambda value, n=name: (None, (n, value)))
+            for name in OUTPUTS
+        ]
+        # An Impulse-borne marker makes the group fire even when every output is empty.
+        marker = outputs[BRONZE].pipeline | "Always" >> beam.Create(
+            [(None, (DEAD, ArrowRows(DEAD_LETTERS.schema.empty_table())))]
+        )
+        return (
+            [*tagged, marker]
+            | "AllOutputs" >> beam.Flatten()
+            | "OneGroup" >> beam.GroupByKey()
+            | "WriteStaged" >> beam.FlatMap(_stage_outputs, self.folder)
+        )

@@ -1,0 +1,253 @@
+"""The speech path shared by every session: batched VAD → endpointing → classification.
+
+One loop serves all sessions. It wakes when audio arrives (at most once per ``tick_ms``, so
+windows from many sessions pile up into one batch), takes one 512-sample window from each
+session that has one, scores the batch in ONE Silero call on a worker thread (the event loop
+keeps serving sockets meanwhile), and feeds every session's endpointer. Sessions holding more
+than one window go round again. Utterance ends and due interims become result jobs: each
+classifies through the serving engine (which micro-batches concurrent callers) and then waits
+for the session's previous job, so a session's results leave in order while classifications
+of different sessions share batches.
+
+All changes to the VAD's state pool happen on this loop (slots are opened lazily and released
+here), so the worker thread never races a slot being reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from features.pcm import SAMPLE_RATE_HZ
+from features.window import fit_window
+from streaming import protocol as proto
+from streaming.metrics import GatewayMetrics
+from streaming.results import (
+    Classifier,
+    Prediction,
+    results_message,
+    speech_started_message,
+    utterance_end_message,
+)
+from streaming.session import Closed
+from streaming.stream import Stream
+from streaming.vad import BatchedVad
+
+log = logging.getLogger("sonolake.gateway")
+
+
+class SpeechProcessor:
+    """Runs the VAD loop and result jobs for every stream of one gateway."""
+
+    def __init__(
+        self,
+        vad: BatchedVad,
+        engine: Classifier | None,
+        metrics: GatewayMetrics,
+        *,
+        tick_ms: float,
+        interim_interval_ms: int,
+        top_k: int,
+        streams: Callable[[], list[Stream]],
+    ) -> None:
+        self.vad = vad
+        self.engine = engine
+        self.metrics = metrics
+        self.tick_s = tick_ms / 1000
+        self.interim_samples = interim_interval_ms * SAMPLE_RATE_HZ // 1000
+        self.top_k = top_k
+        self._streams = streams
+        self._ready: set[Stream] = set()
+        self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
+        self._released_slots: list[int] = []
+
+    @property
+    def model_loaded(self) -> bool:
+        return self.engine is not None and bool(self.engine.loaded)
+
+    # ---- inputs from the gateway -----------------------------------------------------------
+    def audio_arrived(self, stream: Stream) -> None:
+        self._ready.add(stream)
+        self._wake.set()
+
+    async def drain(self, stream: Stream, *, end_of_stream: bool) -> None:
+        """Score everything pending for ``stream`` now (zero-padded at the end of stream)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        stream.drain_requests.append((end_of_stream, future))
+        self._wake.set()
+        await future
+
+    def release(self, stream: Stream) -> None:
+        """The stream has ended: give its VAD slot back (on the loop, between batches)."""
+        slot, stream.session.vad_slot = stream.session.vad_slot, None
+        if slot is not None:
+            self._released_slots.append(slot)
+        self._ready.discard(stream)
+
+    def end_utterance(self, stream: Stream, reason: str) -> None:
+        """Finalize / CloseStream: close the open utterance now and send its final result."""
+        _, closed = stream.session.force_end(reason)
+        if closed is not None:
+            self._emit_final(stream, closed, speech_final=False)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # ---- the loop --------------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._score_all(loop)
+            except Exception:
+                log.exception("VAD step failed")
+            await asyncio.sleep(self.tick_s)
+
+    async def _score_all(self, loop: asyncio.AbstractEventLoop) -> None:
+        for slot in self._released_slots:
+            self.vad.close_stream(slot)
+        self._released_slots.clear()
+        draining = [s for s in self._streams() if s.drain_requests]
+        for stream in draining:
+            if any(end for end, _ in stream.drain_requests):
+                stream.session.flush_resampler()
+                stream.session.pad_to_window()
+            self._ready.add(stream)
+        while self._ready:
+            batch = [s for s in self._ready if s.session.windows_ready > 0 and not s.session.closed]
+            self._ready = {s for s in batch if s.session.windows_ready > 1}
+            if not batch:
+                break
+            for stream in batch:
+                if stream.session.vad_slot is None:
+                    stream.session.vad_slot = self.vad.open_stream()
+            slots = np.array([s.session.vad_slot for s in batch], dtype=np.intp)
+            windows = np.stack([s.session.take_window() for s in batch])
+            started = time.perf_counter()
+            scored_before = self.vad.windows_scored
+            probs = await loop.run_in_executor(self._pool, self.vad.process, slots, windows)
+            self.metrics.vad_batch_seconds.observe(time.perf_counter() - started)
+            scored = self.vad.windows_scored - scored_before
+            if scored:
+                self.metrics.vad_batch_size.observe(scored)
+                self.metrics.vad_windows.labels("model").inc(scored)
+            if len(batch) > scored:
+                self.metrics.vad_windows.labels("gate").inc(len(batch) - scored)
+            for stream, window, prob in zip(batch, windows, probs, strict=True):
+                self._after_window(stream, window, float(prob))
+        for stream in draining:
+            requests, stream.drain_requests = stream.drain_requests, []
+            for _, future in requests:
+                if not future.done():
+                    future.set_result(None)
+
+    def _after_window(self, stream: Stream, window: np.ndarray, prob: float) -> None:
+        session = stream.session
+        event, closed = session.on_window(window, prob)
+        if event is not None and event.kind == "start" and session.utterance is not None:
+            stream.send(
+                speech_started_message(
+                    session.utterance.index, event.sample, session.last_seq_processed
+                )
+            )
+        if closed is not None:
+            self._emit_final(stream, closed, speech_final=closed.reason == "silence")
+            return
+        if not (session.params.interim_results and self.model_loaded):
+            return
+        utterance = session.interim_due(self.interim_samples)
+        if utterance is None:
+            return
+        utterance.interim_in_flight = True
+        utterance.last_interim_sample = session.processed
+        self._schedule(
+            stream,
+            Closed(
+                index=utterance.index,
+                start_sample=utterance.start_sample,
+                end_sample=session.processed,
+                audio=utterance.samples(),
+                last_seq=session.last_seq_processed,
+                reason="",
+            ),
+            is_final=False,
+            speech_final=False,
+        )
+
+    # ---- results -----------------------------------------------------------------------------
+    def _emit_final(self, stream: Stream, closed: Closed, *, speech_final: bool) -> None:
+        self._schedule(stream, closed, is_final=True, speech_final=speech_final)
+
+    def _schedule(
+        self, stream: Stream, segment: Closed, *, is_final: bool, speech_final: bool
+    ) -> None:
+        previous = stream.last_result
+        stream.last_result = asyncio.create_task(
+            self._result_job(stream, previous, segment, is_final, speech_final)
+        )
+
+    async def _classify(self, stream: Stream, audio: np.ndarray) -> Prediction | None:
+        if not self.model_loaded or not audio.size or self.engine is None:
+            return None
+        started = time.perf_counter()
+        try:
+            return await self.engine.classify(fit_window(audio))
+        except Exception:
+            log.exception("classification failed for %s", stream.session.session_id)
+            stream.send(proto.warning_message("inference_failed", "classification failed"))
+            return None
+        finally:
+            self.metrics.inference_seconds.observe(time.perf_counter() - started)
+
+    async def _result_job(
+        self,
+        stream: Stream,
+        previous: asyncio.Task[None] | None,
+        segment: Closed,
+        is_final: bool,
+        speech_final: bool,
+    ) -> None:
+        session = stream.session
+        prediction = await self._classify(stream, segment.audio)
+        if previous is not None and not previous.done():
+            with contextlib.suppress(Exception):
+                await previous
+        if not is_final:
+            current = session.utterance
+            if current is None or current.index != segment.index:
+                return  # the utterance ended meanwhile: its final result supersedes this one
+            current.interim_in_flight = False
+        self.metrics.results.labels("final" if is_final else "interim").inc()
+        if is_final:
+            session.totals.final_results += 1
+        else:
+            session.totals.interim_results += 1
+        stream.send(
+            results_message(
+                utterance=segment.index,
+                is_final=is_final,
+                speech_final=speech_final,
+                from_finalize=segment.reason == "finalize",
+                start_sample=segment.start_sample,
+                end_sample=segment.end_sample,
+                last_seq=segment.last_seq,
+                prediction=prediction,
+                top_k=self.top_k,
+            ),
+            droppable=not is_final,
+        )
+        if is_final:
+            stream.send(
+                utterance_end_message(
+                    segment.index, segment.end_sample, segment.reason, segment.last_seq
+                )
+            )

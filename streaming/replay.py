@@ -1,0 +1,315 @@
+"""Replay WAV files into a gateway as a fleet of devices would, and report what came back.
+
+Recordings are grouped by speaker and each speaker becomes one session with
+``device_id = "spk-<speaker>"`` (so a device is a speaker, and training can split by device).
+``streams`` sessions run at once; each sends its clips at their native rate in 100 ms chunks,
+with a gap of silence after every clip so the endpointer closes an utterance per clip, and
+optionally a ``Label`` message with the clip's ground truth before it. With ``realtime`` the
+chunks are paced at the speed of speech (``speed`` = 1), with ``speed`` = k at k times that;
+unpaced, they go as fast as the socket takes them — faster than live processing can follow,
+so expect backpressure drops (counted in the report; the audio is still stored).
+
+The report counts what the gateway said (results, acks, warnings, errors), the chunk → result
+latency (from sending the last chunk a result covers to receiving the result), and — when a
+model is loaded — how often the final result of a clip matches its label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from features.corpus import Clip, read_manifest, read_wav
+from features.pcm import encode_mulaw, resample, to_float, to_pcm16
+
+CHUNK_MS = 100
+GAP_MS = 700
+"""Silence after each clip (ms): longer than the default 300 ms endpointing plus VAD lag."""
+_ID_JUNK = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def device_id_for(speaker: str) -> str:
+    """``spk-<speaker>`` with characters the protocol refuses replaced (at most 64 chars)."""
+    return ("spk-" + _ID_JUNK.sub("-", speaker))[:64]
+
+
+@dataclass
+class ClipOutcome:
+    """What happened to one clip: its label and the best final result inside its span."""
+
+    label: str
+    start_s: float
+    end_s: float
+    predicted: str | None = None
+    score: float = -1.0
+
+
+@dataclass
+class ReplayReport:
+    """The summary of a replay (``as_dict()`` for JSON and the demo)."""
+
+    url: str
+    streams: int
+    sessions: int = 0
+    clips: int = 0
+    chunks_sent: int = 0
+    chunks_acked: int = 0
+    speech_started: int = 0
+    interim_results: int = 0
+    final_results: int = 0
+    labelled_clips: int = 0
+    detected_clips: int = 0
+    correct_clips: int = 0
+    model_loaded: bool = False
+    model_versions: list[str] = field(default_factory=list)
+    warnings: int = 0
+    dropped_chunks: int = 0
+    errors: list[str] = field(default_factory=list)
+    close_codes: dict[str, int] = field(default_factory=dict)
+    latency_ms_p50: float | None = None
+    latency_ms_p99: float | None = None
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Correct finals / clips with a final result (None without a model or labels)."""
+        if not self.model_loaded or not self.detected_clips:
+            return None
+        return self.correct_clips / self.detected_clips
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("latencies_ms")
+        data["accuracy"] = self.accuracy
+        return data
+
+
+def group_by_speaker(clips: Sequence[Clip]) -> list[tuple[str, list[Clip]]]:
+    """Clips per speaker, speakers in first-seen order (one session each)."""
+    groups: dict[str, list[Clip]] = defaultdict(list)
+    for clip in clips:
+        groups[clip.speaker].append(clip)
+    return list(groups.items())
+
+
+class _Session:
+    """One replayed device: sends its clips, collects everything the gateway says."""
+
+    def __init__(
+        self,
+        report: ReplayReport,
+        speaker: str,
+        clips: list[Clip],
+        *,
+        url: str,
+        token: str | None,
+        speed: float | None,
+        labels: bool,
+        encoding: str,
+        interim_results: bool,
+    ) -> None:
+        self.report = report
+        self.clips = clips
+        self.url = url
+        self.token = token
+        self.speed = speed
+        self.labels = labels
+        self.encoding = encoding
+        self.interim_results = interim_results
+        self.device_id = device_id_for(speaker)
+        self.sent_at: dict[int, float] = {}
+        self.outcomes: list[ClipOutcome] = []
+        self.max_ack = -1
+
+    def _audio(self) -> tuple[int, list[tuple[Clip, np.ndarray]]]:
+        loaded = [(clip, *read_wav(clip.path)) for clip in self.clips]
+        rate = loaded[0][2]
+        out = []
+        for clip, samples, clip_rate in loaded:
+            if clip_rate != rate:
+                samples = to_pcm16(resample(to_float(samples), clip_rate, rate))
+            out.append((clip, samples))
+        return rate, out
+
+    async def run(self) -> None:
+        rate, audio = self._audio()
+        query = {
+            "device_id": self.device_id,
+            "encoding": self.encoding,
+            "sample_rate": rate,
+            "channels": 1,
+            "interim_results": str(self.interim_results).lower(),
+        }
+        headers = {"Authorization": f"Token {self.token}"} if self.token else None
+        try:
+            async with connect(
+                f"{self.url}?{urlencode(query)}",
+                additional_headers=headers,
+                max_size=2**22,
+                open_timeout=30,
+                compression=None,
+            ) as ws:
+                reader = asyncio.create_task(self._read(ws))
+                await self._send(ws, rate, audio)
+                await asyncio.wait_for(reader, timeout=60)
+                code = ws.close_code
+        except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
+            self.report.errors.append(f"{self.device_id}: {type(exc).__name__}: {exc}")
+            return
+        self.report.sessions += 1
+        key = str(code)
+        self.report.close_codes[key] = self.report.close_codes.get(key, 0) + 1
+        self.report.chunks_acked += self.max_ack + 1
+        for outcome in self.outcomes:
+            self.report.clips += 1
+            if self.labels:
+                self.report.labelled_clips += 1
+            if outcome.predicted is not None or outcome.score >= 0:
+                self.report.detected_clips += 1
+                if outcome.predicted is not None and outcome.predicted == outcome.label:
+                    self.report.correct_clips += 1
+
+    async def _send(self, ws: Any, rate: int, audio: list[tuple[Clip, np.ndarray]]) -> None:
+        chunk = rate * CHUNK_MS // 1000
+        gap = np.zeros(rate * GAP_MS // 1000, dtype=np.int16)
+        seq = 0
+        position = 0  # samples sent so far (the stream clock, at the client's rate)
+        started = time.perf_counter()
+        for clip, samples in audio:
+            if self.labels:
+                await ws.send(json.dumps({"type": "Label", "label": clip.label}))
+            self.outcomes.append(
+                ClipOutcome(clip.label, position / rate, (position + samples.size) / rate)
+            )
+            stream = np.concatenate([samples, gap])
+            for start in range(0, stream.size, chunk):
+                piece = stream[start : start + chunk]
+                payload = encode_mulaw(piece) if self.encoding == "mulaw" else piece.tobytes()
+                if self.speed:
+                    due = started + position / rate / self.speed
+                    delay = due - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                self.sent_at[seq] = time.perf_counter()
+                await ws.send(payload)
+                seq += 1
+                position += piece.size
+                self.report.chunks_sent += 1
+        if self.labels:
+            await ws.send(json.dumps({"type": "Label", "label": None}))
+        await ws.send(json.dumps({"type": "CloseStream"}))
+
+    async def _read(self, ws: Any) -> None:
+        try:
+            async for raw in ws:
+                self._on_message(json.loads(raw))
+        except ConnectionClosed:
+            pass
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        report = self.report
+        if kind == "Ack":
+            self.max_ack = max(self.max_ack, int(message["seq"]))
+        elif kind == "Metadata":
+            report.model_loaded = report.model_loaded or bool(message.get("model_loaded"))
+            totals = message.get("totals")
+            if totals:
+                report.dropped_chunks += int(totals.get("dropped_chunks", 0))
+        elif kind == "SpeechStarted":
+            report.speech_started += 1
+        elif kind == "Results":
+            sent = self.sent_at.get(int(message["last_seq"]))
+            if sent is not None:
+                report.latencies_ms.append((time.perf_counter() - sent) * 1000)
+            version = message.get("model_version")
+            if version and version not in report.model_versions:
+                report.model_versions.append(version)
+            if message["is_final"]:
+                report.final_results += 1
+                self._score(message)
+            else:
+                report.interim_results += 1
+        elif kind == "Warning":
+            report.warnings += 1
+        elif kind == "Error":
+            report.errors.append(
+                f"{self.device_id}: {message.get('code')}: {message.get('message')}"
+            )
+
+    def _score(self, result: dict[str, Any]) -> None:
+        """Credit a final result to the clip whose span holds the result's start."""
+        start = float(result["start"])
+        for outcome in self.outcomes:
+            if outcome.start_s - 0.25 <= start < outcome.end_s + GAP_MS / 1000:
+                score = result["score"] if result["score"] is not None else 0.0
+                if score > outcome.score:
+                    outcome.score = score
+                    outcome.predicted = result["label"]
+                return
+
+
+async def replay(
+    manifest: Path | str,
+    *,
+    url: str,
+    streams: int = 4,
+    realtime: bool = False,
+    speed: float | None = None,
+    labels: bool = False,
+    limit: int | None = None,
+    token: str | None = None,
+    encoding: str = "linear16",
+    interim_results: bool = True,
+    data_root: Path | None = None,
+    on_session_done: Callable[[], None] | None = None,
+) -> ReplayReport:
+    """Stream a manifest's clips into ``url`` (``ws://host:port/v1/listen``) as devices would."""
+    clips = read_manifest(manifest, data_root)
+    if limit is not None:
+        clips = clips[:limit]
+    groups = group_by_speaker(clips)
+    report = ReplayReport(url=url, streams=streams)
+    queue: asyncio.Queue[tuple[str, list[Clip]]] = asyncio.Queue()
+    for group in groups:
+        queue.put_nowait(group)
+
+    async def worker() -> None:
+        while not queue.empty():
+            speaker, speaker_clips = queue.get_nowait()
+            session = _Session(
+                report,
+                speaker,
+                speaker_clips,
+                url=url,
+                token=token,
+                speed=1.0 if realtime else speed,
+                labels=labels,
+                encoding=encoding,
+                interim_results=interim_results,
+            )
+            await session.run()
+            if on_session_done is not None:
+                on_session_done()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(max(1, streams))))
+    report.seconds = round(time.perf_counter() - started, 3)
+    if report.latencies_ms:
+        values = np.asarray(report.latencies_ms)
+        report.latency_ms_p50 = round(float(np.percentile(values, 50)), 2)
+        report.latency_ms_p99 = round(float(np.percentile(values, 99)), 2)
+    return report

@@ -1,0 +1,297 @@
+"""Per-session state: sequence numbers, the bounded audio buffer, VAD slot, utterance audio.
+
+A :class:`Session` outlives one connection: a client that reconnects with its ``session_id``
+(and ``resume_from``) continues the same sequence numbers, endpointer and utterance. Nothing
+here does I/O; the gateway feeds chunks in, takes 512-sample windows out for the batched VAD,
+and turns endpoint events into messages. Units: samples of the 16 kHz stream clock unless a
+name says otherwise.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from features.pcm import SAMPLE_RATE_HZ, StreamResampler, decode, to_float
+from streaming.endpointing import Endpointer, EndpointEvent
+from streaming.protocol import ListenParams
+from streaming.vad import WINDOW_SAMPLES
+
+PRE_ROLL_MS = 200
+"""Audio kept before the detected speech start, so the classifier hears the onset."""
+TAIL_MS = 100
+"""Audio kept after the last speech window of an utterance."""
+
+
+@dataclass
+class SessionTotals:
+    """Counters reported in the closing Metadata and the ``session_end`` spool record."""
+
+    chunks: int = 0
+    duplicate_chunks: int = 0
+    dropped_chunks: int = 0
+    dropped_ms: float = 0.0
+    audio_ms: float = 0.0
+    utterances: int = 0
+    interim_results: int = 0
+    final_results: int = 0
+    connections: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "chunks": self.chunks,
+            "duplicate_chunks": self.duplicate_chunks,
+            "dropped_chunks": self.dropped_chunks,
+            "dropped_ms": round(self.dropped_ms, 1),
+            "audio_ms": round(self.audio_ms, 1),
+            "utterances": self.utterances,
+            "interim_results": self.interim_results,
+            "final_results": self.final_results,
+            "connections": self.connections,
+        }
+
+
+@dataclass
+class Utterance:
+    """The open utterance: its index, start, audio so far and the interim bookkeeping."""
+
+    index: int
+    start_sample: int
+    audio_start_sample: int
+    audio: list[np.ndarray] = field(default_factory=list)
+    last_interim_sample: int = 0
+    interim_in_flight: bool = False
+
+    def samples(self) -> np.ndarray:
+        return np.concatenate(self.audio) if self.audio else np.zeros(0, dtype=np.float32)
+
+
+@dataclass
+class Closed:
+    """A finished utterance ready for its final result."""
+
+    index: int
+    start_sample: int
+    end_sample: int
+    audio: np.ndarray
+    last_seq: int
+    reason: str
+
+
+class Session:
+    """Everything the gateway knows about one stream."""
+
+    def __init__(
+        self,
+        session_id: str,
+        params: ListenParams,
+        *,
+        max_pending_ms: int,
+        max_utterance_ms: int,
+        first_seq: int = 0,
+    ) -> None:
+        self.session_id = session_id
+        self.params = params
+        self.device_id = params.device_id
+        self.vad_slot: int | None = None
+        """Slot in the batched VAD's state pool, given and taken back by the VAD loop only."""
+        self.created_at = time.time()
+        self.next_seq = first_seq
+        self.accepted_high = first_seq - 1
+        """Highest seq accepted (stored) in this gateway's lifetime; at or below is a duplicate."""
+        self.durable_seq = first_seq - 1
+        """Highest seq such that it and every accepted seq before it are durable."""
+        self._inflight_seqs: set[int] = set()
+        self.label: str | None = None
+        self.totals = SessionTotals()
+        self.closed = False
+        self.last_activity = time.monotonic()
+
+        self._resampler = StreamResampler(params.sample_rate, SAMPLE_RATE_HZ)
+        self._max_pending = max_pending_ms * SAMPLE_RATE_HZ // 1000
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._pending_chunks: collections.deque[tuple[int, int, int]] = collections.deque()
+        """(start sample, end sample, seq) of the chunks whose audio is in the pending buffer."""
+        self.processed = 0
+        """Stream-clock position of the first pending sample (end of the last window)."""
+        self.last_seq_processed = first_seq - 1
+        self.endpointer = Endpointer(params.endpointing_ms, max_utterance_ms=max_utterance_ms)
+        self._history = np.zeros(0, dtype=np.float32)
+        self._history_samples = (PRE_ROLL_MS * SAMPLE_RATE_HZ // 1000) + WINDOW_SAMPLES * 4
+        self.utterance: Utterance | None = None
+        self._utterance_count = 0
+        self.drops_unreported = 0
+        self.last_warning_at = 0.0
+
+    # ---- sequence numbers and durability -------------------------------------------------
+    def assign_seq(self) -> tuple[int, bool]:
+        """Next seq for an incoming frame and whether it is a duplicate of an accepted one."""
+        seq = self.next_seq
+        self.next_seq += 1
+        duplicate = seq <= self.accepted_high
+        if duplicate:
+            self.totals.duplicate_chunks += 1
+        else:
+            self.accepted_high = seq
+            self._inflight_seqs.add(seq)
+        return seq, duplicate
+
+    def resume(self, resume_from: int | None) -> None:
+        """Continue at ``resume_from`` (default: where the stream stopped)."""
+        self.next_seq = self.next_seq if resume_from is None else resume_from
+        self.totals.connections += 1
+
+    def mark_durable(self, seq: int) -> bool:
+        """Record that ``seq`` is fsync'd; True when the acknowledged watermark moved.
+
+        The watermark is the highest seq below every write still in flight: an Ack for it
+        promises that every chunk the client sent up to it is durable.
+        """
+        self._inflight_seqs.discard(seq)
+        watermark = min(self._inflight_seqs) - 1 if self._inflight_seqs else self.accepted_high
+        if watermark > self.durable_seq:
+            self.durable_seq = watermark
+            return True
+        return False
+
+    @property
+    def spool_idle(self) -> bool:
+        return not self._inflight_seqs
+
+    # ---- audio in -------------------------------------------------------------------------
+    def feed(self, seq: int, pcm: bytes) -> int:
+        """Decode, resample and queue a chunk; return how many chunks were dropped for room."""
+        audio = self._resampler.process(to_float(decode(pcm, self.params.encoding)))
+        self.totals.chunks += 1
+        self.totals.audio_ms += (
+            1000.0 * (len(pcm) // self.params.bytes_per_sample) / (self.params.sample_rate)
+        )
+        return self._queue(audio, seq)
+
+    def flush_resampler(self) -> None:
+        """Push the resampler's tail (end of stream) into the pending buffer."""
+        tail = self._resampler.flush()
+        if tail.size:
+            self._queue(tail, self.last_queued_seq)
+
+    @property
+    def last_queued_seq(self) -> int:
+        return self._pending_chunks[-1][2] if self._pending_chunks else self.last_seq_processed
+
+    def _queue(self, audio: np.ndarray, seq: int) -> int:
+        start = self.processed + self._pending.size
+        if audio.size:
+            self._pending = np.concatenate([self._pending, audio]) if self._pending.size else audio
+            self._pending_chunks.append((start, start + audio.size, seq))
+        overflow = self._pending.size - self._max_pending
+        if overflow <= 0:
+            return 0
+        # Fall-behind policy: drop the OLDEST unprocessed audio, whole chunks at a time.
+        dropped = 0
+        drop_to = self.processed + overflow
+        while self._pending_chunks and self._pending_chunks[0][0] < drop_to:
+            _chunk_start, chunk_end, chunk_seq = self._pending_chunks.popleft()
+            drop_to = max(drop_to, chunk_end)
+            self.last_seq_processed = chunk_seq
+            dropped += 1
+        cut = drop_to - self.processed
+        self._pending = self._pending[cut:]
+        self.processed = drop_to
+        self.totals.dropped_chunks += dropped
+        self.totals.dropped_ms += 1000.0 * cut / SAMPLE_RATE_HZ
+        self.drops_unreported += dropped
+        return dropped
+
+    @property
+    def windows_ready(self) -> int:
+        return self._pending.size // WINDOW_SAMPLES
+
+    def pad_to_window(self) -> None:
+        """Zero-pad a partial last window (end of stream) so it can be scored."""
+        partial = self._pending.size % WINDOW_SAMPLES
+        if partial:
+            pad = np.zeros(WINDOW_SAMPLES - partial, dtype=np.float32)
+            self._pending = np.concatenate([self._pending, pad])
+
+    def take_window(self) -> np.ndarray:
+        """The next 512 samples for the VAD; advances the processed position."""
+        window = self._pending[:WINDOW_SAMPLES]
+        self._pending = self._pending[WINDOW_SAMPLES:]
+        self.processed += WINDOW_SAMPLES
+        while self._pending_chunks and self._pending_chunks[0][0] < self.processed:
+            _chunk_start, chunk_end, chunk_seq = self._pending_chunks[0]
+            self.last_seq_processed = chunk_seq
+            if chunk_end <= self.processed:
+                self._pending_chunks.popleft()
+            else:
+                break
+        return window
+
+    # ---- endpointing and utterance audio -------------------------------------------------
+    def on_window(
+        self, window: np.ndarray, probability: float
+    ) -> tuple[EndpointEvent | None, Closed | None]:
+        """Advance the endpointer with a scored window; returns (event, closed utterance)."""
+        window_end = self.processed
+        window_start = window_end - WINDOW_SAMPLES
+        self._history = np.concatenate([self._history, window])[-self._history_samples :]
+        event = self.endpointer.push(float(probability), window_start, window_end)
+        if self.utterance is not None:
+            self.utterance.audio.append(window)
+        if event is None:
+            return None, None
+        if event.kind == "start":
+            self._open_utterance(event.sample)
+            return event, None
+        return event, self._close_utterance(event)
+
+    def force_end(self, reason: str) -> tuple[EndpointEvent | None, Closed | None]:
+        event = self.endpointer.force_end(reason)
+        if event is None:
+            return None, None
+        return event, self._close_utterance(event)
+
+    def _open_utterance(self, start_sample: int) -> None:
+        pre_roll = PRE_ROLL_MS * SAMPLE_RATE_HZ // 1000
+        history_start = self.processed - self._history.size
+        audio_start = max(history_start, start_sample - pre_roll)
+        seed = self._history[audio_start - history_start :].copy()
+        self._utterance_count += 1
+        self.totals.utterances += 1
+        self.utterance = Utterance(
+            index=self._utterance_count,
+            start_sample=start_sample,
+            audio_start_sample=audio_start,
+            audio=[seed],
+            last_interim_sample=start_sample,
+        )
+
+    def _close_utterance(self, event: EndpointEvent) -> Closed | None:
+        utterance, self.utterance = self.utterance, None
+        if utterance is None:
+            return None
+        tail = TAIL_MS * SAMPLE_RATE_HZ // 1000
+        audio = utterance.samples()[: max(0, event.sample + tail - utterance.audio_start_sample)]
+        return Closed(
+            index=utterance.index,
+            start_sample=utterance.start_sample,
+            end_sample=event.sample,
+            audio=audio,
+            last_seq=self.last_seq_processed,
+            reason=event.reason,
+        )
+
+    def interim_due(self, interval_samples: int) -> Utterance | None:
+        """The open utterance when an interim result is due (and none is being computed)."""
+        utterance = self.utterance
+        if (
+            utterance is None
+            or utterance.interim_in_flight
+            or self.processed - utterance.last_interim_sample < interval_samples
+        ):
+            return None
+        return utterance

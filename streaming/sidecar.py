@@ -1,0 +1,351 @@
+"""The local sidecar driver: sealed spool segments → lake, in exactly-once micro-batches.
+
+One cycle (:meth:`Sidecar.land_once`):
+
+1. **plan** — take the sealed segments (oldest first) and durably record
+   ``batch N = these segments`` in a manifest (write, fsync, atomic rename, fsync the folder).
+   N is one more than both the last manifest and every table's committed app transaction, so
+   a lost state folder can never reuse a number the lake has already seen.
+2. **pipeline** — run :class:`~streaming.pipeline.LandSpool` as a bounded pipeline on the
+   in-process runner over those segments plus the previous batch's carry; stage every output
+   as an Arrow file and then a ``_DONE`` marker.
+3. **commit** — each table gets one commit tagged with the app transaction ``(app_id, N)``;
+   a table whose ``transaction_version(app_id)`` is already ≥ N is skipped.
+4. **retire** — mark the batch landed, retire its segments (or quarantine unreadable ones)
+   and drop what the next batch no longer needs.
+
+Why it is exactly once: the input of batch N is fixed before anything runs (the manifest, the
+previous carry), the staged outputs are reused once complete, and every commit is skipped if
+the table already holds N. A crash at any point leaves either an unfinished manifest — the next
+start replays it — or a landed one; nothing is ever landed under two batch numbers, and a
+table never takes batch N twice. See docs/sidecar.md for the full argument.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, Lake, TableSpec
+from streaming.segments import SegmenterParams
+from streaming.session_rows import merge_session_rows
+from streaming.spool import (
+    fsync_dir,
+    purge_landed,
+    quarantine_segment,
+    retire_segment,
+    sealed_segments,
+)
+
+log = logging.getLogger(__name__)
+
+DONE_MARKER = "_DONE"
+LANDED_SUFFIX = ".landed"
+STAGED_TABLES: tuple[tuple[str, TableSpec], ...] = (
+    ("dead_letters", DEAD_LETTERS),
+    ("bronze", AUDIO_CHUNKS),
+    ("events", AUDIO_EVENTS),
+)
+"""Staged output → table, committed in this order (sessions last: it merges)."""
+UNREADABLE_PREFIX = "unreadable segment"
+
+PhaseHook = Callable[[str, int], None]
+"""Called at each phase boundary with (phase, batch): logging, metrics, fault injection."""
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    """Where the driver works and how big a batch may grow."""
+
+    spool_dir: Path
+    state_dir: Path
+    """The driver's own folder: manifests, staged outputs, carries."""
+    app_id: str = "sidecar"
+    writer: str = "sidecar"
+    retention_s: float = 3600.0
+    """Landed segments stay in ``<spool>/landed`` this long (0: delete at once)."""
+    max_segments_per_batch: int = 256
+    params: SegmenterParams = field(default_factory=SegmenterParams)
+
+
+@dataclass
+class BatchReport:
+    """What one batch did."""
+
+    batch: int
+    segments: int
+    replayed: bool
+    reused_staged: bool
+    committed_rows: dict[str, int] = field(default_factory=dict)
+    skipped_tables: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    quarantined: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as out:
+        json.dump(data, out)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+def _read_staged(path: Path) -> pa.Table:
+    return pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+
+
+class Sidecar:
+    """Lands the spool into the lake; see the module docstring for the protocol."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        config: SidecarConfig,
+        *,
+        classifier: Any | None = None,
+        on_phase: PhaseHook | None = None,
+    ) -> None:
+        self.lake = lake
+        self.config = config
+        self.classifier = classifier
+        self.on_phase = on_phase or (lambda phase, batch: None)
+        self.batches_dir = config.state_dir / "batches"
+        self.batches_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------------- bookkeeping
+    def _manifest_path(self, batch: int) -> Path:
+        return self.batches_dir / f"{batch:012d}.json"
+
+    def _staging(self, batch: int) -> Path:
+        return self.batches_dir / f"{batch:012d}"
+
+    def _landed_marker(self, batch: int) -> Path:
+        return self.batches_dir / f"{batch:012d}{LANDED_SUFFIX}"
+
+    def _manifests(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.batches_dir.glob("*.json") if p.stem.isdigit())
+
+    def _load_manifest(self, batch: int) -> dict[str, Any]:
+        return json.loads(self._manifest_path(batch).read_text())
+
+    def _committed_max(self) -> int:
+        versions = [
+            self.lake.transaction_version(spec, self.config.app_id)
+            for spec in (AUDIO_CHUNKS, DEAD_LETTERS, AUDIO_EVENTS, SESSIONS)
+        ]
+        return max((v for v in versions if v is not None), default=0)
+
+    # ---------------------------------------------------------------------- the cycle
+    def land_once(self) -> BatchReport | None:
+        """Finish an interrupted batch, or land the sealed segments as a new one.
+
+        Returns None when there was nothing to do.
+        """
+        batches = self._manifests()
+        if batches:
+            last = batches[-1]
+            if not self._landed_marker(last).exists():
+                return self._run_batch(self._load_manifest(last), replayed=True)
+            self._retire(self._load_manifest(last))  # idempotent: finishes a cut-off retire
+        manifest = self._plan(batches[-1] if batches else None)
+        if manifest is None:
+            return None
+        return self._run_batch(manifest, replayed=False)
+
+    def run(self, interval_s: float, stop: threading.Event) -> int:
+        """Land batches until ``stop`` is set; returns how many batches were landed."""
+        landed = 0
+        while not stop.is_set():
+            report = self.land_once()
+            if report is not None:
+                landed += 1
+                continue  # more sealed segments may be waiting
+            purge_landed(self.config.spool_dir, self.config.retention_s)
+            stop.wait(interval_s)
+        return landed
+
+    def _plan(self, previous: int | None) -> dict[str, Any] | None:
+        segments = sealed_segments(self.config.spool_dir)[: self.config.max_segments_per_batch]
+        if not segments:
+            return None
+        batch = max(previous or 0, self._committed_max()) + 1
+        self.on_phase("planned", batch)
+        manifest = {
+            "batch": batch,
+            "segments": [s.name for s in segments],
+            "carry_from": previous,
+            "batch_time": datetime.now(UTC).isoformat(),
+        }
+        _write_json_atomic(self._manifest_path(batch), manifest)
+        self.on_phase("recorded", batch)
+        return manifest
+
+    def _run_batch(self, manifest: dict[str, Any], *, replayed: bool) -> BatchReport:
+        started = time.perf_counter()
+        batch = int(manifest["batch"])
+        staging = self._staging(batch)
+        done = staging / DONE_MARKER
+        reused = done.exists()
+        if not reused:
+            self.on_phase("pipeline", batch)
+            counters = self._run_pipeline(manifest, staging)
+            _write_json_atomic(done, {"counters": counters})
+            self.on_phase("staged", batch)
+        report = BatchReport(
+            batch,
+            len(manifest["segments"]),
+            replayed=replayed,
+            reused_staged=reused,
+            counters=json.loads(done.read_text()).get("counters", {}),
+        )
+        self._commit(batch, staging, report, datetime.fromisoformat(manifest["batch_time"]))
+        self._landed_marker(batch).touch()
+        fsync_dir(self.batches_dir)
+        self.on_phase("landed", batch)
+        report.quarantined = self._retire(manifest)
+        self.on_phase("retired", batch)
+        report.seconds = time.perf_counter() - started
+        log.info(
+            "batch %d landed: %d segments, rows %s, skipped %s, %.2f s",
+            batch,
+            report.segments,
+            report.committed_rows,
+            report.skipped_tables,
+            report.seconds,
+        )
+        return report
+
+    def _run_pipeline(self, manifest: dict[str, Any], staging: Path) -> dict[str, int]:
+        import apache_beam as beam  # lazy: a replay from staged outputs never needs Beam
+
+        from streaming.carry import tables_to_carries
+        from streaming.pipeline import (
+            CARRY_FILES,
+            METRICS_NAMESPACE,
+            InProcessClassifier,
+            LandSpool,
+            ReadSegmentFiles,
+            StageOutputs,
+        )
+        from streaming.pipeline_options import local_options
+
+        if staging.exists():
+            shutil.rmtree(staging)  # a half-written attempt: start it over
+        staging.mkdir(parents=True)
+        carries = []
+        previous = manifest.get("carry_from")
+        if previous is not None:
+            folder = self._staging(int(previous))
+            states_path = folder / f"{CARRY_FILES[0]}.arrow"
+            if states_path.exists():
+                carries = tables_to_carries(
+                    _read_staged(states_path), _read_staged(folder / f"{CARRY_FILES[1]}.arrow")
+                )
+        paths = [self.config.spool_dir / name for name in manifest["segments"]]
+        classifier = InProcessClassifier(self.classifier)
+        try:
+            pipeline = beam.Pipeline(options=local_options())
+            segments = pipeline | "Segments" >> ReadSegmentFiles(paths)
+            carry = pipeline | "Carry" >> beam.Create(carries, reshuffle=False)
+            outputs = {"segments": segments, "carry": carry} | "Land" >> LandSpool(
+                batch_time=datetime.fromisoformat(manifest["batch_time"]),
+                params=self.config.params,
+                classifier=classifier,
+            )
+            outputs | "Stage" >> StageOutputs(staging)
+            result = pipeline.run()
+            result.wait_until_finish()
+        finally:
+            classifier.release()
+        counters: dict[str, int] = {}
+        for counter in result.metrics().query(
+            beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE)
+        )["counters"]:
+            counters[counter.key.metric.name] = int(counter.committed or counter.attempted or 0)
+        for file in staging.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        fsync_dir(staging)
+        return counters
+
+    # ---------------------------------------------------------------------- commits
+    def _commit(self, batch: int, staging: Path, report: BatchReport, batch_time: datetime) -> None:
+        app = {"writer": self.config.writer, "app_id": self.config.app_id, "app_version": batch}
+        for name, spec in STAGED_TABLES:
+            table = _read_staged(staging / f"{name}.arrow")
+            if table.num_rows == 0:
+                continue
+            result = self.lake.append(spec, table, **app)
+            self._record(report, spec, result.skipped, result.rows)
+            self.on_phase(f"committed:{spec.name}", batch)
+        deltas = _read_staged(staging / "sessions.arrow")
+        if deltas.num_rows:
+            done = self.lake.transaction_version(SESSIONS, self.config.app_id)
+            if done is not None and done >= batch:
+                self._record(report, SESSIONS, True, 0)
+            else:
+                # Filtered in memory: pushing ``isin`` down into delta-rs' string_view
+                # statistics fails in pyarrow, and the table holds one small row per session.
+                current = self.lake.read(SESSIONS)
+                ids = pa.array(sorted(set(deltas.column("session_id").to_pylist())))
+                existing = current.filter(
+                    pc.is_in(pc.cast(current.column("session_id"), pa.string()), ids)
+                )
+                merged = merge_session_rows(existing, deltas, batch_time)
+                result = self.lake.upsert(SESSIONS, merged, **app)
+                self._record(report, SESSIONS, result.skipped, result.rows)
+            self.on_phase(f"committed:{SESSIONS.name}", batch)
+
+    @staticmethod
+    def _record(report: BatchReport, spec: TableSpec, skipped: bool, rows: int) -> None:
+        if skipped:
+            report.skipped_tables.append(spec.name)
+        else:
+            report.committed_rows[spec.name] = rows
+
+    # ---------------------------------------------------------------------- retirement
+    def _retire(self, manifest: dict[str, Any]) -> list[str]:
+        """Retire a landed batch's segments; quarantine the unreadable; tidy the state folder."""
+        batch = int(manifest["batch"])
+        staging = self._staging(batch)
+        unreadable: set[str] = set()
+        dead_path = staging / "dead_letters.arrow"
+        if dead_path.exists():
+            dead = _read_staged(dead_path)
+            for source, reason in zip(
+                dead.column("source").to_pylist(), dead.column("reason").to_pylist(), strict=True
+            ):
+                if reason.startswith(UNREADABLE_PREFIX):
+                    unreadable.add(source)
+        spool = self.config.spool_dir
+        for name in manifest["segments"]:
+            if name in unreadable:
+                quarantine_segment(spool / name)
+            else:
+                retire_segment(spool / name, retention_s=self.config.retention_s)
+        # Batch N+1 needs only N's carry; everything older (and N's staged rows) can go.
+        for older in self._manifests():
+            if older < batch:
+                shutil.rmtree(self._staging(older), ignore_errors=True)
+                self._manifest_path(older).unlink(missing_ok=True)
+                self._landed_marker(older).unlink(missing_ok=True)
+        if staging.exists():
+            for file in staging.iterdir():
+                if not file.name.startswith("carry_") and file.name != DONE_MARKER:
+                    file.unlink(missing_ok=True)
+        return sorted(unreadable)

@@ -1,0 +1,122 @@
+"""kill -9 of the real `sonolake sidecar` process at every phase and at random moments.
+
+A known set of chunks is written to the spool with the real SpoolWriter. The sidecar runs as
+a subprocess and dies by SIGKILL: at each named phase (it kills itself there, so the moment is
+exact: before the batch is recorded, after, as the pipeline starts, between table commits,
+after landing, after retiring) and at random moments while the pipeline runs. After every kill
+it is started again; at the end bronze must hold every chunk exactly once and silver every
+speech segment exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from sidecar_signals import assert_landed_exactly_once, interleave, sessions, write_spool
+from support import REPO_ROOT
+
+from lake_schemas import Lake
+
+SIDECAR = [str(REPO_ROOT / ".venv" / "bin" / "sonolake"), "sidecar", "--once"]
+KILL_PLAN: list[tuple[str, str]] = [
+    ("phase", "planned"),
+    ("phase", "recorded"),
+    ("phase", "pipeline"),
+    ("during", "pipeline"),
+    ("phase", "staged"),
+    ("phase", "committed:bronze.audio_chunks"),
+    ("phase", "committed:silver.audio_events"),
+    ("during", "pipeline"),
+    ("phase", "committed:silver.sessions"),
+    ("phase", "landed"),
+    ("phase", "retired"),
+    ("random", ""),
+    ("during", "pipeline"),
+]
+"""(how, where): ``phase`` — the sidecar kills itself at that phase; ``during`` — the test
+kills it a random 0–1.2 s after it enters that phase; ``random`` — 0.5–4 s after start."""
+
+
+@pytest.fixture(scope="module")
+def bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Compiled modules shared by the restarts, so each start does not recompile Beam."""
+    return tmp_path_factory.mktemp("pycache")
+
+
+def _env(tmp_path: Path, cache: Path, crash_at: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONOLAKE_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(
+        PYTHONPYCACHEPREFIX=str(cache),
+        SONOLAKE_STATE_DIR=str(tmp_path / "state"),
+        SONOLAKE_LAKE_URI=str(tmp_path / "lake"),
+        SONOLAKE_SPOOL_DIR=str(tmp_path / "spool"),
+        SONOLAKE_SIDECAR_MAX_SEGMENTS_PER_BATCH="2",
+        SONOLAKE_SPOOL_RETENTION_S="0",
+    )
+    if crash_at:
+        env["SONOLAKE_SIDECAR_CRASH_AT"] = crash_at
+    return env
+
+
+def _run_once(
+    tmp_path: Path, cache: Path, how: str, where: str, rng: random.Random
+) -> tuple[int, list[str]]:
+    """Start the sidecar, kill it as planned; returns its exit code and its phase lines."""
+    proc = subprocess.Popen(
+        SIDECAR,
+        cwd=tmp_path,
+        env=_env(tmp_path, cache, where if how == "phase" else None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    timer = None
+
+    def kill() -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+
+    if how == "random":
+        timer = threading.Timer(rng.uniform(0.5, 4.0), kill)
+        timer.start()
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.strip())
+        if how == "during" and line.strip().endswith(f"phase={where}") and timer is None:
+            timer = threading.Timer(rng.uniform(0.0, 1.2), kill)
+            timer.start()
+    code = proc.wait(timeout=120)
+    if timer is not None:
+        timer.cancel()
+    proc.stdout.close()
+    return code, lines
+
+
+def test_kill_9_at_every_phase_lands_every_chunk_and_segment_exactly_once(
+    tmp_path: Path, bytecode_cache: Path
+) -> None:
+    group = sessions(6, chunks=30, bursts=2)
+    write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=15)
+    rng = random.Random(20240501)
+    kills, killed_in = 0, []
+    for how, where in KILL_PLAN:
+        code, lines = _run_once(tmp_path, bytecode_cache, how, where, rng)
+        if code == -signal.SIGKILL:
+            kills += 1
+            killed_in.append(lines[-1] if lines else "start-up")
+        else:
+            assert code == 0, f"sidecar failed (exit {code}) after {lines[-3:]}"
+    code, lines = _run_once(tmp_path, bytecode_cache, "none", "", rng)
+    assert code == 0, lines[-5:]
+    assert kills >= 10, f"only {kills} kills landed: {killed_in}"
+    phases = {line.rsplit("phase=", 1)[-1] for line in killed_in if "phase=" in line}
+    assert {"recorded", "pipeline", "committed:bronze.audio_chunks", "landed"} <= phases
+    assert_landed_exactly_once(Lake(tmp_path / "lake"), group)

@@ -1,0 +1,207 @@
+"""The micro-batch driver against a real spool and a real Delta lake, in one process.
+
+Crashes are simulated by an exception thrown from the phase hook (the kill -9 test does it with
+real processes); after each, a fresh driver on the same folders must finish the job with every
+chunk and every segment landed exactly once.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sidecar_signals import (
+    assert_landed_exactly_once,
+    interleave,
+    sessions,
+    write_spool,
+)
+
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, Lake
+from streaming.sidecar import Sidecar, SidecarConfig
+from streaming.spool import (
+    LANDED_DIR,
+    QUARANTINE_DIR,
+    SPOOL_SCHEMA,
+    SpoolRecord,
+    records_to_batch,
+    sealed_segments,
+    segment_name,
+)
+
+SERVING_TESTS = Path(__file__).resolve().parents[1] / "serving"
+
+
+class Crash(BaseException):
+    """Stands for the process dying at a phase boundary."""
+
+
+def _sidecar(tmp_path: Path, crash_at: set[tuple[str, int]] | None = None, **kw) -> Sidecar:
+    config = SidecarConfig(
+        spool_dir=tmp_path / "spool",
+        state_dir=tmp_path / "state",
+        max_segments_per_batch=kw.pop("max_segments_per_batch", 3),
+        retention_s=kw.pop("retention_s", 0.0),
+    )
+    crashes = crash_at if crash_at is not None else set()
+
+    def on_phase(phase: str, batch: int) -> None:
+        if (phase, batch) in crashes:
+            crashes.discard((phase, batch))
+            raise Crash(f"{phase}@{batch}")
+
+    return Sidecar(Lake(tmp_path / "lake"), config, on_phase=on_phase, **kw)
+
+
+def _land_all(tmp_path: Path, crash_at: set[tuple[str, int]] | None = None, **kw) -> int:
+    """Run drivers (a fresh one after each crash) until nothing is left; returns crashes."""
+    crashes = 0
+    crash_at = set() if crash_at is None else crash_at
+    while True:
+        sidecar = _sidecar(tmp_path, crash_at, **kw)
+        try:
+            while sidecar.land_once() is not None:
+                pass
+            return crashes
+        except Crash:
+            crashes += 1
+
+
+def test_lands_chunks_segments_and_sessions_across_micro_batches(tmp_path: Path) -> None:
+    group = sessions(4, chunks=30, bursts=2)
+    write_spool(
+        tmp_path / "spool", interleave(s.records(dropped_chunks=3) for s in group), per_segment=12
+    )
+    segments = len(sealed_segments(tmp_path / "spool"))
+    assert segments >= 9  # so sessions straddle several 3-segment batches
+    assert _land_all(tmp_path) == 0
+    lake = Lake(tmp_path / "lake")
+    assert_landed_exactly_once(lake, group)
+    events = lake.read(AUDIO_EVENTS).to_pylist()
+    for event in events:
+        assert 0.3 <= event["duration_s"] <= 0.8, event
+        assert event["speech_ratio"] > 0.5
+        assert -40 < event["rms_dbfs"] < -10 and event["peak_dbfs"] <= 0
+        assert event["snr_db"] > 5
+        assert event["predicted_label"] is None and event["model_version"] is None
+        assert event["first_seq"] <= event["last_seq"]
+    labels = {e["session_id"]: e["label"] for e in events}
+    assert labels == {s.session_id: s.label for s in group}
+    assert {r["dropped_chunks"] for r in lake.read(SESSIONS).to_pylist()} == {3}
+    assert lake.read(DEAD_LETTERS).num_rows == 0
+    assert not sealed_segments(tmp_path / "spool"), "landed segments are retired"
+    assert lake.transaction_version(AUDIO_CHUNKS, "sidecar") == -(-segments // 3)
+
+
+def test_a_crash_at_every_phase_replays_and_lands_nothing_twice(tmp_path: Path) -> None:
+    group = sessions(3, chunks=30, bursts=2)
+    write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=10)
+    phases = [
+        ("planned", 1),
+        ("recorded", 1),
+        ("pipeline", 1),
+        ("staged", 2),
+        ("committed:bronze.audio_chunks", 2),
+        ("committed:silver.audio_events", 3),
+        ("committed:silver.sessions", 3),
+        ("landed", 3),
+        ("retired", 4),
+    ]
+    assert _land_all(tmp_path, set(phases)) == len(phases)
+    assert_landed_exactly_once(Lake(tmp_path / "lake"), group)
+
+
+def test_a_chunk_sent_twice_lands_once_even_in_a_later_batch(tmp_path: Path) -> None:
+    (session,) = sessions(1, chunks=30, bursts=2)
+    records = session.records()
+    # Resumed session: chunks 10-14 are spooled again two segments later (and once more
+    # in the same segment), as a client re-sending what it had no ack for.
+    replay = records[10:15]
+    write_spool(tmp_path / "spool", records[:20] + replay, per_segment=5)
+    write_spool(tmp_path / "spool", replay + records[20:] + records[12:13], per_segment=5)
+    _land_all(tmp_path, max_segments_per_batch=2)
+    assert_landed_exactly_once(Lake(tmp_path / "lake"), [session])
+
+
+def _write_raw_segment(spool: Path, segment_id: int, payload: bytes) -> None:
+    (spool / segment_name(segment_id)).write_bytes(payload)
+
+
+def _segment_bytes(table: pa.Table, schema: pa.Schema = SPOOL_SCHEMA) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_bad_segments_and_records_are_quarantined_and_the_rest_lands(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    group = sessions(2, chunks=20, bursts=1)
+    write_spool(spool, interleave(s.records() for s in group), per_segment=100)
+    good = sealed_segments(spool)[0]
+    data = good.path.read_bytes()
+    base = good.segment_id
+    _write_raw_segment(spool, base + 1, data[: len(data) // 2])  # truncated mid-stream
+    wrong = pa.table({"session_id": ["x"], "seq": [1]})
+    _write_raw_segment(spool, base + 2, _segment_bytes(wrong, wrong.schema))
+    bad = SpoolRecord.chunk(
+        session_id="bad",
+        device_id="d",
+        seq=0,
+        event_time=group[0].records()[0].event_time,
+        sample_rate=16000,
+        encoding="opus",
+        pcm=b"\x00\x01",
+    )
+    empty = replace(bad, encoding="linear16", pcm=b"", seq=1)
+    fine = replace(bad, encoding="linear16", pcm=b"\x00\x01" * 1600, seq=2)
+    mixed = pa.Table.from_batches([records_to_batch([bad, empty, fine])])
+    _write_raw_segment(spool, base + 3, _segment_bytes(mixed))
+    _land_all(tmp_path)
+
+    lake = Lake(tmp_path / "lake")
+    dead = {
+        (r["source"], r["record_index"]): r["reason"] for r in lake.read(DEAD_LETTERS).to_pylist()
+    }
+    assert "truncated" in dead[(segment_name(base + 1), None)]
+    assert "schema" in dead[(segment_name(base + 2), None)]
+    assert "unknown encoding 'opus'" in dead[(segment_name(base + 3), 0)]
+    assert dead[(segment_name(base + 3), 1)] == "zero-length pcm"
+    assert len(dead) == 4
+    bronze = lake.read(AUDIO_CHUNKS, columns=["session_id", "seq"])
+    assert bronze.num_rows == 2 * 20 + 1  # the good segment and the one good record
+    assert pc.sum(pc.equal(bronze["session_id"], "bad")).as_py() == 1
+    quarantined = sorted(p.name for p in (spool / QUARANTINE_DIR).iterdir())
+    assert quarantined == [segment_name(base + 1), segment_name(base + 2)]
+
+
+def test_retention_keeps_landed_segments_for_a_while(tmp_path: Path) -> None:
+    group = sessions(1, chunks=16, bursts=1)
+    write_spool(tmp_path / "spool", group[0].records(), per_segment=6)
+    _land_all(tmp_path, retention_s=3600)
+    assert not sealed_segments(tmp_path / "spool")
+    assert len(list((tmp_path / "spool" / LANDED_DIR).iterdir())) == 3
+
+
+def test_events_carry_the_champion_prediction_and_version(tmp_path: Path) -> None:
+    sys.path.insert(0, str(SERVING_TESTS))
+    try:
+        from serving_bundles import random_linear, write_bundle
+    finally:
+        sys.path.remove(str(SERVING_TESTS))
+    from models.serving import ServingEngine
+
+    bundle = write_bundle(tmp_path / "bundle", *random_linear(seed=3))
+    engine = ServingEngine.from_bundle(bundle, model_version="7")
+    group = sessions(2, chunks=20, bursts=1)
+    write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=50)
+    _land_all(tmp_path, classifier=engine)
+    events = Lake(tmp_path / "lake").read(AUDIO_EVENTS).to_pylist()
+    assert len(events) == 2
+    for event in events:
+        assert event["model_version"] == "7"
+        assert event["predicted_label"] in engine.labels
+        assert 0.0 < event["score"] <= 1.0

@@ -1,0 +1,172 @@
+"""Helpers for the gateway tests: a real gateway in a thread, real clients, real audio.
+
+The gateway runs on a free loopback port with its own event loop in a thread; tests talk to it
+with real ``websockets`` clients (sync API) and read what it stored with the real spool reader,
+so every check crosses a real socket and a real fsync'd file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from features.corpus import read_manifest, read_wav
+from streaming.gateway import Gateway, GatewayConfig
+from streaming.results import Classifier
+from streaming.spool import SpoolWriter, read_segment, sealed_segments
+
+TEST_CONFIG = GatewayConfig(
+    host="127.0.0.1",
+    port=0,
+    auth_tokens=("test-token",),
+    max_connections=50,
+    max_frame_bytes=16 * 1024,
+    idle_timeout_s=1.5,
+    open_timeout_s=1.0,
+    ack_interval_ms=20,
+    resume_window_s=30.0,
+)
+
+
+class GatewayThread:
+    """Spool writer + gateway on a private event loop; ``stop()`` shuts both down gracefully."""
+
+    def __init__(
+        self, config: GatewayConfig, spool_dir: Path, engine: Classifier | None = None
+    ) -> None:
+        self.config = config
+        self.spool_dir = spool_dir
+        self.engine = engine
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.gateway: Gateway | None = None
+        self.spool: SpoolWriter | None = None
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout_s: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def start(self) -> GatewayThread:
+        self.thread.start()
+
+        async def boot() -> None:
+            self.spool = SpoolWriter(self.spool_dir, max_segment_age_s=3600)
+            await self.spool.start()
+            self.gateway = Gateway(self.config, spool=self.spool, engine=self.engine)
+            await self.gateway.start()
+
+        self.call(boot())
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.gateway is not None
+        return self.gateway.port
+
+    def url(self, query: str = "device_id=dev-1", token: str | None = "test-token") -> str:
+        auth = f"&token={token}" if token else ""
+        return f"ws://127.0.0.1:{self.port}/v1/listen?{query}{auth}"
+
+    def seal(self) -> None:
+        assert self.spool is not None
+        self.call(self.spool.seal())
+
+    def stored(self) -> pa.Table:
+        """Every record in sealed segments (seals the open one first)."""
+        self.seal()
+        tables = [read_segment(s.path) for s in sealed_segments(self.spool_dir)]
+        return pa.concat_tables(tables) if tables else pa.table({})
+
+    def stop(self) -> None:
+        if not self.loop.is_running():
+            return
+
+        async def shutdown() -> None:
+            if self.gateway is not None:
+                await self.gateway.stop()
+            if self.spool is not None:
+                await self.spool.close()
+
+        try:
+            self.call(shutdown())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+def speech_stream(shared_data: Path, words: int = 2, gap_s: float = 0.7) -> np.ndarray:
+    """Real keywords (16 kHz PCM16) separated by silence: each should give one utterance."""
+    clips = [
+        c
+        for c in read_manifest(shared_data / "speech_commands" / "manifest.csv")
+        if c.label in ("yes", "no", "stop")
+    ]
+    gap = np.zeros(int(16_000 * gap_s), dtype=np.int16)
+    parts = [gap]
+    for clip in clips[:words]:
+        samples, _ = read_wav(clip.path)
+        parts += [samples, gap]
+    return np.concatenate(parts)
+
+
+def chunks(samples: np.ndarray, chunk_samples: int = 1600) -> list[bytes]:
+    return [samples[i : i + chunk_samples].tobytes() for i in range(0, samples.size, chunk_samples)]
+
+
+def open_ws(url: str, **kwargs: Any) -> ClientConnection:
+    kwargs.setdefault("open_timeout", 10)
+    kwargs.setdefault("max_size", 2**22)
+    kwargs.setdefault("compression", None)
+    return connect(url, **kwargs)
+
+
+def next_message(ws: ClientConnection, timeout_s: float = 5.0, skip_acks: bool = True) -> dict:
+    """The next JSON message (Acks skipped unless asked for)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        message = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        if not (skip_acks and message["type"] == "Ack"):
+            return message
+
+
+@dataclass
+class Transcript:
+    """Everything a connection received until it closed."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == kind]
+
+    @property
+    def max_ack(self) -> int:
+        return max((m["seq"] for m in self.of("Ack")), default=-1)
+
+
+def read_until_closed(ws: ClientConnection, timeout_s: float = 10.0) -> Transcript:
+    """Read every message until the server closes the connection (or the timeout)."""
+    transcript = Transcript()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the server did not close the connection in time")
+            transcript.messages.append(json.loads(ws.recv(timeout=remaining)))
+    except ConnectionClosed as closed:
+        frame = closed.rcvd
+        transcript.close_code = frame.code if frame is not None else None
+        transcript.close_reason = frame.reason if frame is not None else ""
+    return transcript

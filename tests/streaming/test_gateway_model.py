@@ -1,0 +1,73 @@
+"""With a model loaded: labelled interim and final results, and a hot swap mid-session.
+
+The model is a small untrained linear classifier in the real bundle format, served by the real
+serving engine: its labels are meaningless, but every step (features, micro-batching, result
+fields, model version) is the production path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_support import chunks, next_message, open_ws, read_until_closed, speech_stream
+
+from benchmarks.gateway import LABELS, write_linear_bundle
+from models.serving import ServingEngine
+from streaming.protocol import CLOSE_NORMAL
+
+pytestmark = pytest.mark.integration
+
+
+def test_results_carry_labels_scores_and_the_model_version(
+    make_gateway: Any, shared_data: Path, tmp_path: Path
+) -> None:
+    engine = ServingEngine.from_bundle(
+        write_linear_bundle(tmp_path / "m1", seed=1),
+        providers=["CPUExecutionProvider"],
+        model_version="7",
+        max_wait_us=500,
+    )
+    gateway = make_gateway(engine=engine, interim_interval_ms=100)
+    audio = speech_stream(shared_data, words=2, gap_s=1.0)
+    frames = chunks(audio)
+    half = len(frames) // 2
+    try:
+        with open_ws(gateway.url("device_id=d&interim_results=true")) as ws:
+            metadata = next_message(ws)
+            assert metadata["model_loaded"] is True and metadata["model_version"] == "7"
+            for frame in frames[:half]:
+                ws.send(frame)
+                time.sleep(0.01)
+            deadline = time.monotonic() + 10
+            message = next_message(ws)
+            while not (message["type"] == "Results" and message["is_final"]):
+                assert time.monotonic() < deadline
+                message = next_message(ws)
+            first_final = message
+            # a new version is promoted while the session streams: no reconnect needed
+            engine.load_bundle(write_linear_bundle(tmp_path / "m2", seed=2), model_version="8")
+            for frame in frames[half:]:
+                ws.send(frame)
+            ws.send(json.dumps({"type": "CloseStream"}))
+            transcript = read_until_closed(ws, timeout_s=20)
+    finally:
+        engine.close()
+    assert transcript.close_code == CLOSE_NORMAL
+    assert first_final["model_version"] == "7"
+    results = transcript.of("Results")
+    finals = [r for r in results if r["is_final"]]
+    assert finals and finals[-1]["model_version"] == "8"
+    for result in [first_final, *results]:
+        assert result["label"] in LABELS
+        assert 0.0 < result["score"] <= 1.0
+        assert len(result["alternatives"]) == 3
+        assert result["alternatives"][0] == {"label": result["label"], "score": result["score"]}
+    interims = [r for r in results if not r["is_final"]]
+    assert interims, "interim results while a word is being spoken"
+    totals = transcript.of("Metadata")[-1]["totals"]
+    assert totals["model_version"] == "8"
+    assert totals["interim_results"] >= len(interims)
