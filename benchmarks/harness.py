@@ -69,9 +69,7 @@ def machine_info() -> dict[str, Any]:
 def percentiles(values: Iterable[float], *qs: float) -> dict[str, float]:
     """``{"p50": …, "p99": …}`` of the values (NaN when empty)."""
     arr = np.asarray(list(values), dtype=np.float64)
-    return {
-        f"p{q:g}": (float(np.percentile(arr, q)) if arr.size else float("nan")) for q in qs
-    }
+    return {f"p{q:g}": (float(np.percentile(arr, q)) if arr.size else float("nan")) for q in qs}
 
 
 def cpu_seconds() -> float:

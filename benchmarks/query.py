@@ -35,7 +35,20 @@ FULL_ROUNDS = 9
 DAYS = 30
 DEVICES = 500
 FIRST_DAY = date(2024, 3, 1)
-LABELS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "_unknown_", "_silence_")
+LABELS = (
+    "yes",
+    "no",
+    "up",
+    "down",
+    "left",
+    "right",
+    "on",
+    "off",
+    "stop",
+    "go",
+    "_unknown_",
+    "_silence_",
+)
 SEED = 20240301
 
 TABLE = "silver.audio_events"
@@ -63,7 +76,9 @@ def synthetic_events(start: int, n: int, rng: np.random.Generator) -> pa.Table:
     ids = np.arange(start, start + n)
     day = rng.integers(0, DAYS, n)
     offset_us = rng.integers(0, 86_400_000_000, n)
-    base_us = int(datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day, tzinfo=UTC).timestamp() * 1e6)
+    base_us = int(
+        datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day, tzinfo=UTC).timestamp() * 1e6
+    )
     start_us = base_us + day * 86_400_000_000 + offset_us
     duration_s = rng.uniform(0.2, 2.0, n)
     rms = rng.normal(-32.0, 6.0, n)
@@ -79,7 +94,9 @@ def synthetic_events(start: int, n: int, rng: np.random.Generator) -> pa.Table:
             "session_id": pa.array([f"sess-{i // 20:09d}" for i in ids]),
             "device_id": pa.array([f"spk-{d:04d}" for d in rng.integers(0, DEVICES, n)]),
             "start_time": pa.array(start_us, pa.timestamp("us", tz="UTC")),
-            "end_time": pa.array(start_us + (duration_s * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC")),
+            "end_time": pa.array(
+                start_us + (duration_s * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC")
+            ),
             "duration_s": duration_s,
             "rms_dbfs": rms,
             "peak_dbfs": rms + rng.uniform(3.0, 15.0, n),
@@ -90,7 +107,8 @@ def synthetic_events(start: int, n: int, rng: np.random.Generator) -> pa.Table:
             "score": rng.uniform(0.3, 1.0, n),
             "model_version": pa.array(["3"] * n),
             "label": pa.array(
-                [LABELS[t] if h else None for t, h in zip(truth, has_truth, strict=True)], pa.string()
+                [LABELS[t] if h else None for t, h in zip(truth, has_truth, strict=True)],
+                pa.string(),
             ),
             "first_seq": ids * 10,
             "last_seq": ids * 10 + 9,
@@ -128,8 +146,14 @@ def run(quick: bool) -> BenchResult:
     rounds = QUICK_ROUNDS if quick else FULL_ROUNDS
     result = BenchResult(
         benchmark="query",
-        params={"rows": rows, "commits": commits, "days": DAYS, "devices": DEVICES, "rounds": rounds,
-                "queries": list(QUERIES)},
+        params={
+            "rows": rows,
+            "commits": commits,
+            "days": DAYS,
+            "devices": DEVICES,
+            "rounds": rounds,
+            "queries": list(QUERIES),
+        },
     )
     rng = np.random.default_rng(SEED)
     with tempfile.TemporaryDirectory(prefix="sonolake-query-bench-") as tmp, progress() as bar:
@@ -141,7 +165,9 @@ def run(quick: bool) -> BenchResult:
             n = per_commit if commit < commits - 1 else rows - per_commit * (commits - 1)
             batch = synthetic_events(commit * per_commit, n, rng)
             t0 = time.perf_counter()
-            lake.append(AUDIO_EVENTS, batch, writer="benchmark", app_id="benchmark", app_version=commit)
+            lake.append(
+                AUDIO_EVENTS, batch, writer="benchmark", app_id="benchmark", app_version=commit
+            )
             write_s += time.perf_counter() - t0
             bar.advance(task)
         assert lake.catalog_file is not None
@@ -205,4 +231,3 @@ def run(quick: bool) -> BenchResult:
             result.baseline[f"seconds_p50_{name}"] / result.metrics[f"seconds_p50_{name}"]
         )
     return result
-

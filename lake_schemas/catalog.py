@@ -312,6 +312,7 @@ class MetadataCatalog:
     def _query(self, sql: str, spec: CatalogTableSpec, *params: object) -> list[tuple]:
         con = duckdb.connect()
         try:
+            con.execute("SET TimeZone = 'UTC'")
             con.register("log", self._read(spec))
             return con.execute(sql, list(params)).fetchall()
         finally:

@@ -95,7 +95,9 @@ def commit_properties(
     writer: str, app_id: str | None = None, app_version: int | None = None
 ) -> CommitProperties:
     """Lineage in the commit metadata, plus the app transaction when one is given."""
-    transactions = [Transaction(app_id, app_version)] if app_id is not None else None
+    transactions = None
+    if app_id is not None and app_version is not None:
+        transactions = [Transaction(app_id, app_version)]
     return CommitProperties(
         custom_metadata=commit_metadata(writer, app_id, app_version),
         app_transactions=transactions,

@@ -17,11 +17,12 @@ own app_id and the check is exact.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import duckdb
 import pyarrow as pa
@@ -39,12 +40,19 @@ from lake_schemas.catalog import (
 )
 from lake_schemas.errors import TableNotFound, VersionNotFound
 from lake_schemas.schema_check import Conformed, conform
-from lake_schemas.sql_catalog import ViewSource, connect_in_memory, write_catalog_file
+from lake_schemas.sql_catalog import (
+    ViewSource,
+    connect_in_memory,
+    file_layout,
+    write_catalog_file,
+)
 from lake_schemas.tables import ALL_TABLES, TableSpec
 
 log = logging.getLogger(__name__)
 
-Filter = pc.Expression | Sequence[tuple[str, str, Any]] | Sequence[Sequence[tuple[str, str, Any]]]
+Filter: TypeAlias = (
+    pc.Expression | Sequence[tuple[str, str, Any]] | Sequence[Sequence[tuple[str, str, Any]]]
+)
 """A row filter: a pyarrow expression, or DNF tuples like ``[("device_id", "=", "d1")]``."""
 
 CATALOG_FILE_NAME = "catalog.duckdb"
@@ -85,7 +93,24 @@ def _check_app_transaction(app_id: str | None, app_version: int | None) -> None:
 def _as_expression(filter: Filter | None) -> pc.Expression | None:
     if filter is None or isinstance(filter, pc.Expression):
         return filter
-    return pq.filters_to_expression(filter)  # type: ignore[arg-type]
+    return pq.filters_to_expression(filter)
+
+
+def _read_without_statistics(
+    dataset: pads.Dataset, columns: list[str] | None, expression: pc.Expression
+) -> pa.Table:
+    """Filter after reading, pruning partitions only.
+
+    Files that delta-rs writes through DataFusion (merges, upserts) declare their strings as
+    ``string_view`` in the embedded Arrow schema, and pyarrow cannot yet compare a ``string``
+    literal with ``string_view`` row-group statistics (ArrowNotImplementedError). Partition
+    pruning still applies; rows are filtered in memory.
+    """
+    assert isinstance(dataset, pads.FileSystemDataset)
+    fragments = list(dataset.get_fragments(filter=expression))
+    pruned = pads.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+    table = pruned.to_table().filter(expression)
+    return table.select(columns) if columns is not None else table
 
 
 class Lake:
@@ -112,6 +137,8 @@ class Lake:
             self.root, self.storage_options, on_quality_recorded=self._refresh_quietly
         )
         self._specs: dict[str, TableSpec] = {spec.name: spec for spec in ALL_TABLES}
+        self._deferring = 0
+        self._refresh_pending = False
 
     def __repr__(self) -> str:
         return f"Lake({self.root!r})"
@@ -211,6 +238,8 @@ class Lake:
         app_version: int | None,
     ) -> CommitResult:
         _check_app_transaction(app_id, app_version)
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
         if operation != "append" and not spec.primary_key:
             raise ValueError(f"{operation} needs a primary key; {spec.name} has none")
         self._specs[spec.name] = spec
@@ -221,7 +250,9 @@ class Lake:
             if table is not None and app_id is not None:
                 done = table.transaction_version(app_id)
                 if done is not None and app_version is not None and done >= app_version:
-                    return CommitResult(spec.name, table.version(), skipped=True, operation=operation)
+                    return CommitResult(
+                        spec.name, table.version(), skipped=True, operation=operation
+                    )
             stored = None if table is None else pa.schema(table.schema().to_arrow())
             conformed = conform(spec, data, stored)  # raises before anything is written
             if table is None:
@@ -280,7 +311,9 @@ class Lake:
         if table.version() == before and app_id is not None:
             # Nothing to insert: delta-rs makes no commit, so record the app transaction in an
             # empty one, or a replay of this batch would not know it was already applied.
-            write_deltalake(table, data.schema.empty_table(), mode="append", commit_properties=properties)
+            write_deltalake(
+                table, data.schema.empty_table(), mode="append", commit_properties=properties
+            )
             table.update_incremental()
         return int(metrics.get("num_target_rows_inserted", 0)) + int(
             metrics.get("num_target_rows_updated", 0)
@@ -296,12 +329,17 @@ class Lake:
         if table is None:
             raise TableNotFound(f"{spec.name} does not exist yet; nothing to compact")
         before = table.version()
-        metrics = delta.with_commit_retries(
-            lambda: table.optimize.compact(
+
+        def attempt() -> tuple[DeltaTable, dict[str, Any]]:
+            fresh = self._open(spec)
+            assert fresh is not None
+            metrics = fresh.optimize.compact(
                 target_size=target_size_bytes, commit_properties=delta.commit_properties(writer)
             )
-        )
-        table.update_incremental()
+            fresh.update_incremental()
+            return fresh, metrics
+
+        table, metrics = delta.with_commit_retries(attempt)
         if table.version() != before:
             self._after_commit(spec, table)
         return CommitResult(
@@ -353,7 +391,7 @@ class Lake:
                 table.load_as_version(int(version))
             else:
                 assert as_of is not None
-                when = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
+                when = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
                 table.load_as_version(when)
         except (DeltaError, OSError, ValueError) as exc:
             what = f"version {version}" if version is not None else f"time {as_of}"
@@ -383,9 +421,14 @@ class Lake:
     ) -> pa.Table:
         """Read rows into memory, pushing the filter down (partitions, row-group statistics)."""
         dataset = self.dataset(spec, version=version, as_of=as_of)
-        return dataset.to_table(
-            columns=list(columns) if columns is not None else None, filter=_as_expression(filter)
-        )
+        wanted = list(columns) if columns is not None else None
+        expression = _as_expression(filter)
+        if expression is None:
+            return dataset.to_table(columns=wanted)
+        try:
+            return dataset.to_table(columns=wanted, filter=expression)
+        except pa.ArrowNotImplementedError:
+            return _read_without_statistics(dataset, wanted, expression)
 
     # -- catalog -------------------------------------------------------------------------------
     def _after_commit(self, spec: TableSpec, table: DeltaTable) -> None:
@@ -397,7 +440,27 @@ class Lake:
             log.warning("could not record %s in the metadata catalog", spec.name, exc_info=True)
         self._refresh_quietly()
 
+    @contextmanager
+    def deferred_sql_refresh(self) -> Iterator[None]:
+        """Refresh the DuckDB catalog file once, after a block of commits, not after each.
+
+        For a writer that commits several tables together (the sidecar lands bronze and
+        silver per batch): analysts then see the tables change together, and the file is
+        rebuilt once. The metadata catalog is still updated after every commit.
+        """
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if not self._deferring and self._refresh_pending:
+                self._refresh_pending = False
+                self._refresh_quietly()
+
     def _refresh_quietly(self) -> None:
+        if self._deferring:
+            self._refresh_pending = True
+            return
         try:
             self.refresh_sql_catalog()
         except Exception:
@@ -464,7 +527,7 @@ class Lake:
                 raise VersionNotFound(f"{name} has no version {version}: {exc}") from exc
         elif table is not None and as_of is not None:
             try:
-                table.load_as_version(as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc))
+                table.load_as_version(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
             except (DeltaError, OSError, ValueError):
                 table = None  # created after that time: empty then
         if table is None:
@@ -474,14 +537,20 @@ class Lake:
             partition_by = spec.partition_by if spec is not None else ()
             return ViewSource(name, schema, partition_by, (), None)
         schema = pa.schema(table.schema().to_arrow())
-        dataset = table.to_pyarrow_dataset() if in_process and self.is_remote else None
+        partition_by = tuple(table.metadata().partition_columns)
+        actions = pa.table(table.get_add_actions(flatten=True))
+        union_by_name, absent = file_layout(
+            actions, schema, partition_by, table.metadata().configuration
+        )
         return ViewSource(
             name,
             schema,
-            tuple(table.metadata().partition_columns),
+            partition_by,
             tuple(table.file_uris()),
             table.version(),
-            dataset,
+            dataset=table.to_pyarrow_dataset() if in_process and self.is_remote else None,
+            union_by_name=union_by_name,
+            absent_columns=absent,
         )
 
     def refresh_sql_catalog(self) -> Path | None:

@@ -1,4 +1,4 @@
-"""Lineage carried in every Delta commit: who wrote it, under which app transaction, from which code.
+"""Lineage in every Delta commit: who wrote it, under which app transaction, from which code.
 
 It lives in the commit's ``commitInfo`` (delta-rs ``custom_metadata``), so it travels with the
 table itself: ``DeltaTable.history()`` shows it to any Delta client, and the metadata catalog

@@ -21,7 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,54 @@ class ViewSource:
     """The Delta version the view is pinned to; None for a table not created yet."""
     dataset: pads.Dataset | None = None
     """For in-process use on an object store: the snapshot as an Arrow dataset."""
+    union_by_name: bool = False
+    """The files do not all have the same columns (written before and after an additive
+    schema change): read them by name, NULL where a file lacks a column. Costs a read of
+    every file's footer per query, so it is only on when needed."""
+    absent_columns: tuple[str, ...] = ()
+    """Columns of the schema that no file has yet (added, not written): NULL in the view."""
+
+
+STATS_INDEXED_COLUMNS = 32
+"""Delta's default ``delta.dataSkippingNumIndexedCols``: columns past it have no statistics."""
+_STATS_CONFIG_KEYS = ("delta.dataSkippingNumIndexedCols", "delta.dataSkippingStatsColumns")
+
+
+def file_layout(
+    actions: pa.Table,
+    schema: pa.Schema,
+    partition_by: Sequence[str],
+    configuration: Mapping[str, str | None],
+) -> tuple[bool, tuple[str, ...]]:
+    """From a snapshot's add actions: do files differ in columns, and which no file has.
+
+    delta-rs writes a null count for every primitive column of every file, so a file with no
+    null count for a column does not have that column. When that evidence is missing (files
+    without statistics, wide tables, custom statistics settings) the answer is the safe one:
+    read by name.
+    """
+    if actions.num_rows == 0:
+        return False, ()
+    leaves = [
+        f.name for f in schema if f.name not in partition_by and not pa.types.is_nested(f.type)
+    ]
+    if (
+        len(schema) > STATS_INDEXED_COLUMNS
+        or any(configuration.get(key) for key in _STATS_CONFIG_KEYS)
+        or actions.column("num_records").null_count
+    ):
+        return True, ()
+    absent = []
+    for name in leaves:
+        key = f"null_count.{name}"
+        present = (
+            actions.num_rows - actions.column(key).null_count if key in actions.column_names else 0
+        )
+        if present == 0:
+            absent.append(name)
+        elif present < actions.num_rows:
+            return True, ()
+    return False, tuple(absent)
 
 
 def _quote_ident(name: str) -> str:
@@ -81,15 +129,18 @@ def _duckdb_types(schema: pa.Schema) -> dict[str, str]:
 def _parquet_view_sql(source: ViewSource) -> str:
     types = _duckdb_types(source.schema)
     files = ", ".join(_quote_literal(f) for f in source.files)
-    options = ["union_by_name = true"]
+    options = [f"union_by_name = {str(source.union_by_name).lower()}"]
     if source.partition_by:
-        hive_types = ", ".join(
-            f"{_quote_literal(c)}: {types[c]}" for c in source.partition_by
-        )
+        hive_types = ", ".join(f"{_quote_literal(c)}: {types[c]}" for c in source.partition_by)
         options += ["hive_partitioning = true", f"hive_types = {{{hive_types}}}"]
     else:
         options.append("hive_partitioning = false")
-    columns = ", ".join(_quote_ident(f.name) for f in source.schema)
+    columns = ", ".join(
+        f"CAST(NULL AS {types[f.name]}) AS {_quote_ident(f.name)}"
+        if f.name in source.absent_columns
+        else _quote_ident(f.name)
+        for f in source.schema
+    )
     return f"SELECT {columns} FROM read_parquet([{files}], {', '.join(options)})"
 
 

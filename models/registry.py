@@ -323,15 +323,14 @@ class Registry:
                 raise UnknownModel(f"{path} is a folder but holds no {MANIFEST_FILE}")
             return ResolvedModel(path.resolve(), None, reference)
         if reference.isdigit():
-            version = reference
-        else:
-            version = self.alias_version(reference) if _looks_like_alias(reference) else None
-            if version is None:
-                known = ", ".join(sorted(self.aliases())) or "none yet"
-                raise UnknownModel(
-                    f"model {reference!r} is neither an alias of {self.model_name!r} "
-                    f"(aliases: {known}), a version number, nor a bundle folder"
-                )
+            return ResolvedModel(self.bundle_dir(reference), reference, reference)
+        version = self.alias_version(reference) if _looks_like_alias(reference) else None
+        if version is None:
+            known = ", ".join(sorted(self.aliases())) or "none yet"
+            raise UnknownModel(
+                f"model {reference!r} is neither an alias of {self.model_name!r} "
+                f"(aliases: {known}), a version number, nor a bundle folder"
+            )
         return ResolvedModel(self.bundle_dir(version), version, reference)
 
     def bundle_dir(self, version: str) -> Path:
@@ -523,7 +522,7 @@ def _signature(path: Path, manifest: Mapping[str, Any]) -> Any:
     import numpy as np
     import onnx
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
     graph = onnx.load(str(path), load_external_data=False).graph
 
@@ -533,8 +532,12 @@ def _signature(path: Path, manifest: Mapping[str, Any]) -> Any:
         )
         return TensorSpec(np.dtype(np.float32), dims, value.name)
 
-    inputs = [spec(v) for v in graph.input if v.name == manifest.get("input_name", "logmel")]
-    outputs = [spec(v) for v in graph.output if v.name == manifest.get("output_name", "probs")]
+    inputs: list[ColSpec | TensorSpec] = [
+        spec(v) for v in graph.input if v.name == manifest.get("input_name", "logmel")
+    ]
+    outputs: list[ColSpec | TensorSpec] = [
+        spec(v) for v in graph.output if v.name == manifest.get("output_name", "probs")
+    ]
     if not inputs or not outputs:
         return None
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))

@@ -1,17 +1,23 @@
 """Score a bundle on a labelled set: what ``sonolake evaluate`` prints and the gate compares.
 
-Quality and speed come from :func:`models.evaluation.evaluate_bundle` (accuracy, macro-F1 and
-per-class F1 over the classes present; out-of-vocabulary words count as ``_unknown_``; batch-1
-latency and batch-64 throughput on the CPU with one intra-op thread). The gate's latency rule
-needs a p99 that a noisy neighbour cannot fail on its own, so the batch-1 timing is repeated
-for a few rounds and the round with the best p99 is kept (benchmarks, not this, are where speed
-is tracked over time). Latency is the model alone: log-mel of a window adds ~0.1 ms.
+Quality comes from :func:`models.evaluation.evaluate_bundle` (accuracy, macro-F1 and per-class
+F1 over the classes present; out-of-vocabulary words count as ``_unknown_``).
+
+Speed is the model's compute on one core: ``session.run`` with one intra-op thread (ONNX
+Runtime then computes in the calling thread), timed with the thread's CPU clock. Wall-clock
+percentiles on a shared machine measure the neighbours: measured here under load, an INT8
+DS-CNN read p50 98 µs / p99 4,206 µs by wall clock and p50 96 µs / p99 149 µs by CPU time. The
+promotion gate must not refuse a model because another process was busy, so its latency rule
+uses CPU time; end-to-end wall-clock latency under load is what the benchmarks report.
+Latency is the model alone: log-mel of a window adds ~0.1 ms.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,9 +34,10 @@ class SpeedProbe:
     latency_runs: int = 200
     """session.run calls per latency round at batch 1."""
     latency_rounds: int = 3
-    """Rounds of latency (and throughput) timing; the round with the best p99 counts."""
-    throughput_s: float = 0.2
-    """How long each batch-64 throughput probe runs, in seconds."""
+    """Rounds of latency timing; the round with the best p99 counts."""
+    warmup_runs: int = 20
+    throughput_s: float = 0.3
+    """How long the batch-64 throughput probe runs (wall seconds)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ def score_bundle(
     ``model_version`` defaults to the bundle's content version (``local-…``).
     """
     from features import logmel_batch
-    from models.evaluation import SpeedSettings, evaluate_bundle, measure_speed, open_session
+    from models.evaluation import evaluate_bundle, open_session
     from models.session import content_version
 
     features = logmel_batch(heldout.windows)
@@ -126,14 +133,9 @@ def score_bundle(
     p50 = p99 = throughput = None
     if measure_speed:
         probe = speed or SpeedProbe()
-        settings = SpeedSettings(
-            latency_runs=probe.latency_runs, throughput_seconds=probe.throughput_s, threads=1
-        )
         session = open_session(artifact_path(bundle_dir, artifact), threads=1)
-        timing = features[:THROUGHPUT_BATCH]
-        rounds = [measure_speed(session, timing, settings) for _ in range(probe.latency_rounds)]
-        p50, p99, _ = min(rounds, key=lambda r: r[1])
-        throughput = max(r[2] for r in rounds)
+        p50, p99 = cpu_latency_us(session, features[:1], probe)
+        throughput = cpu_throughput(session, features, probe.throughput_s)
     return ModelScore(
         accuracy=report.accuracy,
         macro_f1=report.macro_f1,
@@ -147,3 +149,38 @@ def score_bundle(
         model_version=model_version or content_version(Path(bundle_dir)),
         extra={"n_out_of_vocabulary": float(report.n_out_of_vocabulary)},
     )
+
+
+def _run(session: Any, features: np.ndarray) -> None:
+    session.run(None, {session.get_inputs()[0].name: features})
+
+
+def cpu_latency_us(session: Any, one: np.ndarray, probe: SpeedProbe) -> tuple[float, float]:
+    """(p50, p99) CPU µs of ``session.run`` on one window; the best p99 of a few rounds."""
+    for _ in range(probe.warmup_runs):
+        _run(session, one)
+    best: tuple[float, float] | None = None
+    for _ in range(probe.latency_rounds):
+        times_us = np.empty(probe.latency_runs)
+        for i in range(probe.latency_runs):
+            started = time.thread_time_ns()
+            _run(session, one)
+            times_us[i] = (time.thread_time_ns() - started) / 1e3
+        p50, p99 = (float(v) for v in np.percentile(times_us, [50, 99]))
+        if best is None or p99 < best[1]:
+            best = (p50, p99)
+    assert best is not None
+    return best
+
+
+def cpu_throughput(session: Any, features: np.ndarray, seconds: float) -> float:
+    """Windows per CPU second at batch 64 on one core (features precomputed)."""
+    batch = features[np.resize(np.arange(len(features)), THROUGHPUT_BATCH)]
+    _run(session, batch)
+    runs, started_s, cpu_ns = 0, time.perf_counter(), 0
+    while runs < 3 or time.perf_counter() - started_s < seconds:
+        started = time.thread_time_ns()
+        _run(session, batch)
+        cpu_ns += time.thread_time_ns() - started
+        runs += 1
+    return runs * THROUGHPUT_BATCH / (cpu_ns / 1e9)

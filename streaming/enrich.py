@@ -404,9 +404,12 @@ def _next_carry(
     else:
         tail = params.carry_tail_ms * SAMPLE_RATE_HZ // 1000
         if open_start is not None:
-            carry_from = open_start * VAD_WINDOW_SAMPLES
+            # Some audio before the open segment too: the VAD restarts on it and has warmed
+            # up by the time the speech begins (whole windows, so the window grid holds).
+            lead = params.windows(params.carry_tail_ms) * VAD_WINDOW_SAMPLES
+            carry_from = max(0, open_start * VAD_WINDOW_SAMPLES - lead)
         else:
-            carry_from = max(0, n_audio - tail)
+            carry_from = max(0, (n_audio - tail) // VAD_WINDOW_SAMPLES * VAD_WINDOW_SAMPLES)
         if closed:
             carry_from = max(carry_from, closed[-1][1] * VAD_WINDOW_SAMPLES)
         if carry_from >= n_audio:

@@ -69,11 +69,12 @@ class GatewayConfig:
     max_pending_ms: int = 2000
     """Unprocessed audio a session may queue before the oldest is dropped from processing."""
     max_spool_inflight: int = 256
-    """Chunk writes per session waiting for fsync before reading from its socket pauses."""
+    """Chunks per session waiting for the spool before reading from its socket pauses."""
     outbox_limit: int = 256
     """Messages queued for one client before interims are dropped and then it is closed."""
     interim_interval_ms: int = 250
-    ack_interval_ms: int = 100
+    ack_interval_ms: int = 500
+    """Least time between two Acks to one client (the last one always goes out at close)."""
     vad_tick_ms: float = 10.0
     vad_gate_dbfs: float | None = DEFAULT_GATE_DBFS
     max_utterance_ms: int = 10_000
@@ -138,6 +139,20 @@ class Gateway:
         self._server: Server | None = None
         self._stopping = False
         self.started_at = time.time()
+        self.metrics.gauge(
+            "sessions_active", "Connections streaming now", lambda: len(self._connections)
+        )
+        self.metrics.gauge("sessions", "Sessions open or resumable", lambda: len(self.streams))
+        self.metrics.gauge(
+            "spool_pending",
+            "Chunks accepted but not yet durable in the spool",
+            lambda: sum(s.spool_pending for s in list(self.streams.values())),
+        )
+        self.metrics.gauge(
+            "model_loaded",
+            "1 when a classifier is loaded",
+            lambda: float(self.processor.model_loaded),
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -219,15 +234,13 @@ class Gateway:
         }
 
     def _render_metrics(self) -> bytes:
-        self.metrics.model_loaded.set(1 if self.processor.model_loaded else 0)
-        self.metrics.spool_inflight.set(sum(len(s.spool_tasks) for s in self.streams.values()))
         return self.metrics.render()
 
     # ---- admission -------------------------------------------------------------------------
     async def _refuse(self, ws: ServerConnection, error: ProtocolError) -> None:
         """Tell the client what to change, then close with the error's code."""
-        self.metrics.connections_rejected.labels(error.code).inc()
-        self.metrics.client_errors.labels(error.code).inc()
+        self.metrics.connections_rejected[error.code] += 1
+        self.metrics.client_errors[error.code] += 1
         with contextlib.suppress(ConnectionClosed):
             await ws.send(proto.encode(proto.error_message(error.code, error.message)))
             await ws.close(error.close_code or proto.CLOSE_BAD_DATA, error.message[:120])
@@ -302,7 +315,9 @@ class Gateway:
                 max_utterance_ms=self.config.max_utterance_ms,
                 first_seq=params.resume_from or 0,
             )
-            stream = Stream(session, asyncio.Semaphore(self.config.max_spool_inflight))
+            stream = Stream(session, self.config.max_spool_inflight)
+            stream.spool_room.set()
+            stream.spool_writer = asyncio.create_task(self._spool_loop(stream))
             self.streams[session.session_id] = stream
         stream.session.resume(params.resume_from)
         stream.session.last_activity = time.monotonic()
@@ -343,8 +358,7 @@ class Gateway:
             return
         sender = stream.sender
         self._connections.add(ws)
-        self.metrics.sessions_opened.inc()
-        self.metrics.sessions_active.inc()
+        self.metrics.sessions_opened += 1
         stream.send(self._metadata(stream, resumed=resumed))
         if params.ignored_params:
             ignored = ", ".join(params.ignored_params)
@@ -363,7 +377,6 @@ class Gateway:
             )
         finally:
             self._connections.discard(ws)
-            self.metrics.sessions_active.dec()
             if stream.ws is ws and not stream.finishing:
                 stream.detach(time.monotonic())
             if sender is not None:
@@ -382,7 +395,7 @@ class Gateway:
             try:
                 command = proto.parse_client_message(message)
             except ProtocolError as error:
-                self.metrics.client_errors.labels(error.code).inc()
+                self.metrics.client_errors[error.code] += 1
                 stream.send(proto.error_message(error.code, error.message))
                 continue
             if command.type == "Label":
@@ -412,7 +425,7 @@ class Gateway:
             return False
         seq, duplicate = session.assign_seq()
         if duplicate:  # sent again after a resume: stored and processed once already
-            self.metrics.duplicate_chunks.inc()
+            self.metrics.duplicate_chunks += 1
             stream.want_ack()
             return True
         samples = len(pcm) // bytes_per_sample
@@ -433,37 +446,56 @@ class Gateway:
             label=session.label,
             received_at=received_at,
         )
-        await stream.spool_slots.acquire()
-        stream.spool_tasks.add(asyncio.create_task(self._spool_write(stream, record)))
-        self.metrics.chunks.inc()
+        if len(stream.spool_queue) >= stream.spool_limit:
+            await stream.spool_room.wait()  # the spool is behind: stop reading this socket
+        stream.queue_for_spool(record, time.perf_counter())
+        self.metrics.chunks += 1
         dropped = session.feed(seq, pcm)
         if dropped:
             self._report_drops(stream, dropped)
         self.processor.audio_arrived(stream)
         return True
 
-    async def _spool_write(self, stream: Stream, record: SpoolRecord) -> None:
-        started = time.perf_counter()
+    async def _spool_loop(self, stream: Stream) -> None:
+        """The stream's spool writer: queued chunks → one group commit → durable → Ack."""
         session = stream.session
-        try:
-            await self.spool.append(record)
-        except Exception:
-            log.exception("spool write failed for %s seq %s", session.session_id, record.seq)
-            self.metrics.client_errors.labels("spool_failed").inc()
-            ws = stream.ws
-            if ws is not None:
-                stream.send(proto.error_message("internal", "could not store audio durably"))
-                spawn(ws.close(proto.CLOSE_INTERNAL, "spool write failed"))
-            return
-        finally:
-            stream.spool_slots.release()
-            stream.spool_tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
-        self.metrics.spool_lag_seconds.observe(time.perf_counter() - started)
-        if session.mark_durable(record.seq):
+        queue = stream.spool_queue
+        while True:
+            if not queue:
+                if stream.finishing:
+                    return
+                stream.spool_wakeup.clear()
+                await stream.spool_wakeup.wait()
+                continue
+            batch = list(queue)
+            queue.clear()
+            stream.spool_room.set()
+            stream.spool_in_flight = len(batch)
+            try:
+                if len(batch) == 1:
+                    await self.spool.append(batch[0][0])
+                else:
+                    await asyncio.gather(*(self.spool.append(record) for record, _ in batch))
+            except Exception:
+                # Never acknowledged: these seqs stay below the Ack watermark for good.
+                log.exception("spool write failed for %s", session.session_id)
+                self.metrics.client_errors["spool_failed"] += 1
+                stream.spool_failed = True
+                ws = stream.ws
+                if ws is not None:
+                    stream.send(proto.error_message("internal", "could not store audio durably"))
+                    spawn(ws.close(proto.CLOSE_INTERNAL, "spool write failed"))
+                continue
+            finally:
+                stream.spool_in_flight = 0
+            durable_at = time.perf_counter()
+            for record, received_s in batch:
+                self.metrics.spool_lag_seconds.observe(durable_at - received_s)
+                session.mark_durable(record.seq)
             stream.want_ack()
 
     def _report_drops(self, stream: Stream, dropped: int) -> None:
-        self.metrics.dropped_chunks.inc(dropped)
+        self.metrics.dropped_chunks += dropped
         session = stream.session
         now = time.monotonic()
         if now - session.last_warning_at < self.config.warning_interval_s:
@@ -503,8 +535,9 @@ class Gateway:
         if stream.last_result is not None:
             with contextlib.suppress(Exception):
                 await stream.last_result
-        if stream.spool_tasks:
-            await asyncio.gather(*list(stream.spool_tasks), return_exceptions=True)
+        stream.spool_wakeup.set()  # finishing: the writer drains its queue and ends
+        if stream.spool_writer is not None:
+            await asyncio.gather(stream.spool_writer, return_exceptions=True)
         model_version = (
             self.engine.model_version if self.engine and self.processor.model_loaded else None
         )

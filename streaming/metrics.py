@@ -1,94 +1,140 @@
 """Prometheus metrics of one gateway (served as text at ``/metrics``).
 
-Each gateway owns its own :class:`prometheus_client.CollectorRegistry`, so several gateways in
-one process (tests, benchmarks) never share counters. Latencies are histograms in seconds, as
-Prometheus expects; names carry the unit suffix.
+The hot path runs thousands of times a second, so it only bumps plain integers and drops
+values into :class:`FastHistogram` buckets (a ``bisect`` on a short tuple, ~1 µs); the
+``prometheus_client`` objects are built from them when ``/metrics`` is scraped, by a custom
+collector. Each gateway has its own registry, so gateways in one process (tests, benchmarks)
+never share counters. Latencies are in seconds, as Prometheus expects.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import bisect
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+PREFIX = "sonolake_gateway_"
 
-_FAST_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
-_SPOOL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+FAST_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+SPOOL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class FastHistogram:
+    """Cumulative-bucket histogram with an O(log buckets) ``observe`` and no locks.
+
+    Observed from the event loop and from the VAD worker thread; a scrape may see one
+    observation half-recorded (count bumped, sum not yet), which Prometheus tolerates.
+    """
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        cumulative, running = [], 0
+        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=self.total)
 
 
 class GatewayMetrics:
-    """Every series the gateway exports, in one registry."""
+    """Every series the gateway exports: plain counters and fast histograms."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.sessions_active = Gauge(
-            "sonolake_gateway_sessions_active", "Connections streaming right now", registry=r
-        )
-        self.sessions_opened = Counter(
-            "sonolake_gateway_sessions_opened", "Connections accepted", registry=r
-        )
-        self.connections_rejected = Counter(
-            "sonolake_gateway_connections_rejected",
-            "Connections refused or closed by the gateway, by reason",
-            ["reason"],
-            registry=r,
-        )
-        self.chunks = Counter(
-            "sonolake_gateway_chunks", "Audio chunks accepted and spooled", registry=r
-        )
-        self.duplicate_chunks = Counter(
-            "sonolake_gateway_duplicate_chunks",
-            "Chunks received again after a resume (stored once)",
-            registry=r,
-        )
-        self.dropped_chunks = Counter(
-            "sonolake_gateway_dropped_chunks",
-            "Chunks whose audio was dropped from processing under backpressure (still spooled)",
-            registry=r,
-        )
-        self.client_errors = Counter(
-            "sonolake_gateway_client_errors", "Error messages sent, by code", ["code"], registry=r
-        )
-        self.results = Counter(
-            "sonolake_gateway_results", "Results sent, by kind", ["kind"], registry=r
-        )
-        self.vad_windows = Counter(
-            "sonolake_gateway_vad_windows",
-            "512-sample windows through the VAD, by path (model or energy gate)",
-            ["path"],
-            registry=r,
-        )
-        self.vad_batch_seconds = Histogram(
-            "sonolake_gateway_vad_batch_seconds",
-            "Wall time of one batched VAD step (all sessions with a window ready)",
-            buckets=_FAST_BUCKETS_S,
-            registry=r,
-        )
-        self.vad_batch_size = Histogram(
-            "sonolake_gateway_vad_batch_size",
-            "Windows scored by the model in one batched call",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-            registry=r,
-        )
-        self.inference_seconds = Histogram(
-            "sonolake_gateway_inference_seconds",
-            "Wall time of one classification through the serving engine",
-            buckets=_FAST_BUCKETS_S,
-            registry=r,
-        )
-        self.spool_lag_seconds = Histogram(
-            "sonolake_gateway_spool_lag_seconds",
-            "Chunk received → durable in the spool (fsync'd)",
-            buckets=_SPOOL_BUCKETS_S,
-            registry=r,
-        )
-        self.spool_inflight = Gauge(
-            "sonolake_gateway_spool_inflight", "Chunk writes waiting for fsync", registry=r
-        )
-        self.model_loaded = Gauge(
-            "sonolake_gateway_model_loaded", "1 when a classifier is loaded", registry=r
-        )
+        self.sessions_opened = 0
+        self.chunks = 0
+        self.duplicate_chunks = 0
+        self.dropped_chunks = 0
+        self.results: Counter[str] = Counter()
+        self.vad_windows: Counter[str] = Counter()
+        self.client_errors: Counter[str] = Counter()
+        self.connections_rejected: Counter[str] = Counter()
+        self.vad_batch_seconds = FastHistogram(FAST_BUCKETS_S)
+        self.vad_batch_size = FastHistogram(BATCH_BUCKETS)
+        self.inference_seconds = FastHistogram(FAST_BUCKETS_S)
+        self.spool_lag_seconds = FastHistogram(SPOOL_BUCKETS_S)
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+
+    def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A value read at scrape time (sessions, spool backlog, model loaded)."""
+        self.gauges[name] = (documentation, read)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        for name, documentation, value in (
+            ("sessions_opened", "Connections accepted", m.sessions_opened),
+            ("chunks", "Audio chunks accepted and spooled", m.chunks),
+            (
+                "duplicate_chunks",
+                "Chunks received again after a resume (stored once)",
+                m.duplicate_chunks,
+            ),
+            (
+                "dropped_chunks",
+                "Chunks dropped from live processing under backpressure (still spooled)",
+                m.dropped_chunks,
+            ),
+        ):
+            yield CounterMetricFamily(PREFIX + name, documentation, value=value)
+        for name, documentation, label, counts in (
+            ("results", "Results sent, by kind", "kind", m.results),
+            (
+                "vad_windows",
+                "512-sample windows through the VAD, by path (model or gate)",
+                "path",
+                m.vad_windows,
+            ),
+            ("client_errors", "Error messages sent, by code", "code", m.client_errors),
+            (
+                "connections_rejected",
+                "Connections refused or closed by the gateway, by reason",
+                "reason",
+                m.connections_rejected,
+            ),
+        ):
+            family = CounterMetricFamily(PREFIX + name, documentation, labels=[label])
+            for key, value in sorted(counts.items()):
+                family.add_metric([key], value)
+            yield family
+        for name, (documentation, read) in m.gauges.items():
+            yield GaugeMetricFamily(PREFIX + name, documentation, value=read())
+        yield m.vad_batch_seconds.family(
+            PREFIX + "vad_batch_seconds", "Wall time of one VAD step (all sessions, one tick)"
+        )
+        yield m.vad_batch_size.family(
+            PREFIX + "vad_batch_size", "Windows scored by the model in one batched call"
+        )
+        yield m.inference_seconds.family(
+            PREFIX + "inference_seconds", "Wall time of one classification via the serving engine"
+        )
+        yield m.spool_lag_seconds.family(
+            PREFIX + "spool_lag_seconds", "Chunk received → durable in the spool (fsync'd)"
+        )

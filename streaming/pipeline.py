@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 import uuid
+import zlib
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -135,12 +137,33 @@ class ValidateRecords(beam.DoFn):
             yield ArrowRows(valid)
 
 
-class KeyBySession(beam.DoFn):
-    """Split a segment per session; each piece is stamped with its earliest event time."""
+def shard_of(session_id: str, shards: int) -> int:
+    """Stable shard of a session (the same in every process and every run)."""
+    return zlib.crc32(session_id.encode()) % shards
+
+
+class KeyRows(beam.DoFn):
+    """Key a segment's rows for grouping, stamped with their earliest event time.
+
+    ``shards=None``: one key per session (needed for event-time session windows). A number:
+    sessions hash into that many shards, each group holding whole sessions. On the in-process
+    runner one shard is fastest: a handful of large elements instead of one per session per
+    segment, and VAD batched across every session of the batch.
+    """
+
+    def __init__(self, shards: int | None) -> None:
+        self.shards = shards
 
     def process(self, element: ArrowRows) -> Iterator[Any]:
-        for session_id, rows in records.split_by_session(element.table):
-            yield TimestampedValue((session_id, ArrowRows(rows)), records.min_event_time_s(rows))
+        table = element.table
+        if self.shards == 1:
+            yield TimestampedValue((0, element), records.min_event_time_s(table))
+            return
+        for session_id, rows in records.split_by_session(table):
+            key: int | str = (
+                session_id if self.shards is None else shard_of(session_id, self.shards)
+            )
+            yield TimestampedValue((key, ArrowRows(rows)), records.min_event_time_s(rows))
 
 
 class LandSessions(beam.DoFn):
@@ -172,12 +195,18 @@ class LandSessions(beam.DoFn):
 
         watermark_us = max(latest_received_us, default=0)
 
+        rows: dict[str, list[pa.Table]] = defaultdict(list)
+        carries: dict[str, SessionCarry] = {}
+        for _key, values in batch:
+            for value in values:
+                if isinstance(value, SessionCarry):
+                    carries[value.session_id] = value
+                else:
+                    for session_id, part in records.split_by_session(value.table):
+                        rows[session_id].append(part)
         works = []
-        for session_id, values in batch:
-            values = list(values)
-            rows = [v.table for v in values if isinstance(v, ArrowRows)]
-            carry = next((v for v in values if isinstance(v, SessionCarry)), None)
-            work = prepare_session(session_id, rows, carry)
+        for session_id in sorted(rows.keys() | carries.keys()):
+            work = prepare_session(session_id, rows.get(session_id, []), carries.get(session_id))
             if work is not None:
                 works.append(work)
         if not works:
@@ -214,9 +243,9 @@ class LandSessions(beam.DoFn):
         if dead:
             table = records.dead_letter_rows(dead, self.batch_time)
             yield beam.pvalue.TaggedOutput(DEAD, ArrowRows(table))
-        for result in results:
-            if result.carry is not None:
-                yield beam.pvalue.TaggedOutput(CARRY, result.carry)
+        carried = [r.carry for r in results if r.carry is not None]
+        if carried:
+            yield beam.pvalue.TaggedOutput(CARRY, carried)
 
     def _predict(self, events: list[dict[str, Any]], windows: list[np.ndarray]) -> None:
         classifier = self.classifier
@@ -232,9 +261,10 @@ class LandSessions(beam.DoFn):
 class LandSpool(beam.PTransform):
     """Spool segments (and an optional carry) → bronze, silver and dead-letter rows.
 
-    ``session_gap_s`` switches to event-time session windows (cluster, ``--streaming``): each
-    fired window holds a whole session, so nothing is carried. Without it the transform runs
-    one micro-batch in the global window and emits a carry for sessions still open.
+    ``session_gap_s`` switches to event-time session windows (cluster, ``--streaming``): rows
+    are keyed per session, each fired window holds a whole session, so nothing is carried.
+    Without it the transform runs one micro-batch in the global window, rows are keyed into
+    ``shards`` groups of whole sessions, and a carry is emitted for sessions still open.
     """
 
     def __init__(
@@ -245,6 +275,7 @@ class LandSpool(beam.PTransform):
         classifier: ClassifierLoader | None = None,
         session_gap_s: float | None = None,
         sessions_per_call: int = DEFAULT_SESSIONS_PER_CALL,
+        shards: int = 1,
     ) -> None:
         super().__init__()
         self.batch_time = batch_time or datetime.now(UTC)
@@ -254,6 +285,9 @@ class LandSpool(beam.PTransform):
         self.classifier = classifier
         self.session_gap_s = session_gap_s
         self.sessions_per_call = sessions_per_call
+        if shards < 1:
+            raise ValueError(f"shards={shards}; use 1 or more")
+        self.shards: int | None = None if session_gap_s is not None else shards
 
     def expand(self, inputs: Any) -> dict[str, beam.PCollection]:
         segments, carry = (
@@ -270,26 +304,34 @@ class LandSpool(beam.PTransform):
         latest_received = valid[ROWS] | "LatestReceived" >> beam.Map(
             lambda rows: records.max_received_us(rows.table)
         )
-        keyed = valid[ROWS] | "KeyBySession" >> beam.ParDo(KeyBySession())
+        shards = self.shards
+        keyed = valid[ROWS] | "KeyRows" >> beam.ParDo(KeyRows(shards))
         if self.session_gap_s is not None:
             keyed = keyed | "SessionWindows" >> beam.WindowInto(Sessions(self.session_gap_s))
         parts = [keyed]
         if carry is not None:
-            parts.append(carry | "KeyCarry" >> beam.Map(lambda c: (c.session_id, c)))
-        landed = (
-            parts
-            | "WithCarry" >> beam.Flatten()
-            | "PerSession" >> beam.GroupByKey()
-            | "BatchSessions"
-            >> beam.BatchElements(
+            parts.append(
+                carry
+                | "OneCarryEach" >> beam.FlatMap(lambda carries: carries)
+                | "KeyCarry"
+                >> beam.Map(
+                    lambda c: (
+                        c.session_id if shards is None else shard_of(c.session_id, shards),
+                        c,
+                    )
+                )
+            )
+        grouped = parts | "WithCarry" >> beam.Flatten() | "PerSession" >> beam.GroupByKey()
+        if shards is None:  # one group per session: batch them so VAD runs across sessions
+            batches = grouped | "BatchSessions" >> beam.BatchElements(
                 min_batch_size=self.sessions_per_call, max_batch_size=self.sessions_per_call
             )
-            | "Enrich"
-            >> beam.ParDo(
-                LandSessions(self.params, self.batch_time, self.classifier),
-                latest_received_us=beam.pvalue.AsList(latest_received),
-            ).with_outputs(BRONZE, EVENTS, SESSIONS, DEAD, CARRY)
-        )
+        else:  # each group already holds many whole sessions
+            batches = grouped | "AsBatch" >> beam.Map(lambda group: [group])
+        landed = batches | "Enrich" >> beam.ParDo(
+            LandSessions(self.params, self.batch_time, self.classifier),
+            latest_received_us=beam.pvalue.AsList(latest_received),
+        ).with_outputs(BRONZE, EVENTS, SESSIONS, DEAD, CARRY)
         dead = (decoded[DEAD], valid[DEAD], landed[DEAD]) | "DeadLetters" >> beam.Flatten()
         return {
             BRONZE: landed[BRONZE],
@@ -342,45 +384,30 @@ def write_table_atomic(path: Path, table: pa.Table) -> None:
     tmp.replace(path)
 
 
-def _stage_outputs(element: tuple[None, Iterable[tuple[str, Any]]], folder: str) -> Iterator[str]:
-    """Write every output of the batch: one Arrow file per table, two for the carry."""
-    parts: dict[str, list[Any]] = {name: [] for name in OUTPUTS}
-    for name, value in element[1]:
-        parts[name].append(value)
-    for name, schema in STAGED_SCHEMAS.items():
-        tables = [p.table for p in parts[name] if p.table.num_rows]
-        table = pa.concat_tables(tables) if tables else schema.empty_table()
-        write_table_atomic(Path(folder) / f"{name}.arrow", table)
-        yield name
-    states, chunks = carries_to_tables(parts[CARRY])
-    write_table_atomic(Path(folder) / f"{CARRY_FILES[0]}.arrow", states)
-    write_table_atomic(Path(folder) / f"{CARRY_FILES[1]}.arrow", chunks)
-    yield CARRY
+def _stage_part(value: Any, folder: str, name: str) -> None:
+    part = uuid.uuid4().hex
+    if name == CARRY:
+        states, chunks = carries_to_tables(value)
+        write_table_atomic(Path(folder) / f"{CARRY_FILES[0]}-{part}.arrow", states)
+        write_table_atomic(Path(folder) / f"{CARRY_FILES[1]}-{part}.arrow", chunks)
+    else:
+        write_table_atomic(Path(folder) / f"{name}-{part}.arrow", value.table)
 
 
 class StageOutputs(beam.PTransform):
-    """Local sink: every output of :class:`LandSpool` into Arrow files in ``folder``.
+    """Local sink: each element of each output of :class:`LandSpool` as an Arrow file part.
 
-    All outputs meet in one group (keyed by None) so a single step writes them: fewer
-    transforms is less fixed cost per micro-batch on the in-process runner.
+    No grouping step: every element is written where it is produced (one part per element;
+    elements are whole tables, so parts are few). The driver trusts the parts only once the
+    pipeline has finished and it has written its ``_DONE`` marker.
     """
 
     def __init__(self, folder: Path) -> None:
         super().__init__()
         self.folder = str(folder)
 
-    def expand(self, outputs: dict[str, beam.PCollection]) -> beam.PCollection:
-        tagged = [
-            outputs[name] | f"Tag_{name}" >> beam.Map(lambda value, n=name: (None, (n, value)))
+    def expand(self, outputs: dict[str, beam.PCollection]) -> list[beam.PCollection]:
+        return [
+            outputs[name] | f"Stage_{name}" >> beam.Map(_stage_part, self.folder, name)
             for name in OUTPUTS
         ]
-        # An Impulse-borne marker makes the group fire even when every output is empty.
-        marker = outputs[BRONZE].pipeline | "Always" >> beam.Create(
-            [(None, (DEAD, ArrowRows(DEAD_LETTERS.schema.empty_table())))]
-        )
-        return (
-            [*tagged, marker]
-            | "AllOutputs" >> beam.Flatten()
-            | "OneGroup" >> beam.GroupByKey()
-            | "WriteStaged" >> beam.FlatMap(_stage_outputs, self.folder)
-        )

@@ -122,37 +122,56 @@ class SpeechProcessor:
                 stream.session.flush_resampler()
                 stream.session.pad_to_window()
             self._ready.add(stream)
-        while self._ready:
-            batch = [s for s in self._ready if s.session.windows_ready > 0 and not s.session.closed]
-            self._ready = {s for s in batch if s.session.windows_ready > 1}
-            if not batch:
-                break
+        ready, self._ready = self._ready, set()
+        batch = [s for s in ready if s.session.windows_ready and not s.session.closed]
+        if batch:
             for stream in batch:
                 if stream.session.vad_slot is None:
                     stream.session.vad_slot = self.vad.open_stream()
-            slots = np.array([s.session.vad_slot for s in batch], dtype=np.intp)
-            windows = np.stack([s.session.take_window() for s in batch])
+            taken = [s.session.take_windows() for s in batch]
+            slots = [s.session.vad_slot for s in batch if s.session.vad_slot is not None]
             started = time.perf_counter()
-            scored_before = self.vad.windows_scored
-            probs = await loop.run_in_executor(self._pool, self.vad.process, slots, windows)
+            probs = await loop.run_in_executor(self._pool, self._score_rounds, slots, taken)
             self.metrics.vad_batch_seconds.observe(time.perf_counter() - started)
-            scored = self.vad.windows_scored - scored_before
-            if scored:
-                self.metrics.vad_batch_size.observe(scored)
-                self.metrics.vad_windows.labels("model").inc(scored)
-            if len(batch) > scored:
-                self.metrics.vad_windows.labels("gate").inc(len(batch) - scored)
-            for stream, window, prob in zip(batch, windows, probs, strict=True):
-                self._after_window(stream, window, float(prob))
+            for stream, windows, stream_probs in zip(batch, taken, probs, strict=True):
+                for (window, window_end, seq), prob in zip(windows, stream_probs, strict=True):
+                    self._after_window(stream, window, prob, window_end, seq)
         for stream in draining:
             requests, stream.drain_requests = stream.drain_requests, []
             for _, future in requests:
                 if not future.done():
                     future.set_result(None)
 
-    def _after_window(self, stream: Stream, window: np.ndarray, prob: float) -> None:
+    def _score_rounds(
+        self, slots: list[int], taken: list[list[tuple[np.ndarray, int, int]]]
+    ) -> list[list[float]]:
+        """Worker thread: round r scores the r-th window of every stream that has one.
+
+        A stream's windows must be scored in order (its state carries), so a tick with up to k
+        windows per stream costs k batched calls — all inside one hand-off to this thread.
+        """
+        probs: list[list[float]] = [[] for _ in taken]
+        rounds = max(len(windows) for windows in taken)
+        for r in range(rounds):
+            rows = [i for i, windows in enumerate(taken) if len(windows) > r]
+            before = self.vad.windows_scored
+            out = self.vad.process(
+                [slots[i] for i in rows], np.stack([taken[i][r][0] for i in rows])
+            )
+            scored = self.vad.windows_scored - before
+            if scored:
+                self.metrics.vad_batch_size.observe(scored)
+            self.metrics.vad_windows["model"] += scored
+            self.metrics.vad_windows["gate"] += len(rows) - scored
+            for i, prob in zip(rows, out.tolist(), strict=True):
+                probs[i].append(prob)
+        return probs
+
+    def _after_window(
+        self, stream: Stream, window: np.ndarray, prob: float, window_end: int, seq: int
+    ) -> None:
         session = stream.session
-        event, closed = session.on_window(window, prob)
+        event, closed = session.on_window(window, prob, window_end, seq)
         if event is not None and event.kind == "start" and session.utterance is not None:
             stream.send(
                 speech_started_message(
@@ -168,15 +187,15 @@ class SpeechProcessor:
         if utterance is None:
             return
         utterance.interim_in_flight = True
-        utterance.last_interim_sample = session.processed
+        utterance.last_interim_sample = window_end
         self._schedule(
             stream,
             Closed(
                 index=utterance.index,
                 start_sample=utterance.start_sample,
-                end_sample=session.processed,
+                end_sample=window_end,
                 audio=utterance.samples(),
-                last_seq=session.last_seq_processed,
+                last_seq=seq,
                 reason="",
             ),
             is_final=False,
@@ -226,7 +245,7 @@ class SpeechProcessor:
             if current is None or current.index != segment.index:
                 return  # the utterance ended meanwhile: its final result supersedes this one
             current.interim_in_flight = False
-        self.metrics.results.labels("final" if is_final else "interim").inc()
+        self.metrics.results["final" if is_final else "interim"] += 1
         if is_final:
             session.totals.final_results += 1
         else:

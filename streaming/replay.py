@@ -17,6 +17,7 @@ model is loaded — how often the final result of a clip matches its label.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -163,10 +164,11 @@ class _Session:
                 compression=None,
             ) as ws:
                 reader = asyncio.create_task(self._read(ws))
-                await self._send(ws, rate, audio)
+                with contextlib.suppress(ConnectionClosed):  # closed early: the reader has why
+                    await self._send(ws, rate, audio)
                 await asyncio.wait_for(reader, timeout=60)
                 code = ws.close_code
-        except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
             self.report.errors.append(f"{self.device_id}: {type(exc).__name__}: {exc}")
             return
         self.report.sessions += 1
@@ -251,15 +253,23 @@ class _Session:
             )
 
     def _score(self, result: dict[str, Any]) -> None:
-        """Credit a final result to the clip whose span holds the result's start."""
+        """Credit a final result to the clip its segment overlaps most (or starts nearest)."""
         start = float(result["start"])
-        for outcome in self.outcomes:
-            if outcome.start_s - 0.25 <= start < outcome.end_s + GAP_MS / 1000:
-                score = result["score"] if result["score"] is not None else 0.0
-                if score > outcome.score:
-                    outcome.score = score
-                    outcome.predicted = result["label"]
-                return
+        end = start + float(result["duration"])
+
+        def fit(outcome: ClipOutcome) -> tuple[float, float]:
+            overlap = min(end, outcome.end_s) - max(start, outcome.start_s)
+            return overlap, -abs(start - outcome.start_s)
+
+        if not self.outcomes:
+            return
+        outcome = max(self.outcomes, key=fit)
+        if fit(outcome)[0] < -GAP_MS / 1000:
+            return  # nowhere near any clip (noise between clips)
+        score = result["score"] if result["score"] is not None else 0.0
+        if score > outcome.score:
+            outcome.score = score
+            outcome.predicted = result["label"]
 
 
 async def replay(

@@ -30,8 +30,9 @@ class SegmenterParams:
     vad_gate_dbfs: float | None = -60.0
     """VAD windows quieter than this skip the model (probability 0), as in the gateway."""
     carry_tail_ms: int = 300
-    """Audio kept for the next batch when no segment is open, so one starting at the edge is
-    still seen whole."""
+    """Audio kept for the next batch before the point analysis stops: the whole tail when no
+    segment is open (so one starting at the edge is seen whole), or a lead-in before an open
+    segment (so the VAD has warmed up when the speech begins)."""
     idle_flush_s: float = 5.0
     """A session with no new chunk for this long has its open segment closed. Idle time is
     measured on the data's clock, the batch *watermark* (the latest ``received_at`` in the

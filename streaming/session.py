@@ -113,15 +113,21 @@ class Session:
 
         self._resampler = StreamResampler(params.sample_rate, SAMPLE_RATE_HZ)
         self._max_pending = max_pending_ms * SAMPLE_RATE_HZ // 1000
-        self._pending = np.zeros(0, dtype=np.float32)
+        self._buffer = np.zeros(self._max_pending + 4 * SAMPLE_RATE_HZ, dtype=np.float32)
+        """Unprocessed 16 kHz audio lives in ``_buffer[_head:_tail]``; compacted when full."""
+        self._head = 0
+        self._tail = 0
         self._pending_chunks: collections.deque[tuple[int, int, int]] = collections.deque()
         """(start sample, end sample, seq) of the chunks whose audio is in the pending buffer."""
         self.processed = 0
-        """Stream-clock position of the first pending sample (end of the last window)."""
+        """Stream-clock position of the first pending sample (end of the last window taken)."""
+        self.scored_end = 0
+        """Stream-clock end of the last window the endpointer has seen."""
         self.last_seq_processed = first_seq - 1
         self.endpointer = Endpointer(params.endpointing_ms, max_utterance_ms=max_utterance_ms)
-        self._history = np.zeros(0, dtype=np.float32)
-        self._history_samples = (PRE_ROLL_MS * SAMPLE_RATE_HZ // 1000) + WINDOW_SAMPLES * 4
+        history_windows = -(-PRE_ROLL_MS * SAMPLE_RATE_HZ // 1000 // WINDOW_SAMPLES) + 4
+        self._history: collections.deque[np.ndarray] = collections.deque(maxlen=history_windows)
+        """The last scored windows (pre-roll and the windows that confirmed speech)."""
         self.utterance: Utterance | None = None
         self._utterance_count = 0
         self.drops_unreported = 0
@@ -182,24 +188,41 @@ class Session:
     def last_queued_seq(self) -> int:
         return self._pending_chunks[-1][2] if self._pending_chunks else self.last_seq_processed
 
+    @property
+    def pending_samples(self) -> int:
+        return self._tail - self._head
+
+    def _append(self, audio: np.ndarray) -> None:
+        size = audio.size
+        if self._tail + size > self._buffer.size:
+            live = self._tail - self._head
+            if live + size > self._buffer.size:
+                grown = np.zeros(max(2 * self._buffer.size, live + size), dtype=np.float32)
+                grown[:live] = self._buffer[self._head : self._tail]
+                self._buffer = grown
+            else:
+                self._buffer[:live] = self._buffer[self._head : self._tail]
+            self._head, self._tail = 0, live
+        self._buffer[self._tail : self._tail + size] = audio
+        self._tail += size
+
     def _queue(self, audio: np.ndarray, seq: int) -> int:
-        start = self.processed + self._pending.size
+        start = self.processed + self.pending_samples
         if audio.size:
-            self._pending = np.concatenate([self._pending, audio]) if self._pending.size else audio
+            self._append(audio)
             self._pending_chunks.append((start, start + audio.size, seq))
-        overflow = self._pending.size - self._max_pending
+        overflow = self.pending_samples - self._max_pending
         if overflow <= 0:
             return 0
         # Fall-behind policy: drop the OLDEST unprocessed audio, whole chunks at a time.
         dropped = 0
         drop_to = self.processed + overflow
         while self._pending_chunks and self._pending_chunks[0][0] < drop_to:
-            _chunk_start, chunk_end, chunk_seq = self._pending_chunks.popleft()
+            _chunk_start, chunk_end, _seq = self._pending_chunks.popleft()
             drop_to = max(drop_to, chunk_end)
-            self.last_seq_processed = chunk_seq
             dropped += 1
         cut = drop_to - self.processed
-        self._pending = self._pending[cut:]
+        self._head += cut
         self.processed = drop_to
         self.totals.dropped_chunks += dropped
         self.totals.dropped_ms += 1000.0 * cut / SAMPLE_RATE_HZ
@@ -208,38 +231,44 @@ class Session:
 
     @property
     def windows_ready(self) -> int:
-        return self._pending.size // WINDOW_SAMPLES
+        return (self._tail - self._head) // WINDOW_SAMPLES
 
     def pad_to_window(self) -> None:
         """Zero-pad a partial last window (end of stream) so it can be scored."""
-        partial = self._pending.size % WINDOW_SAMPLES
+        partial = self.pending_samples % WINDOW_SAMPLES
         if partial:
-            pad = np.zeros(WINDOW_SAMPLES - partial, dtype=np.float32)
-            self._pending = np.concatenate([self._pending, pad])
+            self._append(np.zeros(WINDOW_SAMPLES - partial, dtype=np.float32))
 
-    def take_window(self) -> np.ndarray:
-        """The next 512 samples for the VAD; advances the processed position."""
-        window = self._pending[:WINDOW_SAMPLES]
-        self._pending = self._pending[WINDOW_SAMPLES:]
-        self.processed += WINDOW_SAMPLES
-        while self._pending_chunks and self._pending_chunks[0][0] < self.processed:
-            _chunk_start, chunk_end, chunk_seq = self._pending_chunks[0]
-            self.last_seq_processed = chunk_seq
-            if chunk_end <= self.processed:
-                self._pending_chunks.popleft()
-            else:
-                break
-        return window
+    def take_windows(self, limit: int | None = None) -> list[tuple[np.ndarray, int, int]]:
+        """The next whole 512-sample windows as (window, stream-clock end, seq of its chunk).
+
+        The seq is that of the chunk holding the window's last sample: the newest audio a
+        result computed at this window covers.
+        """
+        count = self.windows_ready if limit is None else min(limit, self.windows_ready)
+        out = []
+        chunks = self._pending_chunks
+        for _ in range(count):
+            window = self._buffer[self._head : self._head + WINDOW_SAMPLES].copy()
+            self._head += WINDOW_SAMPLES
+            self.processed += WINDOW_SAMPLES
+            while chunks and chunks[0][1] < self.processed:
+                chunks.popleft()
+            seq = chunks[0][2] if chunks and chunks[0][0] < self.processed else self.last_queued_seq
+            if chunks and chunks[0][1] == self.processed:
+                chunks.popleft()
+            out.append((window, self.processed, seq))
+        return out
 
     # ---- endpointing and utterance audio -------------------------------------------------
     def on_window(
-        self, window: np.ndarray, probability: float
+        self, window: np.ndarray, probability: float, window_end: int, seq: int
     ) -> tuple[EndpointEvent | None, Closed | None]:
         """Advance the endpointer with a scored window; returns (event, closed utterance)."""
-        window_end = self.processed
-        window_start = window_end - WINDOW_SAMPLES
-        self._history = np.concatenate([self._history, window])[-self._history_samples :]
-        event = self.endpointer.push(float(probability), window_start, window_end)
+        self.scored_end = window_end
+        self.last_seq_processed = seq
+        self._history.append(window)
+        event = self.endpointer.push(probability, window_end - WINDOW_SAMPLES, window_end)
         if self.utterance is not None:
             self.utterance.audio.append(window)
         if event is None:
@@ -257,9 +286,10 @@ class Session:
 
     def _open_utterance(self, start_sample: int) -> None:
         pre_roll = PRE_ROLL_MS * SAMPLE_RATE_HZ // 1000
-        history_start = self.processed - self._history.size
+        history = np.concatenate(self._history)
+        history_start = self.scored_end - history.size
         audio_start = max(history_start, start_sample - pre_roll)
-        seed = self._history[audio_start - history_start :].copy()
+        seed = history[audio_start - history_start :]
         self._utterance_count += 1
         self.totals.utterances += 1
         self.utterance = Utterance(
@@ -291,7 +321,7 @@ class Session:
         if (
             utterance is None
             or utterance.interim_in_flight
-            or self.processed - utterance.last_interim_sample < interval_samples
+            or self.scored_end - utterance.last_interim_sample < interval_samples
         ):
             return None
         return utterance

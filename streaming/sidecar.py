@@ -105,8 +105,16 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     fsync_dir(path.parent)
 
 
-def _read_staged(path: Path) -> pa.Table:
-    return pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+def read_parts(folder: Path, name: str, schema: pa.Schema | None) -> pa.Table:
+    """The staged parts of one output (an empty table when there are none)."""
+    tables = [
+        pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+        for path in sorted(folder.glob(f"{name}-*.arrow"))
+    ]
+    tables = [t for t in tables if t.num_rows]
+    if tables:
+        return pa.concat_tables(tables)
+    return schema.empty_table() if schema is not None else pa.table({})
 
 
 class Sidecar:
@@ -233,7 +241,8 @@ class Sidecar:
     def _run_pipeline(self, manifest: dict[str, Any], staging: Path) -> dict[str, int]:
         import apache_beam as beam  # lazy: a replay from staged outputs never needs Beam
 
-        from streaming.carry import tables_to_carries
+        from streaming.carry import CARRY_SESSIONS_SCHEMA, tables_to_carries
+        from streaming.enrich import CHUNK_SCHEMA
         from streaming.pipeline import (
             CARRY_FILES,
             METRICS_NAMESPACE,
@@ -251,17 +260,16 @@ class Sidecar:
         previous = manifest.get("carry_from")
         if previous is not None:
             folder = self._staging(int(previous))
-            states_path = folder / f"{CARRY_FILES[0]}.arrow"
-            if states_path.exists():
-                carries = tables_to_carries(
-                    _read_staged(states_path), _read_staged(folder / f"{CARRY_FILES[1]}.arrow")
-                )
+            carries = tables_to_carries(
+                read_parts(folder, CARRY_FILES[0], CARRY_SESSIONS_SCHEMA),
+                read_parts(folder, CARRY_FILES[1], CHUNK_SCHEMA),
+            )
         paths = [self.config.spool_dir / name for name in manifest["segments"]]
         classifier = InProcessClassifier(self.classifier)
         try:
             pipeline = beam.Pipeline(options=local_options())
             segments = pipeline | "Segments" >> ReadSegmentFiles(paths)
-            carry = pipeline | "Carry" >> beam.Create(carries, reshuffle=False)
+            carry = pipeline | "Carry" >> beam.Create([carries], reshuffle=False)
             outputs = {"segments": segments, "carry": carry} | "Land" >> LandSpool(
                 batch_time=datetime.fromisoformat(manifest["batch_time"]),
                 params=self.config.params,
@@ -285,15 +293,15 @@ class Sidecar:
 
     # ---------------------------------------------------------------------- commits
     def _commit(self, batch: int, staging: Path, report: BatchReport, batch_time: datetime) -> None:
-        app = {"writer": self.config.writer, "app_id": self.config.app_id, "app_version": batch}
+        writer, app_id = self.config.writer, self.config.app_id
         for name, spec in STAGED_TABLES:
-            table = _read_staged(staging / f"{name}.arrow")
+            table = read_parts(staging, name, spec.schema)
             if table.num_rows == 0:
                 continue
-            result = self.lake.append(spec, table, **app)
+            result = self.lake.append(spec, table, writer=writer, app_id=app_id, app_version=batch)
             self._record(report, spec, result.skipped, result.rows)
             self.on_phase(f"committed:{spec.name}", batch)
-        deltas = _read_staged(staging / "sessions.arrow")
+        deltas = read_parts(staging, "sessions", None)
         if deltas.num_rows:
             done = self.lake.transaction_version(SESSIONS, self.config.app_id)
             if done is not None and done >= batch:
@@ -307,7 +315,9 @@ class Sidecar:
                     pc.is_in(pc.cast(current.column("session_id"), pa.string()), ids)
                 )
                 merged = merge_session_rows(existing, deltas, batch_time)
-                result = self.lake.upsert(SESSIONS, merged, **app)
+                result = self.lake.upsert(
+                    SESSIONS, merged, writer=writer, app_id=app_id, app_version=batch
+                )
                 self._record(report, SESSIONS, result.skipped, result.rows)
             self.on_phase(f"committed:{SESSIONS.name}", batch)
 
@@ -324,9 +334,8 @@ class Sidecar:
         batch = int(manifest["batch"])
         staging = self._staging(batch)
         unreadable: set[str] = set()
-        dead_path = staging / "dead_letters.arrow"
-        if dead_path.exists():
-            dead = _read_staged(dead_path)
+        if staging.exists():
+            dead = read_parts(staging, "dead_letters", DEAD_LETTERS.schema)
             for source, reason in zip(
                 dead.column("source").to_pylist(), dead.column("reason").to_pylist(), strict=True
             ):

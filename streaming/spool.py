@@ -62,8 +62,8 @@ SPOOL_SCHEMA = pa.schema(
 )
 """One schema for every spool record: a chunk of audio, or the end of a session."""
 
-KIND_CHUNK = "chunk"
-KIND_SESSION_END = "session_end"
+KIND_CHUNK: Literal["chunk"] = "chunk"
+KIND_SESSION_END: Literal["session_end"] = "session_end"
 SESSION_END_SEQ = -1
 """``seq`` of a ``session_end`` record (it is not a chunk)."""
 

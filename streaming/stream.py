@@ -3,11 +3,17 @@
 The session (pure state) survives reconnects; the connection, its outbox and sender task are
 swapped when a device resumes. Spool writes and result jobs belong to the stream, not to the
 connection, so a dropped connection never cancels the write of a chunk it already sent.
+
+Each stream has ONE spool-writer task that hands its queued chunks to the
+:class:`~streaming.spool.SpoolWriter` in order and waits for them to be durable; chunks that
+queue up meanwhile go in the next group commit together. That costs one task per stream, not
+one per chunk, and makes the acknowledged watermark simply "the last chunk written".
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +23,7 @@ from websockets.asyncio.server import ServerConnection
 from streaming import protocol as proto
 from streaming.outbox import Outbox, spawn
 from streaming.session import Session
+from streaming.spool import SpoolRecord
 
 
 @dataclass(eq=False)
@@ -24,8 +31,8 @@ class Stream:
     """A session and, while a client is connected, its connection and outbox."""
 
     session: Session
-    spool_slots: asyncio.Semaphore
-    """Bounded spool writes in flight: the receive loop waits on it (TCP backpressure)."""
+    spool_limit: int
+    """Chunks waiting for the spool before the receive loop pauses (TCP backpressure)."""
     epoch: datetime | None = None
     """UTC capture time of the stream's first sample (event_time of its first chunk)."""
     input_samples: int = 0
@@ -33,7 +40,13 @@ class Stream:
     ws: ServerConnection | None = None
     outbox: Outbox | None = None
     sender: asyncio.Task[None] | None = None
-    spool_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    spool_queue: deque[tuple[SpoolRecord, float]] = field(default_factory=deque)
+    """Accepted chunks not yet handed to the spool writer, with their arrival time."""
+    spool_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    spool_room: asyncio.Event = field(default_factory=asyncio.Event)
+    spool_writer: asyncio.Task[None] | None = None
+    spool_in_flight: int = 0
+    spool_failed: bool = False
     last_result: asyncio.Task[None] | None = None
     """The newest result job; each job waits for the one before it, so results stay in order."""
     drain_requests: list[tuple[bool, asyncio.Future[None]]] = field(default_factory=list)
@@ -61,6 +74,16 @@ class Stream:
         ws, self.outbox = self.ws, None
         if ws is not None:
             spawn(ws.close(proto.CLOSE_POLICY, "client is not reading results; closing"))
+
+    def queue_for_spool(self, record: SpoolRecord, received_s: float) -> None:
+        self.spool_queue.append((record, received_s))
+        self.spool_wakeup.set()
+        if len(self.spool_queue) >= self.spool_limit:
+            self.spool_room.clear()
+
+    @property
+    def spool_pending(self) -> int:
+        return len(self.spool_queue) + self.spool_in_flight
 
     def want_ack(self) -> None:
         if self.outbox is not None and self.session.durable_seq >= 0:

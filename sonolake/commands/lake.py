@@ -104,7 +104,15 @@ def show_catalog(
         typer.echo(json.dumps(_jsonable(rows), indent=2))
         return
     table = Table(title=f"lake: {lake.root}")
-    for column in ("table", "layer", "rows", "version", "last writer", "committed (UTC)", "location"):
+    for column in (
+        "table",
+        "layer",
+        "rows",
+        "version",
+        "last writer",
+        "committed (UTC)",
+        "location",
+    ):
         table.add_column(column, justify="right" if column in ("rows", "version") else "left")
     for row in rows:
         committed = row["committed_at"]
@@ -204,7 +212,9 @@ def _write_result(result: pa.Table, format: SqlFormat) -> None:
 
 
 def run_sql(
-    query: Annotated[str, typer.Argument(help="SQL over the lake, e.g. SELECT … FROM silver.audio_events")],
+    query: Annotated[
+        str, typer.Argument(help="SQL over the lake, e.g. SELECT … FROM silver.audio_events")
+    ],
     format: Annotated[
         SqlFormat, typer.Option("--format", "-f", help="table, csv or json")
     ] = SqlFormat.table,

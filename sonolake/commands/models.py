@@ -28,6 +28,15 @@ _out = Console()
 _err = Console(stderr=True)
 
 
+KEY_METRICS = {
+    "accuracy": "acc.",
+    "macro_f1": "F1",
+    "int8_accuracy": "INT8 acc.",
+    "int8_macro_f1": "INT8 F1",
+}
+"""Run metrics `sonolake models` shows when a version has them (the names training logs)."""
+
+
 class Artifact(StrEnum):
     fp32 = "fp32"
     int8 = "int8"
@@ -76,9 +85,9 @@ def _score_table(title: str, scores: dict[str, ModelScore]) -> Table:
     rows: list[tuple[str, list[str]]] = [
         ("accuracy", [fmt(s.accuracy, ".4f") for s in scores.values()]),
         ("macro-F1", [fmt(s.macro_f1, ".4f") for s in scores.values()]),
-        ("latency p50 (µs, batch 1)", [fmt(s.latency_us_p50, ".0f") for s in scores.values()]),
-        ("latency p99 (µs, batch 1)", [fmt(s.latency_us_p99, ".0f") for s in scores.values()]),
-        ("windows/s (batch 64)", [fmt(s.windows_per_s, ",.0f") for s in scores.values()]),
+        ("latency p50 (CPU µs, batch 1)", [fmt(s.latency_us_p50, ".0f") for s in scores.values()]),
+        ("latency p99 (CPU µs, batch 1)", [fmt(s.latency_us_p99, ".0f") for s in scores.values()]),
+        ("windows per CPU-s (batch 64)", [fmt(s.windows_per_s, ",.0f") for s in scores.values()]),
         ("windows scored", [str(s.n_windows) for s in scores.values()]),
     ]
     for name, values in rows:
@@ -256,20 +265,20 @@ def list_models(
     if not versions:
         _out.print(f"no versions of {registry.model_name!r} yet: train one (`sonolake train`)")
         return
-    keys = sorted({k for v in versions for k in v.metrics if _is_key_metric(k)})
-    table = Table("version", "aliases", "created (UTC)", *keys, title=registry.model_name)
+    keys = [k for k in KEY_METRICS if any(k in v.metrics for v in versions)]
+    table = Table(title=registry.model_name)
+    for name in ("version", "aliases", "created (UTC)"):
+        table.add_column(name, no_wrap=True)
+    for key in keys:
+        table.add_column(KEY_METRICS[key], justify="right")
     for v in versions:
         table.add_row(
             v.version,
-            ", ".join(v.aliases),
+            "\n".join(v.aliases),
             v.created_at.strftime("%Y-%m-%d %H:%M"),
-            *(f"{v.metrics[k]:.4g}" if k in v.metrics else "-" for k in keys),
+            *(f"{v.metrics[k]:.3f}" if k in v.metrics else "-" for k in keys),
         )
     _out.print(table)
-
-
-def _is_key_metric(name: str) -> bool:
-    return any(word in name for word in ("accuracy", "macro_f1", "p99"))
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,11 @@ def main(argv: list[str]) -> int:
     for batch in range(int(batches)):
         start = int(first_id) + batch * int(rows)
         lake.append(
-            AUDIO_EVENTS, events(int(rows), start=start), writer=writer, app_id=writer, app_version=batch
+            AUDIO_EVENTS,
+            events(int(rows), start=start),
+            writer=writer,
+            app_id=writer,
+            app_version=batch,
         )
     return 0
 

@@ -67,7 +67,9 @@ def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
         yield S3Store(endpoint, BUCKET)
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.integration])])
+@pytest.fixture(
+    params=["local", pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.integration])]
+)
 def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
     """An empty lake, local or on S3 (each test using it runs on both)."""
     if request.param == "local":

@@ -10,9 +10,10 @@ from datetime import date
 import duckdb
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, Field, write_deltalake
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, Lake
+from lake_schemas.sql_catalog import file_layout
 
 
 def test_catalog_records_each_version_with_writer_and_rows(lake: Lake, make_events) -> None:
@@ -101,7 +102,10 @@ def test_catalog_file_serves_a_separate_duckdb_connection(local_lake: Lake, make
     assert con.execute("SELECT check_name, passed FROM meta.latest_quality").fetchall() == [
         ("freshness", True)
     ]
-    schemas = {row[0] for row in con.execute("SELECT schema_name FROM information_schema.schemata").fetchall()}
+    schemas = {
+        row[0]
+        for row in con.execute("SELECT schema_name FROM information_schema.schemata").fetchall()
+    }
     assert {"bronze", "silver", "gold", "monitoring", "meta"} <= schemas
     con.close()
 
@@ -129,7 +133,9 @@ def test_catalog_file_refresh_is_atomic_for_open_readers(local_lake: Lake, make_
     assert other_process.stdout.strip() == "10"
     reader.close()
     assert local_lake.catalog_file is not None
-    leftovers = [p.name for p in local_lake.catalog_file.parent.iterdir() if p.name.endswith(".tmp")]
+    leftovers = [
+        p.name for p in local_lake.catalog_file.parent.iterdir() if p.name.endswith(".tmp")
+    ]
     assert leftovers == []
 
 
@@ -138,20 +144,87 @@ def test_catalog_file_reads_evolved_schema(local_lake: Lake, make_events) -> Non
     evolved = dataclasses.replace(
         AUDIO_EVENTS, schema=AUDIO_EVENTS.schema.append(pa.field("room", pa.string()))
     )
-    local_lake.append(evolved, make_events(1, start=2).append_column("room", pa.array(["hall"])), writer="w")
-    rows = _analyst(local_lake).execute(
-        "SELECT event_id, room FROM silver.audio_events ORDER BY event_id"
-    ).fetchall()
+    local_lake.append(
+        evolved, make_events(1, start=2).append_column("room", pa.array(["hall"])), writer="w"
+    )
+    rows = (
+        _analyst(local_lake)
+        .execute("SELECT event_id, room FROM silver.audio_events ORDER BY event_id")
+        .fetchall()
+    )
     assert rows == [("ev-000000", None), ("ev-000001", None), ("ev-000002", "hall")]
     assert len(local_lake.catalog.schema_history(AUDIO_EVENTS.name)) == 2
     assert _analyst(local_lake).execute(
-        "SELECT count(DISTINCT schema_json) FROM meta.table_versions WHERE table_name = 'silver.audio_events'"
+        "SELECT count(DISTINCT schema_json) FROM meta.table_versions "
+        "WHERE table_name = 'silver.audio_events'"
     ).fetchone() == (2,)
 
 
 @pytest.mark.parametrize("name", ["table_versions", "quality_checks"])
-def test_catalog_tables_are_delta_tables_in_the_lake(local_lake: Lake, make_events, name: str) -> None:
+def test_catalog_tables_are_delta_tables_in_the_lake(
+    local_lake: Lake, make_events, name: str
+) -> None:
     local_lake.append(AUDIO_EVENTS, make_events(1), writer="w")
     local_lake.catalog.record_quality(AUDIO_EVENTS.name, "c", True, {})
     table = DeltaTable(f"{local_lake.root}/_catalog/{name}")
     assert table.version() >= 1
+
+
+def test_catalog_file_reads_a_column_no_file_has_yet(local_lake: Lake, make_events) -> None:
+    """A column added to the table (e.g. by another tool) but not written yet reads as NULL."""
+    local_lake.append(AUDIO_EVENTS, make_events(2), writer="w")
+    DeltaTable(local_lake.uri(AUDIO_EVENTS)).alter.add_columns(
+        [Field("room", "string", nullable=True)]
+    )
+    local_lake.refresh_sql_catalog()
+    rows = (
+        _analyst(local_lake)
+        .execute("SELECT count(*), count(room) FROM silver.audio_events")
+        .fetchall()
+    )
+    assert rows == [(2, 0)]
+
+
+def _actions(**null_counts: list[int | None]) -> pa.Table:
+    n = len(next(iter(null_counts.values())))
+    columns = {"path": [f"f{i}" for i in range(n)], "num_records": [10] * n}
+    columns.update({f"null_count.{name}": values for name, values in null_counts.items()})
+    return pa.table(columns)
+
+
+SCHEMA_AB = pa.schema(
+    [pa.field("a", pa.int64()), pa.field("b", pa.string()), pa.field("d", pa.date32())]
+)
+
+
+@pytest.mark.parametrize(
+    ("actions", "expected"),
+    [
+        (_actions(a=[0, 0], b=[0, 1]), (False, ())),  # same columns everywhere
+        (_actions(a=[0, 0], b=[None, 2]), (True, ())),  # b only in the newer file
+        (_actions(a=[0, 0]), (False, ("b",))),  # b in no file yet
+        (
+            _actions(a=[0, 0], b=[0, 0]).set_column(
+                1, "num_records", pa.array([None, 1], pa.int64())
+            ),
+            (True, ()),
+        ),
+    ],
+    ids=["uniform", "evolved", "added-not-written", "no-statistics"],
+)
+def test_file_layout_reads_file_statistics(actions: pa.Table, expected) -> None:
+    assert file_layout(actions, SCHEMA_AB, ("d",), {}) == expected
+
+
+def test_deferred_refresh_rebuilds_the_file_once_after_the_block(
+    local_lake: Lake, make_events
+) -> None:
+    assert local_lake.catalog_file is not None
+    with local_lake.deferred_sql_refresh():
+        local_lake.append(AUDIO_EVENTS, make_events(2), writer="sidecar")
+        local_lake.append(AUDIO_EVENTS, make_events(2, start=2), writer="sidecar")
+        assert not local_lake.catalog_file.exists()  # not rebuilt inside the block
+        assert local_lake.catalog.table(AUDIO_EVENTS.name).rows == 4  # the catalog still is
+    con = _analyst(local_lake)
+    assert con.execute("SELECT count(*) FROM silver.audio_events").fetchone() == (4,)
+    con.close()

@@ -23,14 +23,18 @@ def test_merge_insert_deduplicates_on_primary_key(lake: Lake, make_events) -> No
     assert lake.read(AUDIO_EVENTS).num_rows == 15
 
 
-def test_merge_insert_with_nothing_new_still_records_app_transaction(lake: Lake, make_events) -> None:
+def test_merge_insert_with_nothing_new_still_records_app_transaction(
+    lake: Lake, make_events
+) -> None:
     lake.merge_insert(AUDIO_EVENTS, make_events(4), writer="w", app_id="m", app_version=1)
     replayed_elsewhere = lake.merge_insert(
         AUDIO_EVENTS, make_events(4), writer="w", app_id="m", app_version=2
     )
     assert replayed_elsewhere.rows == 0 and not replayed_elsewhere.skipped
     assert lake.transaction_version(AUDIO_EVENTS, "m") == 2
-    assert lake.merge_insert(AUDIO_EVENTS, make_events(4), writer="w", app_id="m", app_version=2).skipped
+    assert lake.merge_insert(
+        AUDIO_EVENTS, make_events(4), writer="w", app_id="m", app_version=2
+    ).skipped
     assert lake.read(AUDIO_EVENTS).num_rows == 4
 
 
@@ -44,7 +48,13 @@ def test_upsert_updates_existing_keys_and_inserts_new_ones(lake: Lake, make_even
     assert result.rows == 4
     table = lake.read(AUDIO_EVENTS).sort_by("event_id")
     assert table.num_rows == 8
-    labels = dict(zip(table.column("event_id").to_pylist(), table.column("predicted_label").to_pylist(), strict=True))
+    labels = dict(
+        zip(
+            table.column("event_id").to_pylist(),
+            table.column("predicted_label").to_pylist(),
+            strict=True,
+        )
+    )
     assert [labels[f"ev-{i:06d}"] for i in range(4, 8)] == ["stop"] * 4
     assert labels["ev-000000"] != "stop"
 
@@ -76,3 +86,14 @@ def test_nullable_key_columns_match_null_to_null(local_lake: Lake) -> None:
     stored = local_lake.read(DEAD_LETTERS)
     assert stored.num_rows == 2
     assert pc.sum(pc.is_null(stored.column("record_index"))).as_py() == 1
+
+
+def test_filtered_reads_work_after_a_merge(local_lake: Lake, make_events) -> None:
+    """Merged files carry string_view statistics that pyarrow cannot compare with a string."""
+    local_lake.append(AUDIO_EVENTS, make_events(10, days=2), writer="w")
+    local_lake.upsert(AUDIO_EVENTS, make_events(4, start=8, days=2), writer="w")
+    wanted = pc.field("event_id").isin(["ev-000001", "ev-000009", "ev-000011"])
+    rows = local_lake.read(AUDIO_EVENTS, columns=["event_id"], filter=wanted)
+    assert sorted(rows.column("event_id").to_pylist()) == ["ev-000001", "ev-000009", "ev-000011"]
+    one = local_lake.read(AUDIO_EVENTS, filter=[("event_id", "=", "ev-000003")])
+    assert one.num_rows == 1 and one.schema == AUDIO_EVENTS.schema

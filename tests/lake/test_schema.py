@@ -30,7 +30,9 @@ BAD_BATCHES = {
         {"device_id": "null value"},
     ),
     "several": (
-        lambda t: t.drop_columns(["rms_dbfs", "score"]).append_column("extra", pa.array([1] * t.num_rows)),
+        lambda t: t.drop_columns(["rms_dbfs", "score"]).append_column(
+            "extra", pa.array([1] * t.num_rows)
+        ),
         {"rms_dbfs": "missing", "score": "missing", "extra": "unexpected"},
     ),
 }
@@ -41,7 +43,9 @@ def _assert_refused_untouched(lake: Lake, make_events, case: str) -> None:
     version_before = lake.version(AUDIO_EVENTS)
     mutate, expected = BAD_BATCHES[case]
     with pytest.raises(SchemaMismatch) as refused:
-        lake.append(AUDIO_EVENTS, mutate(make_events(3, start=10)), writer="w", app_id="a", app_version=1)
+        lake.append(
+            AUDIO_EVENTS, mutate(make_events(3, start=10)), writer="w", app_id="a", app_version=1
+        )
     assert refused.value.columns == sorted(expected)
     for column, words in expected.items():
         assert words in refused.value.problems[column]
@@ -52,7 +56,9 @@ def _assert_refused_untouched(lake: Lake, make_events, case: str) -> None:
 
 
 @pytest.mark.parametrize("case", list(BAD_BATCHES))
-def test_mismatched_batch_is_refused_and_table_untouched(local_lake: Lake, make_events, case: str) -> None:
+def test_mismatched_batch_is_refused_and_table_untouched(
+    local_lake: Lake, make_events, case: str
+) -> None:
     _assert_refused_untouched(local_lake, make_events, case)
 
 
@@ -63,7 +69,9 @@ def test_mismatch_refused_on_every_storage(lake: Lake, make_events) -> None:
 @pytest.mark.parametrize("operation", ["merge_insert", "upsert"])
 def test_merges_enforce_the_schema_too(local_lake: Lake, make_events, operation: str) -> None:
     with pytest.raises(SchemaMismatch):
-        getattr(local_lake, operation)(AUDIO_EVENTS, make_events(2).drop_columns(["label"]), writer="w")
+        getattr(local_lake, operation)(
+            AUDIO_EVENTS, make_events(2).drop_columns(["label"]), writer="w"
+        )
     assert not local_lake.exists(AUDIO_EVENTS)  # not even created
 
 
@@ -79,10 +87,13 @@ def test_harmless_differences_are_accepted(local_lake: Lake, make_events) -> Non
     assert sorted(stored.column("event_id").to_pylist()) == batch.column("event_id").to_pylist()
 
 
-def test_additive_nullable_column_evolves_the_table_and_is_recorded(lake: Lake, make_events) -> None:
+def test_additive_nullable_column_evolves_the_table_and_is_recorded(
+    lake: Lake, make_events
+) -> None:
     lake.append(AUDIO_EVENTS, make_events(3), writer="sidecar-v1")
     evolved = dataclasses.replace(
-        AUDIO_EVENTS, schema=AUDIO_EVENTS.schema.append(pa.field("room", pa.string(), nullable=True))
+        AUDIO_EVENTS,
+        schema=AUDIO_EVENTS.schema.append(pa.field("room", pa.string(), nullable=True)),
     )
     batch = make_events(2, start=3).append_column("room", pa.array(["kitchen", None]))
     lake.append(evolved, batch, writer="sidecar-v2")
@@ -100,8 +111,11 @@ def test_additive_nullable_column_evolves_the_table_and_is_recorded(lake: Lake, 
 def test_new_not_null_column_is_refused_on_an_existing_table(local_lake: Lake, make_events) -> None:
     local_lake.append(AUDIO_EVENTS, make_events(2), writer="w")
     evolved = dataclasses.replace(
-        AUDIO_EVENTS, schema=AUDIO_EVENTS.schema.append(pa.field("room", pa.string(), nullable=False))
+        AUDIO_EVENTS,
+        schema=AUDIO_EVENTS.schema.append(pa.field("room", pa.string(), nullable=False)),
     )
     with pytest.raises(SchemaMismatch, match="must be nullable"):
-        local_lake.append(evolved, make_events(1).append_column("room", pa.array(["x"])), writer="w")
+        local_lake.append(
+            evolved, make_events(1).append_column("room", pa.array(["x"])), writer="w"
+        )
     assert local_lake.read(AUDIO_EVENTS).num_rows == 2

@@ -32,7 +32,9 @@ def test_read_by_version_and_by_timestamp(lake: Lake, make_events) -> None:
 
 def test_filters_push_down_to_partitions_and_rows(lake: Lake, make_events) -> None:
     lake.append(AUDIO_EVENTS, make_events(30, days=3), writer="w")
-    one_day = lake.read(AUDIO_EVENTS, filter=[("event_date", "=", make_events(1).column("event_date")[0].as_py())])
+    one_day = lake.read(
+        AUDIO_EVENTS, filter=[("event_date", "=", make_events(1).column("event_date")[0].as_py())]
+    )
     assert one_day.num_rows == 10
     device = lake.read(
         AUDIO_EVENTS, columns=["event_id", "device_id"], filter=pc.field("device_id") == "spk-1"
@@ -40,7 +42,9 @@ def test_filters_push_down_to_partitions_and_rows(lake: Lake, make_events) -> No
     assert device.num_rows == 10 and device.column_names == ["event_id", "device_id"]
     assert set(device.column("device_id").to_pylist()) == {"spk-1"}
     dataset = lake.dataset(AUDIO_EVENTS)
-    fragments = list(dataset.get_fragments(filter=pc.field("event_date") == one_day.column("event_date")[0]))
+    fragments = list(
+        dataset.get_fragments(filter=pc.field("event_date") == one_day.column("event_date")[0])
+    )
     assert len(fragments) == 1  # the partition filter pruned the other days' files
 
 

@@ -35,7 +35,9 @@ def test_app_transaction_skips_versions_already_committed(lake: Lake, make_event
         AUDIO_EVENTS, make_events(5, start=5), writer="w", app_id="sidecar-a", app_version=2
     )
     assert lake.transaction_version(AUDIO_EVENTS, "sidecar-a") == 2
-    replay = lake.append(AUDIO_EVENTS, make_events(5), writer="w", app_id="sidecar-a", app_version=2)
+    replay = lake.append(
+        AUDIO_EVENTS, make_events(5), writer="w", app_id="sidecar-a", app_version=2
+    )
     stale = lake.append(AUDIO_EVENTS, make_events(5), writer="w", app_id="sidecar-a", app_version=1)
     assert not first.skipped and not second.skipped
     assert replay.skipped and stale.skipped
@@ -45,7 +47,9 @@ def test_app_transaction_skips_versions_already_committed(lake: Lake, make_event
     # Delta itself would have recorded the stale version 1; ours kept 2.
     assert lake.transaction_version(AUDIO_EVENTS, "sidecar-a") == 2
     # Another writer's app_id is independent.
-    other = lake.append(AUDIO_EVENTS, make_events(1, start=99), writer="w2", app_id="b", app_version=1)
+    other = lake.append(
+        AUDIO_EVENTS, make_events(1, start=99), writer="w2", app_id="b", app_version=1
+    )
     assert not other.skipped
 
 
@@ -69,11 +73,15 @@ def test_empty_append_with_app_transaction_records_it(local_lake: Lake, make_eve
 
 
 @pytest.mark.parametrize(
-    ("app_id", "app_version"), [("a", None), (None, 1), ("a", -1)], ids=["no-version", "no-id", "negative"]
+    ("app_id", "app_version"),
+    [("a", None), (None, 1), ("a", -1)],
+    ids=["no-version", "no-id", "negative"],
 )
 def test_app_transaction_arguments_are_checked(
     local_lake: Lake, make_events, app_id, app_version
 ) -> None:
     with pytest.raises(ValueError, match="app_"):
-        local_lake.append(AUDIO_EVENTS, make_events(1), writer="w", app_id=app_id, app_version=app_version)
+        local_lake.append(
+            AUDIO_EVENTS, make_events(1), writer="w", app_id=app_id, app_version=app_version
+        )
     assert not local_lake.exists(AUDIO_EVENTS)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -157,3 +159,39 @@ def fsdd_clips(data_dir: Path, per_speaker: int = 12) -> list[Clip]:
     """8 kHz telephone-band digits (a different channel and vocabulary): the drift set."""
     clips = read_manifest(corpus_manifest(data_dir, FSDD))
     return [clip for _, group in group_by_speaker(clips) for clip in _varied(group, per_speaker)]
+
+
+@dataclass(frozen=True)
+class LakeEnv:
+    """A state folder and lake root, and the settings that point at them."""
+
+    root: Path
+
+    @property
+    def settings(self) -> Settings:
+        return isolated_settings(self.root)
+
+
+def isolated_settings(root: Path, **overrides: object) -> Settings:
+    """Settings whose every path is under ``root`` (nothing read from the environment)."""
+    values: dict[str, object] = {
+        "state_dir": root / "state",
+        "lake_uri": str(root / "lakehouse"),
+        "data_dir": Path(__file__).resolve().parents[3] / "shared" / "data",
+        "mlflow_uri": f"sqlite:///{root / 'state' / 'mlflow.db'}",
+        "training_preset": "quick",
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def build_small_lake(base: Path, shared_data: Path) -> Path:
+    """Land the small set of real clips once under ``base`` (reused when already there)."""
+    root = base / "small-lake"
+    done = root / ".landed"
+    if not done.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        settings = isolated_settings(root)
+        land_clips(settings, small_lake_clips(shared_data))
+        done.touch()
+    return root

@@ -18,15 +18,12 @@ def run_assets(
     *,
     partition_key: str | None = None,
     run_config: Mapping[str, Any] | None = None,
-    resources: Mapping[str, Any] | None = None,
     raise_on_error: bool = True,
     job_name: str | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize a selection of the real definitions (with their real resources)."""
     defs = build_definitions(settings)
-    if resources:
-        defs = dg.Definitions.merge(defs, dg.Definitions(resources=dict(resources)))
     if job_name is not None:
         job = defs.resolve_job_def(job_name)
     else:

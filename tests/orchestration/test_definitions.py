@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import LakeEnv, isolated_settings
+from lake_fixture import LakeEnv, isolated_settings
 
 from orchestration.definitions import build_definitions
 from orchestration.resources import LakeResource, S3LakeResource

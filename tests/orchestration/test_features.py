@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
-from conftest import LakeEnv
-from features import FEATURE_VERSION, SUMMARY_COLUMNS, summary_features
-from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, AUDIO_FEATURES, Lake
+from lake_fixture import LakeEnv
 from materialize import metadata_of, run_assets
 
+from features import FEATURE_VERSION, SUMMARY_COLUMNS, summary_features
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, AUDIO_FEATURES, Lake
 from orchestration.event_audio import CHUNK_COLUMNS, EVENT_COLUMNS, event_segments
 
 

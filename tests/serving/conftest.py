@@ -47,6 +47,29 @@ def bad_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def dscnn_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle written by the real exporter (DS-CNN, static-QDQ INT8, FP16), untrained:
+    training takes minutes, and what matters here is the graph the engine must run."""
+    import jax
+
+    from features import logmel_batch
+    from models.architecture import init
+    from models.bundle import write_bundle as export_bundle
+    from models.dataset import LABELS as MODEL_LABELS
+    from models.training import TrainedModel, preset
+
+    config = preset("quick")
+    architecture = config.architecture(len(MODEL_LABELS))
+    windows, _ = tone_windows(2, seed=3)
+    features = logmel_batch(windows)
+    params, state = init(
+        jax.random.PRNGKey(0), architecture, features.mean(axis=(0, 1)), features.std(axis=(0, 1))
+    )
+    model = TrainedModel(architecture, [(params, state)], MODEL_LABELS, config, [], 0.0, 0)
+    return export_bundle(tmp_path_factory.mktemp("dscnn") / "bundle", model, features[:16])
+
+
+@pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One real SQLite MLflow store for the session: opening a store costs seconds (schema
     checks), so tests share it and keep apart by registering different model names."""

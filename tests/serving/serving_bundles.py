@@ -37,7 +37,7 @@ LABELS = (
 )
 TONE_HZ = tuple(250.0 * 1.3**i for i in range(len(LABELS)))
 """One pitch per label, 250 Hz to ~4.5 kHz: far enough apart for a linear model on log-mel."""
-QUICK_SPEED = SpeedProbe(latency_runs=50, latency_rounds=1, throughput_s=0.05)
+QUICK_SPEED = SpeedProbe(latency_runs=50, latency_rounds=1, warmup_runs=5, throughput_s=0.05)
 """Enough timing to exercise the gate's latency rule; benchmarks, not tests, measure speed."""
 OPSET = 17
 IR_VERSION = 9

@@ -109,6 +109,31 @@ def test_concurrent_callers_are_batched_and_agree_with_classify_batch(good_bundl
     assert stats["failed_requests"] == 0
 
 
+@pytest.mark.parametrize("artifact", ALL_ARTIFACTS)
+def test_the_exporters_bundle_serves_the_same_batched_or_not(dscnn_bundle: Path, artifact) -> None:
+    """The real exporter's graph (static-QDQ INT8 included) gives each window the same scores
+    whatever batch it rides in."""
+    engine = ServingEngine.from_bundle(
+        dscnn_bundle, providers=[CPU_PROVIDER], artifact=artifact, max_batch=8, max_wait_us=2000
+    )
+    windows, _ = tone_windows(2, seed=41)
+
+    async def main() -> list:
+        return await asyncio.gather(*(engine.classify(w) for w in windows))
+
+    try:
+        batched = asyncio.run(main())
+    finally:
+        engine.close()
+    direct = engine.classify_batch(windows)
+    assert engine.artifact == artifact and len(engine.labels) == 12
+    assert [p.label for p in batched] == [p.label for p in direct]
+    np.testing.assert_allclose(
+        [p.score for p in batched], [p.score for p in direct], rtol=1e-4, atol=1e-5
+    )
+    assert engine.metrics.snapshot()["batches"] < len(windows)
+
+
 def test_a_lone_caller_waits_at_most_max_wait(good_bundle: Path) -> None:
     engine = ServingEngine.from_bundle(
         good_bundle, providers=[CPU_PROVIDER], max_batch=64, max_wait_us=1000

@@ -9,6 +9,7 @@ however the session's chunks are split across micro-batches.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -153,3 +154,12 @@ def assert_landed_exactly_once(lake: Lake, expected: list[SyntheticSession]) -> 
         row = by_session[s.session_id]
         assert (row["chunks"], row["events"]) == (s.chunks, s.bursts), row
         assert row["audio_s"] == pytest.approx(s.chunks * 0.1)
+
+
+def process_env(bytecode_cache: Path, **settings: str) -> dict[str, str]:
+    """The environment for a child process: no inherited SONOLAKE_* values, these instead."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONOLAKE_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(bytecode_cache)
+    env.update({f"SONOLAKE_{k.upper()}": v for k, v in settings.items()})
+    return env

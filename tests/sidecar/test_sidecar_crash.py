@@ -17,8 +17,13 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
-from sidecar_signals import assert_landed_exactly_once, interleave, sessions, write_spool
+from sidecar_signals import (
+    assert_landed_exactly_once,
+    interleave,
+    process_env,
+    sessions,
+    write_spool,
+)
 from support import REPO_ROOT
 
 from lake_schemas import Lake
@@ -43,26 +48,17 @@ KILL_PLAN: list[tuple[str, str]] = [
 kills it a random 0–1.2 s after it enters that phase; ``random`` — 0.5–4 s after start."""
 
 
-@pytest.fixture(scope="module")
-def bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Compiled modules shared by the restarts, so each start does not recompile Beam."""
-    return tmp_path_factory.mktemp("pycache")
-
-
 def _env(tmp_path: Path, cache: Path, crash_at: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SONOLAKE_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.update(
-        PYTHONPYCACHEPREFIX=str(cache),
-        SONOLAKE_STATE_DIR=str(tmp_path / "state"),
-        SONOLAKE_LAKE_URI=str(tmp_path / "lake"),
-        SONOLAKE_SPOOL_DIR=str(tmp_path / "spool"),
-        SONOLAKE_SIDECAR_MAX_SEGMENTS_PER_BATCH="2",
-        SONOLAKE_SPOOL_RETENTION_S="0",
-    )
+    settings = {
+        "state_dir": str(tmp_path / "state"),
+        "lake_uri": str(tmp_path / "lake"),
+        "spool_dir": str(tmp_path / "spool"),
+        "sidecar_max_segments_per_batch": "2",
+        "spool_retention_s": "0",
+    }
     if crash_at:
-        env["SONOLAKE_SIDECAR_CRASH_AT"] = crash_at
-    return env
+        settings["sidecar_crash_at"] = crash_at
+    return process_env(cache, **settings)
 
 
 def _run_once(

@@ -190,7 +190,7 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
-        target = 300 + 400 * attempt
+        target = 200 + 200 * attempt
         lines = 0
         while lines < target:
             line = proc.stdout.readline()

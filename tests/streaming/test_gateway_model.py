@@ -39,9 +39,9 @@ def test_results_carry_labels_scores_and_the_model_version(
         with open_ws(gateway.url("device_id=d&interim_results=true")) as ws:
             metadata = next_message(ws)
             assert metadata["model_loaded"] is True and metadata["model_version"] == "7"
-            for frame in frames[:half]:
+            for frame in frames[:half]:  # about 3x real time, so interims have time to happen
                 ws.send(frame)
-                time.sleep(0.01)
+                time.sleep(0.03)
             deadline = time.monotonic() + 10
             message = next_message(ws)
             while not (message["type"] == "Results" and message["is_final"]):

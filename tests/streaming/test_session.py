@@ -47,8 +47,8 @@ def test_falling_behind_drops_the_oldest_whole_chunks() -> None:
     assert session.totals.dropped_ms == 200.0
     assert session.windows_ready == 5 * 1600 // WINDOW_SAMPLES
     assert session.processed == 3200, "the stream clock still counts the dropped audio"
-    session.take_window()
-    assert session.last_seq_processed == 2
+    (_window, end, seq), *_ = session.take_windows()
+    assert (end, seq) == (3200 + 512, 2), "the first window left is chunk 2's audio"
 
 
 def test_mulaw_8k_is_decoded_and_resampled_to_16k() -> None:
@@ -70,10 +70,9 @@ def test_utterance_audio_includes_pre_roll_and_ends_at_the_endpoint() -> None:
     for pcm in [quiet] * 5 + [loud] * 5 + [quiet] * 5:
         session.feed(session.assign_seq()[0], pcm)
     closed = None
-    while session.windows_ready:
-        window = session.take_window()
+    for window, end, seq in session.take_windows():
         prob = 0.9 if np.abs(window).max() > 0.01 else 0.0
-        _, done = session.on_window(window, prob)
+        _, done = session.on_window(window, prob, end, seq)
         closed = done or closed
     assert closed is not None and closed.reason == "silence"
     assert closed.start_sample == 8000 // WINDOW_SAMPLES * WINDOW_SAMPLES

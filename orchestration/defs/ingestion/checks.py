@@ -61,7 +61,11 @@ def _metadata_value(value: object) -> dg.MetadataValue:
 
 
 def _missing(spec: TableSpec) -> quality.RuleResult:
-    return quality.RuleResult(False, f"{spec.name} does not exist yet: nothing has landed", {})
+    """A table nothing has written yet holds no bad rows (staleness is the freshness policy's
+    business, not a quality check's)."""
+    return quality.RuleResult(
+        True, f"{spec.name} does not exist yet: nothing has landed", {"exists": False}
+    )
 
 
 def _read(lake: LakeResource, spec: TableSpec, columns: list[str]) -> pa.Table | None:

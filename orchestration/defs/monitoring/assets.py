@@ -84,7 +84,13 @@ def _new_events(lake: LakeResource, since: datetime | None, limit: int) -> pa.Ta
         filter=(pc.field("feature_version") == FEATURE_VERSION)
         & pc.field("event_id").isin(events.column("event_id")),
     )
-    return events.join(feats, "event_id", join_type="inner")
+    vectors = dict(
+        zip(feats.column("event_id").to_pylist(), feats.column("features").to_pylist(), strict=True)
+    )
+    keep = [i for i, e in enumerate(events.column("event_id").to_pylist()) if e in vectors]
+    events = events.take(pa.array(keep, pa.int64()))
+    features = [vectors[e] for e in events.column("event_id").to_pylist()]
+    return events.append_column("features", pa.array(features, pa.list_(pa.float32())))
 
 
 def _skip(reason: str, **extra: object) -> dg.MaterializeResult:

@@ -58,7 +58,8 @@ def training_set(
     if built.n_train == 0 or built.n_test == 0:
         raise dg.Failure(
             f"the lake holds {built.n_train} training and {built.n_test} held-out labelled "
-            "windows; replay labelled recordings from more devices (`sonolake replay --labels`)"
+            "windows; replay labelled recordings from more devices (`sonolake replay --labels`)",
+            allow_retries=False,
         )
     context.log.info(
         f"training set {built.set_id}: {built.n_train} windows from {built.train_devices} "
@@ -166,7 +167,7 @@ def promotion_gate(
     if not model_evaluation.passed:
         # a rejection is recorded here, because champion_model will not run
         registry.open(lake.open()).record(*model_evaluation.records())
-        context.log_event(
+        context.op_execution_context.log_event(
             dg.AssetMaterialization(
                 asset_key=table_key(MODEL_EVALUATIONS),
                 metadata=snapshot_metadata(table_snapshot(lake, MODEL_EVALUATIONS)),

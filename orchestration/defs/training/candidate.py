@@ -18,7 +18,6 @@ import dagster as dg
 if TYPE_CHECKING:
     from lake_schemas import Lake
     from models.registry import Registry
-
     from orchestration.training_data import TrainingSet
 
 
@@ -32,6 +31,8 @@ class TrainingConfig(dg.Config):
     ensemble: int | None = None
     """Override how many networks are trained and averaged."""
     seed: int = 0
+    light_timing: bool = False
+    """Time each artifact briefly (50 runs) instead of fully (500): for tests and demos."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,11 @@ def train_candidate(
     log: Callable[[str], None],
 ) -> CandidateModel:
     """Train on the set's training devices, export the bundle, evaluate it, register it."""
-    from models.evaluation import evaluate_bundle
-    from models.export import export_bundle
+    from features import logmel_batch
+    from models.bundle import calibration_rows, write_bundle, write_manifest
+    from models.bundle_files import read_manifest
+    from models.evaluation import LIGHT_SPEED, SpeedSettings, evaluate_artifacts, save_confusion_png
     from models.training import preset, train
-
     from orchestration.drift_reference import log_reference
     from orchestration.promotion import heldout_of
     from orchestration.training_data import reference_features
@@ -85,36 +87,56 @@ def train_candidate(
         train_config,
         on_epoch=lambda r: log(f"member {r.member} epoch {r.epoch}/{r.epochs} loss {r.loss:.3f}"),
     )
-    bundle_dir = export_bundle(trained, work_dir / "bundle", calibration=training.windows)
+    calibration = logmel_batch(training.windows[calibration_rows(training.labels)])
+    bundle_dir = write_bundle(work_dir / "bundle", trained, calibration)
+
     heldout = heldout_of(training_set)
-    evaluation = evaluate_bundle(bundle_dir, heldout, out_dir=work_dir / "evaluation")
+    speed = LIGHT_SPEED if config.light_timing else SpeedSettings()
+    reports = evaluate_artifacts(
+        bundle_dir, heldout.windows, list(heldout.labels), dataset=heldout.name, speed=speed
+    )
+    metrics = {
+        **reports["fp32"].metrics(),
+        **reports["int8"].metrics("int8_"),
+        **reports["fp16"].metrics("fp16_"),
+    }
+    manifest = read_manifest(bundle_dir)
+    write_manifest(bundle_dir, {**manifest, "metrics": metrics})
+    # the served CPU artifact is INT8: its confusion matrix is the one that matters
+    confusion = save_confusion_png(reports["int8"], work_dir / "confusion_int8.png")
     params = {
         **train_config.to_dict(),
         "preset": name,
         "training_set": training_set.set_id,
         "train_windows": len(training),
         "heldout_windows": len(heldout.labels),
+        "heldout_dataset": heldout.name,
     }
+    evaluation_rows = [
+        {k: v for k, v in report.to_dict().items() if k not in ("confusion", "extra", "labels")}
+        for report in reports.values()
+    ]
     version = registry.log_bundle(
         bundle_dir,
         params,
-        evaluation.metrics,
-        evaluation=evaluation.table,
-        confusion_png=evaluation.confusion_png,
+        metrics,
+        evaluation=evaluation_rows,
+        confusion_png=confusion,
         run_name=f"lake-{training_set.set_id}-{name}",
     )
     train_ids = [str(event_ids[i]) for i in train_rows]
     log_reference(registry, version, reference_features(lake, train_ids), training_set.data_until)
     model_version = registry.client.get_model_version(registry.model_name, version)
     run = registry.client.get_run(model_version.run_id)
+    log(f"registered version {version}: accuracy {metrics['accuracy']:.3f} on {heldout.name}")
     return CandidateModel(
         version=version,
         run_id=model_version.run_id,
         experiment_id=run.info.experiment_id,
         bundle_dir=str(bundle_dir),
         preset=name,
-        metrics={k: float(v) for k, v in evaluation.metrics.items()},
+        metrics={k: float(v) for k, v in metrics.items()},
         train_seconds=trained.train_seconds,
-        confusion_png=str(evaluation.confusion_png) if evaluation.confusion_png else None,
+        confusion_png=str(confusion),
         params=params,
     )

@@ -1,0 +1,126 @@
+"""The asset graph end to end on real recordings, in process.
+
+Speech Commands clips landed by the real sidecar → features → training set → candidate (quick
+preset) → evaluation → blocking gate → champion. Then 8 kHz telephone digits (FSDD, mu-law)
+arrive: a real change of channel and vocabulary. The drift report finds it, the sensor asks
+for retraining, and the requested run trains a new candidate that the (deliberately strict)
+gate refuses, so the champion alias stays where it was.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from lake_fixture import LakeEnv, fsdd_clips, isolated_settings, land_clips
+from materialize import check_results, metadata_of, run_assets
+
+from lake_schemas import AUDIO_EVENTS, DRIFT_REPORTS, MODEL_EVALUATIONS, Lake
+from models.registry import CHALLENGER, CHAMPION, Registry
+from orchestration.defs.monitoring.sensors import REPORT_TAG, drift_retraining_sensor
+from orchestration.drift_reference import load_reference
+from orchestration.resources import LakeResource
+
+TRAINING_RUN_CONFIG = {
+    "ops": {"training__candidate_model": {"config": {"epochs": 12, "light_timing": True}}}
+}
+LIFECYCLE = (
+    "training/training_set",
+    "training/candidate_model",
+    "training/model_evaluation",
+    "training/champion_model",
+)
+
+
+def _feature_partitions(settings: object, instance: dg.DagsterInstance, lake: Lake) -> None:
+    days = sorted(
+        {
+            d.isoformat()
+            for d in lake.read(AUDIO_EVENTS, columns=["event_date"]).column(0).to_pylist()
+        }
+    )
+    for day in days:
+        assert run_assets(settings, instance, ["gold/audio_features"], partition_key=day).success  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+def test_train_promote_then_drift_triggers_a_gated_retraining(
+    small_lake: LakeEnv, shared_data: Path, tmp_path: Path
+) -> None:
+    # the gate's thresholds are policy: generous for the first champion (a quick model on ~100
+    # clips), impossible for the retraining, so the test sees the gate pass and then refuse
+    lenient = isolated_settings(
+        small_lake.root, promotion_accuracy_floor=0.0, promotion_latency_budget_us=1e6
+    )
+    strict = isolated_settings(
+        small_lake.root, promotion_min_improvement=1.0, promotion_latency_budget_us=1e6
+    )
+    lake = Lake(lenient.lake_root, catalog_file=lenient.catalog_file)
+    registry = Registry(
+        lenient.mlflow_tracking_uri, lenient.model_name, lenient.mlflow_artifact_root
+    )
+    (tmp_path / "dagster").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
+        _feature_partitions(lenient, instance, lake)
+        first = run_assets(
+            lenient, instance, [], job_name="retrain", run_config=TRAINING_RUN_CONFIG
+        )
+        assert first.success
+        assert check_results(first)["training/model_evaluation:promotion_gate"].passed
+        candidate = metadata_of(first, "training/candidate_model")
+        version = candidate["model_version"]
+        assert registry.alias_version(CHAMPION) == version
+        assert metadata_of(first, "training/champion_model")["champion_version"] == version
+        evaluation = metadata_of(first, "training/model_evaluation")
+        assert 0.0 <= evaluation["accuracy"] <= 1.0 and evaluation["latency_us_p99"] > 0
+        assert (
+            candidate["mlflow_run"].startswith("http")
+            and "data:image/png" in candidate["confusion_matrix"]
+        )
+        reference = load_reference(registry, version)
+        assert reference is not None and len(reference.features) > 30
+        actions = lake.read(MODEL_EVALUATIONS, columns=["model_version", "action"]).to_pylist()
+        assert {"model_version": version, "action": "promote"} in actions
+
+        # a new channel arrives: telephone digits, 8 kHz mu-law
+        land_clips(
+            lenient,
+            fsdd_clips(shared_data, per_speaker=10),
+            encoding="mulaw",
+            start=datetime.now(UTC),
+        )
+        _feature_partitions(lenient, instance, lake)
+        drift = run_assets(lenient, instance, ["monitoring/drift_reports"])
+        report = metadata_of(drift, "monitoring/drift_reports")
+        assert report["dataset_drift"] is True, report
+        assert report["drift_share"] >= 0.5 and report["reference_model_version"] == version
+        assert Path(report["evidently_report"]).read_bytes().lstrip().startswith(b"<!DOCTYPE html>")
+        assert lake.read(DRIFT_REPORTS).num_rows == 1
+
+        resource = LakeResource(root=lenient.lake_root, catalog_file=str(lenient.catalog_file))
+        with dg.build_sensor_context(cursor=None, resources={"lake": resource}) as context:
+            sensed = drift_retraining_sensor(context)
+        assert isinstance(sensed, dg.SensorResult) and len(sensed.run_requests) == 1
+        request = sensed.run_requests[0]
+        assert request.tags[REPORT_TAG] == report["report_id"]
+
+        retrain = run_assets(
+            strict,
+            instance,
+            [],
+            job_name="retrain",
+            run_config=TRAINING_RUN_CONFIG,
+            tags=request.tags,
+            raise_on_error=False,
+        )
+        gate = check_results(retrain)["training/model_evaluation:promotion_gate"]
+        assert not gate.passed
+        new_version = metadata_of(retrain, "training/candidate_model")["model_version"]
+        assert new_version != version
+        assert not metadata_of(retrain, "training/champion_model"), "blocked by the gate"
+        assert registry.alias_version(CHAMPION) == version, "the champion alias did not move"
+        assert registry.alias_version(CHALLENGER) == new_version
+        actions = lake.read(MODEL_EVALUATIONS, columns=["model_version", "action"]).to_pylist()
+        assert {"model_version": new_version, "action": "reject"} in actions
