@@ -133,7 +133,7 @@ async def _serve_gateway(conn: Connection, workdir: str) -> None:
 
     engine, model = _load_engine(os.path.join(workdir, "bundle"))
     config = GatewayConfig(port=0, max_connections=20_000, idle_timeout_s=60.0)
-    async with SpoolWriter(Path(workdir) / "spool") as spool:
+    async with SpoolWriter(Path(workdir) / "spool", commit_interval_ms=10.0) as spool:
         gateway = Gateway(config, spool=spool, engine=engine)
         await gateway.start()
         conn.send({"port": gateway.port, "pid": os.getpid(), "model": model})

@@ -194,8 +194,10 @@ def _lag(root: Path, streams: int, seconds: float) -> dict[str, Any]:
         if phase == "pipeline":
             started[batch] = time.perf_counter()
         elif phase == "committed:bronze.audio_chunks":
-            staged = root / "state" / "batches" / f"{batch:012d}" / "bronze.arrow"
-            table = pa.ipc.open_stream(pa.memory_map(str(staged))).read_all()
+            from streaming.sidecar import read_parts
+
+            staged = root / "state" / "batches" / f"{batch:012d}"
+            table = read_parts(staged, "bronze", None)
             received = table.column("received_at").cast(pa.int64()).to_numpy()
             lags.append(now - received / 1e6)
         elif phase == "landed" and batch in started:
@@ -216,8 +218,10 @@ def _lag(root: Path, streams: int, seconds: float) -> dict[str, Any]:
     writer_wall = time.perf_counter() - wall0
     from streaming.spool import sealed_segments
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while sealed_segments(root / "spool") and time.monotonic() < deadline:
+        if not landing.is_alive():
+            raise RuntimeError("the sidecar stopped while segments were waiting")
         time.sleep(0.1)
     time.sleep(0.5)
     stop.set()

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     gateway_serve_model: bool = Field(
         True, description="Gateway: follow the champion model (false: VAD and segments only)."
     )
+    gateway_spool_commit_ms: float = Field(
+        10.0, description="Gateway: ms a spool write waits to share its fsync (group commit)."
+    )
 
     data_dir: Path = Field(
         PROJECT_ROOT.parent / "shared" / "data",

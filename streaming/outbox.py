@@ -69,14 +69,24 @@ class Outbox:
         return True
 
     def want_ack(self, seq: int) -> None:
-        if seq > self._ack_wanted:
-            self._ack_wanted = seq
-            self._idle.clear()
+        """Ack ``seq`` now if the last Ack is old enough, else once the interval has passed."""
+        if seq <= self._ack_wanted:
+            return
+        self._ack_wanted = seq
+        self._idle.clear()
+        if self._ack_timer is not None:
+            return  # an Ack is already scheduled; it will carry this seq
+        wait_s = self._ack_sent_at + self.ack_interval_s - time.monotonic()
+        if wait_s <= 0:
             self._event.set()
+        else:
+            self._ack_timer = asyncio.get_running_loop().call_later(wait_s, self._ack_due)
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """Wait until everything queued (and the latest Ack) has been handed to the socket."""
-        self._ack_sent_at = 0.0  # the last Ack goes out now, whatever the interval
+        if self._ack_timer is not None:  # the last Ack goes out now, whatever the interval
+            self._ack_timer.cancel()
+            self._ack_timer = None
         self._event.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout_s)
@@ -89,14 +99,7 @@ class Outbox:
                 while self._queue:
                     message, _ = self._queue.popleft()
                     await self.ws.send(proto.encode(message))
-                if self._ack_wanted > self._ack_sent:
-                    wait_s = self._ack_sent_at + self.ack_interval_s - time.monotonic()
-                    if wait_s > 0:
-                        if self._ack_timer is None:
-                            self._ack_timer = asyncio.get_running_loop().call_later(
-                                wait_s, self._ack_due
-                            )
-                        continue
+                if self._ack_wanted > self._ack_sent and self._ack_timer is None:
                     seq = self._ack_wanted
                     await self.ws.send(proto.encode(proto.ack_message(seq)))
                     self._ack_sent = seq

@@ -112,6 +112,7 @@ class Session:
         self.last_activity = time.monotonic()
 
         self._resampler = StreamResampler(params.sample_rate, SAMPLE_RATE_HZ)
+        self._direct = params.encoding == "linear16" and params.sample_rate == SAMPLE_RATE_HZ
         self._max_pending = max_pending_ms * SAMPLE_RATE_HZ // 1000
         self._buffer = np.zeros(self._max_pending + 4 * SAMPLE_RATE_HZ, dtype=np.float32)
         """Unprocessed 16 kHz audio lives in ``_buffer[_head:_tail]``; compacted when full."""
@@ -171,12 +172,18 @@ class Session:
     # ---- audio in -------------------------------------------------------------------------
     def feed(self, seq: int, pcm: bytes) -> int:
         """Decode, resample and queue a chunk; return how many chunks were dropped for room."""
-        audio = self._resampler.process(to_float(decode(pcm, self.params.encoding)))
+        params = self.params
+        samples = decode(pcm, params.encoding)
         self.totals.chunks += 1
-        self.totals.audio_ms += (
-            1000.0 * (len(pcm) // self.params.bytes_per_sample) / (self.params.sample_rate)
-        )
-        return self._queue(audio, seq)
+        self.totals.audio_ms += 1000.0 * samples.size / params.sample_rate
+        if self._direct:
+            # 16 kHz PCM16, the common case: scale straight into the buffer, no temporaries.
+            start = self.processed + self.pending_samples
+            target = self._reserve(samples.size)
+            np.multiply(samples, np.float32(1 / 32768), out=target, dtype=np.float32)
+            self._pending_chunks.append((start, start + samples.size, seq))
+            return self._drop_overflow()
+        return self._queue(self._resampler.process(to_float(samples)), seq)
 
     def flush_resampler(self) -> None:
         """Push the resampler's tail (end of stream) into the pending buffer."""
@@ -193,7 +200,10 @@ class Session:
         return self._tail - self._head
 
     def _append(self, audio: np.ndarray) -> None:
-        size = audio.size
+        self._reserve(audio.size)[:] = audio
+
+    def _reserve(self, size: int) -> np.ndarray:
+        """Room for ``size`` more samples at the tail (compacting or growing the buffer)."""
         if self._tail + size > self._buffer.size:
             live = self._tail - self._head
             if live + size > self._buffer.size:
@@ -203,14 +213,17 @@ class Session:
             else:
                 self._buffer[:live] = self._buffer[self._head : self._tail]
             self._head, self._tail = 0, live
-        self._buffer[self._tail : self._tail + size] = audio
         self._tail += size
+        return self._buffer[self._tail - size : self._tail]
 
     def _queue(self, audio: np.ndarray, seq: int) -> int:
         start = self.processed + self.pending_samples
         if audio.size:
             self._append(audio)
             self._pending_chunks.append((start, start + audio.size, seq))
+        return self._drop_overflow()
+
+    def _drop_overflow(self) -> int:
         overflow = self.pending_samples - self._max_pending
         if overflow <= 0:
             return 0

@@ -68,7 +68,7 @@ async def run_gateway(settings: Settings, host: str | None, port: int | None) ->
     from streaming.spool import SpoolLocked, SpoolWriter
 
     config = gateway_config(settings, host, port)
-    spool = SpoolWriter(settings.spool_path)
+    spool = SpoolWriter(settings.spool_path, commit_interval_ms=settings.gateway_spool_commit_ms)
     try:
         await spool.start()
     except SpoolLocked as exc:
