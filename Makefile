@@ -48,8 +48,10 @@ bench: venv
 bench-quick: venv
 	$(PY) -m benchmarks all --quick --json bench-results
 
+# Dagster UI + daemon over workspace.yaml, SQLite storage under the state dir (dagster.yaml
+# written by orchestration/instance.py: freshness policies on, one writer per table).
 dev: venv
-	DAGSTER_HOME=$$($(PY) -c "from sonolake.settings import Settings; s=Settings(); s.dagster_home.mkdir(parents=True, exist_ok=True); print(s.dagster_home)") \
+	DAGSTER_HOME=$$($(PY) -m orchestration.instance) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
 	  $(VENV)/bin/dagster dev -w workspace.yaml
 
 lint: venv

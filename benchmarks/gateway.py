@@ -38,6 +38,8 @@ from benchmarks.harness import BenchResult, percentiles
 CHUNK_MS = 100
 CHUNK_SAMPLES = 1600
 P99_GOAL_MS = 100.0
+SEARCH_UP = (750, 1000, 1250, 1500, 2000, 2500, 3000)
+SEARCH_DOWN = (400, 300, 200, 150, 100, 50, 25)
 LABELS = (
     "yes",
     "no",
@@ -108,10 +110,14 @@ def _raise_fd_limit() -> None:
 def _load_engine(bundle_dir: str) -> tuple[Any, str]:
     """The registry's champion when there is one, else the untrained linear bundle."""
     from models.serving import ServingEngine
-    from sonolake.settings import Settings
+    from sonolake.settings import get_settings
 
-    settings = Settings()
+    settings = get_settings()
+    uri = settings.mlflow_tracking_uri
+    no_store = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
     try:
+        if no_store:
+            raise FileNotFoundError(uri)  # do not create an empty registry just to look
         engine = ServingEngine.from_registry(
             settings.mlflow_tracking_uri, settings.model_name, providers=["CPUExecutionProvider"]
         )
@@ -148,8 +154,9 @@ async def _serve_echo(conn: Connection) -> None:
     from websockets.asyncio.server import ServerConnection, serve
 
     async def receive(ws: ServerConnection) -> None:
-        async for _ in ws:
-            pass
+        async for message in ws:
+            if isinstance(message, str):  # CloseStream: close like the gateway would
+                break
 
     async with serve(receive, "127.0.0.1", 0, compression=None, max_size=2**17) as server:
         port = next(iter(server.sockets)).getsockname()[1]
@@ -373,10 +380,13 @@ def run(quick: bool) -> BenchResult:
             ours = _figures(_run_load(gateway, streams, warmup_s, measure_s, True))
             search: list[dict[str, Any]] = []
             if not quick:
-                level = streams
-                while _holds(search[-1] if search else ours) and level < 4000:
-                    level += 250 if level < 1500 else 500
-                    search.append(_figures(_run_load(gateway, level, 5.0, 15.0, True)))
+                # Up while the goal holds, or down until it does: the most streams held.
+                going_up = _holds(ours)
+                for level in SEARCH_UP if going_up else SEARCH_DOWN:
+                    figures = _figures(_run_load(gateway, level, 5.0, 15.0, True))
+                    search.append(figures)
+                    if _holds(figures) != going_up:
+                        break
         finally:
             gateway.stop()
         echo = _Server("echo", workdir)

@@ -194,7 +194,7 @@ def _lag(root: Path, streams: int, seconds: float) -> dict[str, Any]:
         if phase == "pipeline":
             started[batch] = time.perf_counter()
         elif phase == "committed:bronze.audio_chunks":
-            from streaming.sidecar import read_parts
+            from streaming.staging import read_parts
 
             staged = root / "state" / "batches" / f"{batch:012d}"
             table = read_parts(staged, "bronze", None)

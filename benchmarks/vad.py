@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.harness import BenchResult, percentiles, progress
 from features.corpus import corpus_manifest, read_manifest, read_wav
-from sonolake.settings import Settings
+from sonolake.settings import get_settings
 from streaming.protocol import ListenParams
 from streaming.session import Session
 from streaming.vad import CONTEXT_SAMPLES, WINDOW_SAMPLES, BatchedVad, shared_model
@@ -33,7 +33,7 @@ QUIET_RMS = 1e-4
 
 def fleet_audio(streams: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
     """PCM16 streams of real words and quiet gaps, each starting at a different word."""
-    settings = Settings()
+    settings = get_settings()
     clips = [
         c
         for c in read_manifest(corpus_manifest(settings.data_dir, "speech_commands"))

@@ -40,10 +40,13 @@ MULAW_TO_PCM16 = _mulaw_table()
 def check_format(encoding: str, sample_rate: int) -> None:
     """Raise ValueError with what to change when a stream format is not supported."""
     if encoding not in ENCODINGS:
-        raise ValueError(f"encoding={encoding!r} is not supported; use one of {', '.join(ENCODINGS)}")
+        raise ValueError(
+            f"encoding={encoding!r} is not supported; use one of {', '.join(ENCODINGS)}"
+        )
     if not MIN_SAMPLE_RATE_HZ <= sample_rate <= MAX_SAMPLE_RATE_HZ:
         raise ValueError(
-            f"sample_rate={sample_rate} is not supported; use {MIN_SAMPLE_RATE_HZ}–{MAX_SAMPLE_RATE_HZ}"
+            f"sample_rate={sample_rate} is not supported; "
+            f"use {MIN_SAMPLE_RATE_HZ}–{MAX_SAMPLE_RATE_HZ}"
         )
 
 

@@ -70,7 +70,9 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
 def mel_filterbank(n_mels: int = N_MELS) -> np.ndarray:
     """Triangular HTK-mel filters ``[FFT_SIZE // 2 + 1, n_mels]`` (peak 1), float32."""
     edges_hz = _mel_to_hz(
-        np.linspace(_hz_to_mel(np.array(MEL_FMIN_HZ)), _hz_to_mel(np.array(MEL_FMAX_HZ)), n_mels + 2)
+        np.linspace(
+            _hz_to_mel(np.array(MEL_FMIN_HZ)), _hz_to_mel(np.array(MEL_FMAX_HZ)), n_mels + 2
+        )
     )
     bins_hz = np.fft.rfftfreq(FFT_SIZE, d=1.0 / SAMPLE_RATE_HZ)
     lower, centre, upper = edges_hz[:-2], edges_hz[1:-1], edges_hz[2:]

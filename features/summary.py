@@ -48,13 +48,16 @@ _TINY = 1e-12
 def summary_features(audio_16k: np.ndarray) -> np.ndarray:
     """The :data:`SUMMARY_COLUMNS` vector (float32) of one float32 16 kHz segment."""
     audio = np.asarray(audio_16k, dtype=np.float32).reshape(-1)
-    padded = audio if audio.size >= FRAME_SAMPLES else np.pad(audio, (0, FRAME_SAMPLES - audio.size))
+    padded = (
+        audio if audio.size >= FRAME_SAMPLES else np.pad(audio, (0, FRAME_SAMPLES - audio.size))
+    )
     frames = frame_signal(padded)
     spectrum = power_spectrum(frames).astype(np.float64).mean(axis=0)
     total = spectrum.sum() + _TINY
     centroid = float(np.dot(_BIN_HZ, spectrum) / total)
     bandwidth = float(np.sqrt(np.dot((_BIN_HZ - centroid) ** 2, spectrum) / total))
-    rolloff = float(_BIN_HZ[np.searchsorted(np.cumsum(spectrum), ROLLOFF_FRACTION * total)])
+    rolloff_bin = np.searchsorted(np.cumsum(spectrum), ROLLOFF_FRACTION * total)
+    rolloff = float(_BIN_HZ[min(int(rolloff_bin), _BIN_HZ.size - 1)])
     flatness = float(np.exp(np.mean(np.log(spectrum + _TINY))) / (spectrum.mean() + _TINY))
     mel = logmel_frames(frames)
     band_means = mel.mean(axis=0).reshape(MEL_GROUPS, N_MELS // MEL_GROUPS).mean(axis=1)

@@ -28,7 +28,7 @@ def fit_window(audio: np.ndarray, samples: int = WINDOW_SAMPLES) -> np.ndarray:
         return audio[start : start + samples].copy()
     total = energy.sum()
     centroid = float(np.dot(np.arange(length), energy) / total) if total > 0 else length / 2
-    offset = int(round(samples / 2 - centroid))
+    offset = round(samples / 2 - centroid)
     offset = min(max(offset, 0), samples - length)
     out = np.zeros(samples, dtype=np.float32)
     out[offset : offset + length] = audio

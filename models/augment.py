@@ -66,7 +66,7 @@ def augment_waveforms(
     max_shift = int(config.time_shift_ms * SAMPLE_RATE_HZ / 1000)
     if max_shift > 0:
         padded = np.pad(out, ((0, 0), (max_shift, max_shift)))
-        starts = rng.integers(0, 2 * max_shift + 1, size=batch)
+        starts = np.asarray(rng.integers(0, 2 * max_shift + 1, size=batch))
         out = padded[np.arange(batch)[:, None], starts[:, None] + np.arange(samples)]
     low, high = config.gain_db
     if high > low:
@@ -77,13 +77,18 @@ def augment_waveforms(
         if rows.size:
             noise = noise_bank[rng.integers(0, len(noise_bank), size=rows.size)]
             offsets = rng.integers(0, noise.shape[1], size=rows.size)
-            noise = noise[np.arange(rows.size)[:, None], (offsets[:, None] + np.arange(samples)) % noise.shape[1]]
+            noise = noise[
+                np.arange(rows.size)[:, None],
+                (offsets[:, None] + np.arange(samples)) % noise.shape[1],
+            ]
             signal_power = np.maximum(np.mean(out[rows] ** 2, axis=1), _POWER_FLOOR)
             noise_power = np.maximum(np.mean(noise**2, axis=1), _POWER_FLOOR)
             snr_db = rng.uniform(*config.noise_snr_db, size=rows.size)
             scale = np.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
             silent = is_silence[rows]
-            scale[silent] = 10.0 ** (rng.uniform(*config.silence_noise_gain_db, size=silent.sum()) / 20.0)
+            scale[silent] = 10.0 ** (
+                rng.uniform(*config.silence_noise_gain_db, size=silent.sum()) / 20.0
+            )
             out[rows] += noise * scale.astype(np.float32)[:, None]
     return np.clip(out, -1.0, 1.0)
 

@@ -32,7 +32,9 @@ CALIBRATION_WINDOWS = 256
 """Training windows used to calibrate INT8 activation ranges (a stratified sample)."""
 
 
-def calibration_rows(labels: np.ndarray, count: int = CALIBRATION_WINDOWS, seed: int = 0) -> np.ndarray:
+def calibration_rows(
+    labels: np.ndarray, count: int = CALIBRATION_WINDOWS, seed: int = 0
+) -> np.ndarray:
     """Rows spread evenly over the classes, so rare classes set ranges too."""
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)

@@ -52,7 +52,7 @@ def label_index(label: str, labels: Sequence[str] = LABELS) -> int:
 
 @dataclass(frozen=True)
 class LabelledWindows:
-    """Windows ``[N, 16000]`` float32, labels ``[N]`` int32 (into :data:`LABELS`), groups ``[N]``."""
+    """Windows ``[N, 16000]`` float32, labels ``[N]`` int32 into :data:`LABELS`, groups ``[N]``."""
 
     windows: np.ndarray
     labels: np.ndarray
@@ -86,12 +86,16 @@ class LabelledWindows:
         )
 
     @classmethod
-    def from_clips(cls, clips: Sequence[Clip], vocabulary: Sequence[str] = LABELS) -> LabelledWindows:
+    def from_clips(
+        cls, clips: Sequence[Clip], vocabulary: Sequence[str] = LABELS
+    ) -> LabelledWindows:
         """Load, resample to 16 kHz and fit each clip to the 1-s window."""
         windows = np.zeros((len(clips), WINDOW_SAMPLES), dtype=np.float32)
         for row, clip in enumerate(clips):
             windows[row] = fit_window(load_audio(clip.path))
-        return cls.from_arrays(windows, (c.label for c in clips), (c.speaker for c in clips), vocabulary)
+        return cls.from_arrays(
+            windows, (c.label for c in clips), (c.speaker for c in clips), vocabulary
+        )
 
     @classmethod
     def from_manifest(cls, manifest: Path | str) -> LabelledWindows:

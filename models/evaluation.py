@@ -24,7 +24,8 @@ import numpy as np
 
 from features import fit_window, logmel_batch
 from features.corpus import load_audio, read_manifest
-from models.bundle_files import artifact_path, read_manifest as read_bundle_manifest
+from models.bundle_files import artifact_path
+from models.bundle_files import read_manifest as read_bundle_manifest
 from models.dataset import SPLIT_SEED, SPLIT_TEST_FRACTION, UNKNOWN
 from models.export import INPUT_NAME
 
@@ -78,7 +79,9 @@ class EvaluationReport:
         return out
 
 
-def open_session(model_path: Path | str, providers: Sequence[str] | None = None, threads: int = 1) -> Any:
+def open_session(
+    model_path: Path | str, providers: Sequence[str] | None = None, threads: int = 1
+) -> Any:
     """An ONNX Runtime session (CPU by default) with ``threads`` intra-op threads."""
     import onnxruntime as ort
 
@@ -86,7 +89,9 @@ def open_session(model_path: Path | str, providers: Sequence[str] | None = None,
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), options, providers=list(providers or [CPU_PROVIDER]))
+    return ort.InferenceSession(
+        str(model_path), options, providers=list(providers or [CPU_PROVIDER])
+    )
 
 
 def predict_probs(session: Any, logmel: np.ndarray, batch: int = INFERENCE_BATCH) -> np.ndarray:
@@ -115,7 +120,9 @@ def quality(
     )
 
 
-def measure_speed(session: Any, logmel: np.ndarray, settings: SpeedSettings) -> tuple[float, float, float]:
+def measure_speed(
+    session: Any, logmel: np.ndarray, settings: SpeedSettings
+) -> tuple[float, float, float]:
     """(latency p50 µs, latency p99 µs) at batch 1 and windows/s at batch 64."""
     one = logmel[:1].astype(np.float32)
     for _ in range(LATENCY_WARMUP_RUNS):
@@ -155,7 +162,9 @@ def evaluate_bundle(
     vocabulary: list[str] = list(manifest["labels"])
     truth, n_oov = _label_indices(labels, vocabulary)
     features = logmel if logmel is not None else logmel_batch(windows)
-    session = open_session(artifact_path(bundle_dir, artifact), providers, speed.threads if speed else 1)
+    session = open_session(
+        artifact_path(bundle_dir, artifact), providers, speed.threads if speed else 1
+    )
     predicted = predict_probs(session, features).argmax(axis=1)
     accuracy, macro_f1, per_class, confusion = quality(truth, predicted, vocabulary)
     report = EvaluationReport(
@@ -187,7 +196,10 @@ def evaluate_artifacts(
     """:func:`evaluate_bundle` for every artifact on the same windows (features computed once)."""
     features = kwargs.pop("logmel", None)
     features = logmel_batch(windows) if features is None else features
-    return {a: evaluate_bundle(bundle_dir, windows, labels, a, logmel=features, **kwargs) for a in artifacts}
+    return {
+        a: evaluate_bundle(bundle_dir, windows, labels, a, logmel=features, **kwargs)
+        for a in artifacts
+    }
 
 
 def manifest_windows(
@@ -251,15 +263,23 @@ def save_confusion_png(report: EvaluationReport, path: Path | str) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(
-        f"{report.artifact} on {report.dataset}: accuracy {report.accuracy:.3f}, "
-        f"macro-F1 {report.macro_f1:.3f}",
-        fontsize=9,
+        f"{report.artifact}: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f}\n"
+        f"{report.dataset}",
+        fontsize=8,
+        wrap=True,
     )
     threshold = matrix.max() / 2 if matrix.size else 0
     for (row, col), count in np.ndenumerate(matrix):
         if count:
-            ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if count > threshold else "black")
+            ax.text(
+                col,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if count > threshold else "black",
+            )
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -267,7 +287,9 @@ def save_confusion_png(report: EvaluationReport, path: Path | str) -> Path:
     return Path(path)
 
 
-def _label_indices(labels: Sequence[str] | np.ndarray, vocabulary: list[str]) -> tuple[np.ndarray, int]:
+def _label_indices(
+    labels: Sequence[str] | np.ndarray, vocabulary: list[str]
+) -> tuple[np.ndarray, int]:
     values = list(labels)
     if values and not isinstance(values[0], str):
         return np.asarray(values, dtype=np.int64), 0

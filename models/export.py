@@ -1,16 +1,17 @@
-"""Export a trained DS-CNN to ONNX: FP32, INT8 (CPU/edge) and FP16 (GPU).
+"""Export a trained keyword-spotting CNN to ONNX: FP32, INT8 (CPU/edge) and FP16 (GPU).
 
 The FP32 graph is built with ``onnx.helper`` straight from the parameter pytree rather than by
-tracing JAX (jax2onnx would add a dependency tree for a graph of six op types). Each batch norm
-is folded into the convolution before it (``w' = w·γ/√(σ²+ε)``, ``b' = (b − μ)·γ/√(σ²+ε) + β``),
-so the graph is just Sub/Mul (input normalisation), Conv, Relu, GlobalAveragePool, Gemm and
-Softmax; an ensemble averages its members' softmax outputs with one ``Mean`` node. ONNX
+tracing JAX (jax2onnx would add a dependency tree for a graph of a few op types). Each batch
+norm is folded into the convolution before it (``w' = w·γ/√(σ²+ε)``, ``b' = β − μ·γ/√(σ²+ε)``),
+so the graph is just Sub/Mul (input normalisation), Transpose, Conv, Relu, Add,
+GlobalAveragePool, Gemm and Softmax; an ensemble averages its members' softmax outputs with
+one ``Mean`` node. ONNX
 Runtime's output equals the JAX forward pass to float32 rounding (tested).
 
 INT8 is static QDQ quantization (:func:`quantize_int8`): activations uint8 / weights int8
 per output channel, ranges calibrated on clean training windows. Static beats dynamic here: a
 CNN's cost is its convolutions, and dynamic quantization only covers MatMul/Gemm-like ops well;
-static QDQ lets ONNX Runtime fuse each DQ→Conv→Relu→Q into one QLinearConv on u8s8 kernels.
+static QDQ lets ONNX Runtime fuse each DQ→Conv→Q into one QLinearConv on u8s8 kernels.
 
 FP16 keeps float32 inputs and outputs (``keep_io_types``) so callers feed the same arrays to
 every artifact; it is meant for the CUDA provider (on CPU, FP16 falls back to casts).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -37,12 +39,11 @@ IR_VERSION = 9
 CALIBRATION_BATCH = 32
 
 
-def _fold(w_oihw: np.ndarray, bias: np.ndarray | None, bn: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Fold inference-mode batch norm into a convolution (OIHW weights)."""
+def _fold(w_wio: np.ndarray, bn: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Fold inference-mode batch norm into a bias-free 1-D convolution → (OIW weights, bias)."""
     scale = np.asarray(bn["gamma"]) / np.sqrt(np.asarray(stats["var"]) + BN_EPSILON)
-    base = np.zeros_like(scale) if bias is None else np.asarray(bias)
-    folded_w = np.asarray(w_oihw) * scale[:, None, None, None]
-    folded_b = (base - np.asarray(stats["mean"])) * scale + np.asarray(bn["beta"])
+    folded_w = np.transpose(np.asarray(w_wio), (2, 1, 0)) * scale[:, None, None]
+    folded_b = np.asarray(bn["beta"]) - np.asarray(stats["mean"]) * scale
     return folded_w.astype(np.float32), folded_b.astype(np.float32)
 
 
@@ -55,9 +56,25 @@ class _GraphBuilder:
         self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: object) -> str:
+    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: Any) -> str:
         self.nodes.append(helper.make_node(op, list(inputs), [output], name=output, **attrs))
         return output
+
+    def conv(
+        self, x: str, name: str, w_wio: np.ndarray, bn: dict, stats: dict, stride: int, length: int
+    ) -> tuple[str, int]:
+        """Conv (BN folded) over ``length`` frames → (output name, output length)."""
+        weight, bias = _fold(w_wio, bn, stats)
+        before, after = same_padding(length, weight.shape[2], stride)
+        out = self.node(
+            "Conv",
+            [x, self.const(f"{name}.w", weight), self.const(f"{name}.b", bias)],
+            name,
+            kernel_shape=[weight.shape[2]],
+            strides=[stride],
+            pads=[before, after],
+        )
+        return out, -(-length // stride)
 
 
 def _member_graph(
@@ -65,38 +82,35 @@ def _member_graph(
 ) -> str:
     """Nodes of one member; returns the name of its softmax output."""
     x = g.node(
-        "Sub", [INPUT_NAME, g.const(f"{prefix}band_mean", np.asarray(state["band_mean"]))], f"{prefix}centred"
+        "Sub",
+        [INPUT_NAME, g.const(f"{prefix}band_mean", np.asarray(state["band_mean"]))],
+        f"{prefix}centred",
     )
-    x = g.node("Mul", [x, g.const(f"{prefix}band_scale", np.asarray(state["band_scale"]))], f"{prefix}normalised")
-    x = g.node("Unsqueeze", [x, g.const(f"{prefix}axis1", np.array([1], dtype=np.int64))], f"{prefix}image")
-    height, width = WINDOW_FRAMES, arch.n_mels
-
-    def conv(x: str, name: str, w: np.ndarray, b: np.ndarray, stride: tuple[int, int], groups: int) -> str:
-        nonlocal height, width
-        kernel = w.shape[2:]
-        pad_h = same_padding(height, kernel[0], stride[0])
-        pad_w = same_padding(width, kernel[1], stride[1])
-        height, width = -(-height // stride[0]), -(-width // stride[1])
-        out = g.node(
-            "Conv",
-            [x, g.const(f"{prefix}{name}.w", w), g.const(f"{prefix}{name}.b", b)],
-            f"{prefix}{name}",
-            kernel_shape=list(kernel),
-            strides=list(stride),
-            pads=[pad_h[0], pad_w[0], pad_h[1], pad_w[1]],
-            group=groups,
-        )
-        return g.node("Relu", [out], f"{prefix}{name}.relu")
-
-    w0 = np.transpose(np.asarray(params["conv0"]["w"]), (3, 2, 0, 1))
-    x = conv(x, "conv0", *_fold(w0, params["conv0"]["b"], params["bn0"], state["bn0"]), arch.first_stride, 1)
-    for index, (block, stats, stride) in enumerate(
-        zip(params["blocks"], state["blocks"], arch.block_strides, strict=True)
+    x = g.node(
+        "Mul",
+        [x, g.const(f"{prefix}band_scale", np.asarray(state["band_scale"]))],
+        f"{prefix}normalised",
+    )
+    x = g.node("Transpose", [x], f"{prefix}channels_first", perm=[0, 2, 1])
+    x, length = g.conv(
+        x, f"{prefix}stem", params["stem"], params["bn0"], state["bn0"], 1, WINDOW_FRAMES
+    )
+    x = g.node("Relu", [x], f"{prefix}stem.relu")
+    for index, (block, stats, (_, stride)) in enumerate(
+        zip(params["blocks"], state["blocks"], arch.stages, strict=True)
     ):
-        dw = np.transpose(np.asarray(block["dw"]), (2, 0, 1))[:, None, :, :]
-        x = conv(x, f"block{index}.dw", *_fold(dw, None, block["bn_dw"], stats["bn_dw"]), stride, arch.width)
-        pw = np.asarray(block["pw"]).T[:, :, None, None]
-        x = conv(x, f"block{index}.pw", *_fold(pw, None, block["bn_pw"], stats["bn_pw"]), (1, 1), 1)
+        name = f"{prefix}block{index}"
+        h, out_length = g.conv(
+            x, f"{name}.conv1", block["w1"], block["bn1"], stats["bn1"], stride, length
+        )
+        h = g.node("Relu", [h], f"{name}.conv1.relu")
+        h, _ = g.conv(h, f"{name}.conv2", block["w2"], block["bn2"], stats["bn2"], 1, out_length)
+        if "ws" in block:
+            x, _ = g.conv(
+                x, f"{name}.shortcut", block["ws"], block["bns"], stats["bns"], stride, length
+            )
+        x = g.node("Relu", [g.node("Add", [h, x], f"{name}.sum")], f"{name}.relu")
+        length = out_length
     x = g.node("GlobalAveragePool", [x], f"{prefix}pool")
     x = g.node("Flatten", [x], f"{prefix}embedding", axis=1)
     x = g.node(
@@ -111,8 +125,10 @@ def _member_graph(
     return g.node("Softmax", [x], f"{prefix}softmax", axis=-1)
 
 
-def build_onnx(members: Sequence[tuple[Params, State]], arch: ArchitectureConfig) -> onnx.ModelProto:
-    """The FP32 ONNX model of one DS-CNN or an ensemble (mean of member probabilities)."""
+def build_onnx(
+    members: Sequence[tuple[Params, State]], arch: ArchitectureConfig
+) -> onnx.ModelProto:
+    """The FP32 ONNX model of one network or an ensemble (mean of member probabilities)."""
     g = _GraphBuilder()
     outputs = [
         _member_graph(g, f"m{index}." if len(members) > 1 else "", params, state, arch)
@@ -124,8 +140,12 @@ def build_onnx(members: Sequence[tuple[Params, State]], arch: ArchitectureConfig
         g.node("Mean", outputs, OUTPUT_NAME)
     graph = helper.make_graph(
         g.nodes,
-        "keyword_spotting_dscnn",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", WINDOW_FRAMES, arch.n_mels])],
+        "keyword_spotting_tcresnet",
+        [
+            helper.make_tensor_value_info(
+                INPUT_NAME, TensorProto.FLOAT, ["batch", WINDOW_FRAMES, arch.n_mels]
+            )
+        ],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", arch.n_classes])],
         initializer=g.initializers,
     )
@@ -137,7 +157,9 @@ def build_onnx(members: Sequence[tuple[Params, State]], arch: ArchitectureConfig
     return model
 
 
-def save_fp32(members: Sequence[tuple[Params, State]], arch: ArchitectureConfig, path: Path) -> Path:
+def save_fp32(
+    members: Sequence[tuple[Params, State]], arch: ArchitectureConfig, path: Path
+) -> Path:
     onnx.save(build_onnx(members, arch), str(path))
     return path
 
@@ -159,7 +181,7 @@ class _LogmelReader:
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration_logmel: np.ndarray) -> Path:
-    """Static QDQ INT8 (u8 activations, s8 per-channel weights), calibrated on ``calibration_logmel``."""
+    """Static QDQ INT8: u8 activations, s8 per-channel weights, ranges from the calibration set."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

@@ -23,10 +23,7 @@ freshness:
 concurrency:
   pools:
     default_limit: 1
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
+  runs:
     max_concurrent_runs: 2
 """
 """Two runs at a time on a 2-core machine; pools serialize the writers of each table."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pyarrow as pa
 
 from streaming.enrich import CHUNK_SCHEMA, SessionCarry
@@ -51,13 +52,28 @@ def carries_to_tables(carries: Iterable[SessionCarry]) -> tuple[pa.Table, pa.Tab
 
 
 def tables_to_carries(states: pa.Table, chunks: pa.Table) -> list[SessionCarry]:
-    """The stored tables back into one :class:`SessionCarry` per session."""
-    by_session: dict[str, list[int]] = {}
-    for index, session_id in enumerate(chunks.column("session_id").to_pylist()):
-        by_session.setdefault(session_id, []).append(index)
+    """The stored tables back into one :class:`SessionCarry` per session.
+
+    One sort, then zero-copy slices: a ``take`` per session would re-gather the whole
+    (chunked) table once per session.
+    """
+    chunks = chunks.sort_by([("session_id", "ascending"), ("seq", "ascending")]).combine_chunks()
+    spans: dict[str, tuple[int, int]] = {}
+    for session_id, rows in split_by_session_sorted(chunks):
+        spans[session_id] = rows
     carries = []
     for row in states.to_pylist():
-        rows = by_session.get(row["session_id"])
-        pending = chunks.take(pa.array(rows)) if rows else CHUNK_SCHEMA.empty_table()
-        carries.append(SessionCarry(pending=pending, **row))
+        start, length = spans.get(row["session_id"], (0, 0))
+        carries.append(SessionCarry(pending=chunks.slice(start, length), **row))
     return carries
+
+
+def split_by_session_sorted(chunks: pa.Table) -> list[tuple[str, tuple[int, int]]]:
+    """(session_id, (offset, length)) of each session's run in a table sorted by session."""
+    if chunks.num_rows == 0:
+        return []
+    ids = chunks.column("session_id").to_numpy(zero_copy_only=False)
+    bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [ids.size]])
+    return [(str(ids[a]), (int(a), int(b - a))) for a, b in zip(starts, ends, strict=True)]

@@ -20,11 +20,13 @@ The work for one micro-batch of one session:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +35,7 @@ import pyarrow.compute as pc
 from features import FEATURE_VERSION, fit_window, levels, snr_db
 from features.pcm import BYTES_PER_SAMPLE, MULAW_TO_PCM16, SAMPLE_RATE_HZ, resample
 from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS
+from streaming.arrow_ipc import ipc_bytes, table_from_ipc
 from streaming.segments import (
     VAD_WINDOW_SAMPLES,
     SegmenterParams,
@@ -91,6 +94,16 @@ class SessionCarry:
     """Samples (at the session's rate) of the first pending chunk already analysed."""
     pending: pa.Table
     """Chunks (:data:`CHUNK_SCHEMA`) of a segment that is still open, already in bronze."""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickle ``pending`` as IPC bytes: compact even when it is a slice of a larger table.
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["pending"] = ipc_bytes(self.pending)
+        return (_carry_from_state, (fields,))
+
+
+def _carry_from_state(fields: dict[str, Any]) -> SessionCarry:
+    return SessionCarry(**{**fields, "pending": table_from_ipc(fields["pending"])})
 
 
 @dataclass
@@ -151,10 +164,13 @@ def prepare_session(
     carry: SessionCarry | None,
 ) -> SessionWork | None:
     """Dedup and assemble one session's audio for this batch (see the module docstring)."""
-    tables = [t for t in new_rows if t.num_rows]
+    # Spool order (segment, then position) decides which copy of a repeated chunk wins. Each
+    # part comes from one segment, already in record order: ordering the parts is enough.
+    tables = sorted(
+        (t for t in new_rows if t.num_rows),
+        key=lambda t: (t.column("spool_segment")[0].as_py(), t.column("record_index")[0].as_py()),
+    )
     rows = pa.concat_tables(tables) if tables else CHUNK_SCHEMA.empty_table()
-    # Spool order (segment, then position) decides which copy of a repeated chunk wins.
-    rows = rows.sort_by([("spool_segment", "ascending"), ("record_index", "ascending")])
     kinds = rows.column("kind")
     ends = rows.filter(pc.equal(kinds, KIND_SESSION_END))
     chunks = rows.filter(pc.equal(kinds, KIND_CHUNK))
@@ -350,12 +366,12 @@ def finish_session(
         )
         windows.append(fit_window(segment))
 
-    delta = _session_delta(work, speech_s, len(events))
+    delta = session_delta(work, speech_s, len(events))
     carry = _next_carry(work, closed, open_start, params, watermark_us, flush)
     return SessionResult(events, windows, delta, carry)
 
 
-def _session_delta(work: SessionWork, speech_s: float, n_events: int) -> dict[str, object]:
+def session_delta(work: SessionWork, speech_s: float, n_events: int) -> dict[str, object]:
     bronze = work.bronze
     started = ended = None
     audio_s = 0.0
@@ -418,8 +434,7 @@ def _next_carry(
             index = max(0, int(np.searchsorted(work.chunk_start_16k, carry_from, "right")) - 1)
             offset_16k = carry_from - int(work.chunk_start_16k[index])
             trim = round(offset_16k * work.sample_rate / SAMPLE_RATE_HZ)
-            # take() copies: a slice would drag the whole batch's buffers into the carry.
-            pending = work.chunks.take(pa.array(np.arange(index, work.chunks.num_rows)))
+            pending = work.chunks.slice(index)  # pickled compactly: SessionCarry.__reduce__
     return SessionCarry(
         session_id=work.session_id,
         device_id=work.device_id,

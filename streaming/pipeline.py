@@ -20,7 +20,6 @@ commits them; a cluster job would end in a Delta sink instead — only the ends 
 
 from __future__ import annotations
 
-import os
 import uuid
 import zlib
 from collections import defaultdict
@@ -43,12 +42,15 @@ from streaming.enrich import (
     SESSION_DELTA_SCHEMA,
     SegmenterParams,
     SessionCarry,
+    SessionResult,
     events_table,
     finish_session,
     prepare_session,
+    session_delta,
     session_deltas_table,
 )
 from streaming.records import ArrowRows
+from streaming.staging import CARRY_FILES, write_table_atomic
 
 ROWS, DEAD = "rows", "dead_letters"
 BRONZE, EVENTS, SESSIONS, CARRY = "bronze", "events", "sessions", "carry"
@@ -205,17 +207,28 @@ class LandSessions(beam.DoFn):
                     for session_id, part in records.split_by_session(value.table):
                         rows[session_id].append(part)
         works = []
+        failed: list[dict[str, Any]] = []
         for session_id in sorted(rows.keys() | carries.keys()):
-            work = prepare_session(session_id, rows.get(session_id, []), carries.get(session_id))
+            try:
+                work = prepare_session(
+                    session_id, rows.get(session_id, []), carries.get(session_id)
+                )
+            except Exception as exc:  # one bad session must not stop the batch
+                failed += _session_dead_letters(session_id, rows.get(session_id, []), exc)
+                continue
             if work is not None:
                 works.append(work)
+        if failed:
+            yield beam.pvalue.TaggedOutput(
+                DEAD, ArrowRows(records.dead_letter_rows(failed, self.batch_time))
+            )
         if not works:
             return
         probs = speech_probabilities_many(
             [w.audio_16k for w in works], gate_dbfs=self.params.vad_gate_dbfs
         )
         results = [
-            finish_session(work, p, self.params, watermark_us or work.last_received_us)
+            self._finish(work, p, watermark_us or work.last_received_us)
             for work, p in zip(works, probs, strict=True)
         ]
         bronze = [w.bronze for w in works if w.bronze.num_rows]
@@ -247,6 +260,24 @@ class LandSessions(beam.DoFn):
         if carried:
             yield beam.pvalue.TaggedOutput(CARRY, carried)
 
+    def _finish(self, work: Any, probs: np.ndarray, watermark_us: int) -> SessionResult:
+        """Segments and rows of one session; on an unexpected error its chunks still land in
+        bronze and the session gets a dead letter instead of segments (and no carry)."""
+        try:
+            return finish_session(work, probs, self.params, watermark_us)
+        except Exception as exc:
+            work.dead_letters.append(
+                {
+                    "spool_segment": f"session:{work.session_id}",
+                    "record_index": None,
+                    "session_id": work.session_id,
+                    "seq": None,
+                    "reason": f"segments could not be computed: {type(exc).__name__}: {exc}",
+                    "pcm": None,
+                }
+            )
+            return SessionResult([], [], session_delta(work, 0.0, 0), None)
+
     def _predict(self, events: list[dict[str, Any]], windows: list[np.ndarray]) -> None:
         classifier = self.classifier
         if classifier is None or classifier.model_version is None:
@@ -256,6 +287,20 @@ class LandSessions(beam.DoFn):
             event["predicted_label"] = prediction.label
             event["score"] = float(prediction.score)
             event["model_version"] = prediction.model_version or classifier.model_version
+
+
+def _session_dead_letters(
+    session_id: str, parts: list[pa.Table], exc: Exception
+) -> list[dict[str, Any]]:
+    reason = f"session could not be landed: {type(exc).__name__}: {exc}"
+    out = []
+    for part in parts:
+        lineage = part.select(["spool_segment", "record_index", "seq", "pcm"]).to_pylist()
+        for row in lineage:
+            out.append({**row, "source": row.pop("spool_segment"), "session_id": session_id})
+            out[-1]["reason"] = reason
+            out[-1]["payload"] = out[-1].pop("pcm")
+    return out
 
 
 class LandSpool(beam.PTransform):
@@ -370,18 +415,6 @@ STAGED_SCHEMAS: dict[str, pa.Schema] = {
     SESSIONS: SESSION_DELTA_SCHEMA,
     DEAD: DEAD_LETTERS.schema,
 }
-CARRY_FILES = ("carry_sessions", "carry_chunks")
-
-
-def write_table_atomic(path: Path, table: pa.Table) -> None:
-    """Arrow IPC file written to a temporary name, fsync'd, then renamed into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as out:
-        with pa.ipc.new_stream(out, table.schema) as writer:
-            writer.write_table(table)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
 
 
 def _stage_part(value: Any, folder: str, name: str) -> None:

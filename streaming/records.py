@@ -18,23 +18,12 @@ import pyarrow.compute as pc
 
 from features.pcm import ENCODINGS, MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
 from lake_schemas.tables import DEAD_LETTERS
+from streaming.arrow_ipc import ipc_bytes, table_from_ipc
 from streaming.enrich import CHUNK_SCHEMA
 from streaming.spool import KIND_CHUNK, KIND_SESSION_END, SpoolCorrupt, decode_segment
 
 MAX_DEAD_PAYLOAD_BYTES = 1 << 20
 """A refused segment larger than this (1 MiB) is kept in the spool's quarantine folder only."""
-
-
-def ipc_bytes(table: pa.Table) -> bytes:
-    """A table (or a slice of one: only its rows are written) as Arrow IPC stream bytes."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def table_from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
 def _rows_from_ipc(data: bytes) -> ArrowRows:

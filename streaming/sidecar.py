@@ -48,6 +48,7 @@ from streaming.spool import (
     retire_segment,
     sealed_segments,
 )
+from streaming.staging import read_parts
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +104,6 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         os.fsync(out.fileno())
     tmp.replace(path)
     fsync_dir(path.parent)
-
-
-def read_parts(folder: Path, name: str, schema: pa.Schema | None) -> pa.Table:
-    """The staged parts of one output (an empty table when there are none)."""
-    tables = [
-        pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
-        for path in sorted(folder.glob(f"{name}-*.arrow"))
-    ]
-    tables = [t for t in tables if t.num_rows]
-    if tables:
-        return pa.concat_tables(tables)
-    return schema.empty_table() if schema is not None else pa.table({})
 
 
 class Sidecar:
@@ -241,10 +230,7 @@ class Sidecar:
     def _run_pipeline(self, manifest: dict[str, Any], staging: Path) -> dict[str, int]:
         import apache_beam as beam  # lazy: a replay from staged outputs never needs Beam
 
-        from streaming.carry import CARRY_SESSIONS_SCHEMA, tables_to_carries
-        from streaming.enrich import CHUNK_SCHEMA
         from streaming.pipeline import (
-            CARRY_FILES,
             METRICS_NAMESPACE,
             InProcessClassifier,
             LandSpool,
@@ -252,24 +238,23 @@ class Sidecar:
             StageOutputs,
         )
         from streaming.pipeline_options import local_options
+        from streaming.staging import load_carries
 
         if staging.exists():
             shutil.rmtree(staging)  # a half-written attempt: start it over
         staging.mkdir(parents=True)
-        carries = []
         previous = manifest.get("carry_from")
-        if previous is not None:
-            folder = self._staging(int(previous))
-            carries = tables_to_carries(
-                read_parts(folder, CARRY_FILES[0], CARRY_SESSIONS_SCHEMA),
-                read_parts(folder, CARRY_FILES[1], CHUNK_SCHEMA),
-            )
+        carry_folders = [] if previous is None else [str(self._staging(int(previous)))]
         paths = [self.config.spool_dir / name for name in manifest["segments"]]
         classifier = InProcessClassifier(self.classifier)
         try:
             pipeline = beam.Pipeline(options=local_options())
             segments = pipeline | "Segments" >> ReadSegmentFiles(paths)
-            carry = pipeline | "Carry" >> beam.Create([carries], reshuffle=False)
+            carry = (
+                pipeline
+                | "CarryFolder" >> beam.Create(carry_folders, reshuffle=False)
+                | "ReadCarry" >> beam.Map(load_carries)
+            )
             outputs = {"segments": segments, "carry": carry} | "Land" >> LandSpool(
                 batch_time=datetime.fromisoformat(manifest["batch_time"]),
                 params=self.config.params,

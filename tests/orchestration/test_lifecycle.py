@@ -19,7 +19,7 @@ from materialize import check_results, metadata_of, run_assets
 
 from lake_schemas import AUDIO_EVENTS, DRIFT_REPORTS, MODEL_EVALUATIONS, Lake
 from models.registry import CHALLENGER, CHAMPION, Registry
-from orchestration.defs.monitoring.sensors import REPORT_TAG, drift_retraining_sensor
+from orchestration.defs.monitoring.sensors import BEGINNING, REPORT_TAG, drift_retraining_sensor
 from orchestration.drift_reference import load_reference
 from orchestration.resources import LakeResource
 
@@ -100,7 +100,7 @@ def test_train_promote_then_drift_triggers_a_gated_retraining(
         assert lake.read(DRIFT_REPORTS).num_rows == 1
 
         resource = LakeResource(root=lenient.lake_root, catalog_file=str(lenient.catalog_file))
-        with dg.build_sensor_context(cursor=None, resources={"lake": resource}) as context:
+        with dg.build_sensor_context(cursor=BEGINNING, resources={"lake": resource}) as context:
             sensed = drift_retraining_sensor(context)
         assert isinstance(sensed, dg.SensorResult) and len(sensed.run_requests) == 1
         request = sensed.run_requests[0]

@@ -9,7 +9,12 @@ from lake_fixture import LakeEnv
 
 from lake_schemas import DRIFT_REPORTS, Lake
 from models.drift import ColumnDrift, DriftResult, report_row, report_table
-from orchestration.defs.monitoring.sensors import REPORT_TAG, TRIGGER_TAG, drift_retraining_sensor
+from orchestration.defs.monitoring.sensors import (
+    BEGINNING,
+    REPORT_TAG,
+    TRIGGER_TAG,
+    drift_retraining_sensor,
+)
 from orchestration.resources import LakeResource
 
 
@@ -47,11 +52,13 @@ def _evaluate(env: LakeEnv, cursor: str | None) -> dg.SensorResult | dg.SkipReas
 def test_drift_turns_into_one_retraining_run_and_moves_the_cursor(empty_env: LakeEnv) -> None:
     settings = empty_env.settings
     lake = Lake(settings.lake_root, catalog_file=settings.catalog_file)
-    assert isinstance(_evaluate(empty_env, None), dg.SkipReason)  # no table yet
+    first = _evaluate(empty_env, None)  # no table yet: start from the beginning of time
+    assert isinstance(first, dg.SensorResult) and not first.run_requests
+    assert first.cursor == BEGINNING
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
     _report(lake, drifted=False, at=start, report_id="calm")
-    quiet = _evaluate(empty_env, None)
+    quiet = _evaluate(empty_env, first.cursor)
     assert isinstance(quiet, dg.SensorResult)
     assert not quiet.run_requests
     assert quiet.cursor == start.isoformat()
@@ -68,6 +75,16 @@ def test_drift_turns_into_one_retraining_run_and_moves_the_cursor(empty_env: Lak
 
     again = _evaluate(empty_env, fired.cursor)
     assert isinstance(again, dg.SkipReason), "a report never triggers twice"
+
+
+def test_a_new_sensor_does_not_act_on_history(empty_env: LakeEnv) -> None:
+    settings = empty_env.settings
+    lake = Lake(settings.lake_root, catalog_file=settings.catalog_file)
+    at = datetime(2026, 2, 1, tzinfo=UTC)
+    _report(lake, drifted=True, at=at, report_id="old-drift")
+    started = _evaluate(empty_env, None)
+    assert isinstance(started, dg.SensorResult) and not started.run_requests
+    assert started.cursor == at.isoformat()
 
 
 def test_sensor_targets_the_retrain_job() -> None:

@@ -27,6 +27,17 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 PAGE_TIMEOUT_MS = 120_000
+LOCATION = "sonolake"
+"""``location_name`` in workspace.yaml."""
+
+
+def _dismiss_welcome(page: object) -> None:
+    """Close the first-visit community dialog if it shows (it covers the graph)."""
+    skip = page.get_by_role("button", name="Skip")  # type: ignore[attr-defined]
+    try:
+        skip.first.click(timeout=15_000)
+    except Exception:  # the dialog did not appear: nothing to close
+        return
 
 
 @pytest.mark.browser
@@ -60,10 +71,17 @@ def test_ui_shows_the_asset_graph_checks_schedules_and_sensors(tmp_path: Path) -
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(PAGE_TIMEOUT_MS)
 
-            page.goto(f"{base}/asset-groups")
-            for name in ("candidate_model", "champion_model", "drift_reports", "audio_features"):
+            page.goto(f"{base}/locations/{LOCATION}/asset-groups/training/lineage")
+            _dismiss_welcome(page)
+            for name in ("training_set", "candidate_model", "model_evaluation", "champion_model"):
                 page.get_by_text(name, exact=True).first.wait_for()
+            page.get_by_text("0 / 1 Passed").first.wait_for()  # the gate, a check on the graph
             page.screenshot(path=str(tmp_path / "asset-graph.png"), full_page=True)
+
+            page.goto(f"{base}/locations/{LOCATION}/asset-groups/ingestion/lineage")
+            for name in ("audio_chunks", "audio_events", "sessions", "dead_letters"):
+                page.get_by_text(name, exact=True).first.wait_for()
+            page.screenshot(path=str(tmp_path / "ingestion-graph.png"), full_page=True)
 
             page.goto(f"{base}/assets/training/model_evaluation?view=checks")
             page.get_by_text("promotion_gate").first.wait_for()
@@ -75,7 +93,7 @@ def test_ui_shows_the_asset_graph_checks_schedules_and_sensors(tmp_path: Path) -
             page.screenshot(path=str(tmp_path / "automation.png"), full_page=True)
         finally:
             browser.close()
-    for shot in ("asset-graph.png", "promotion-gate.png", "automation.png"):
+    for shot in ("asset-graph.png", "ingestion-graph.png", "promotion-gate.png", "automation.png"):
         assert (tmp_path / shot).stat().st_size > 10_000
     keep = os.environ.get("SONOLAKE_UI_SCREENSHOTS")
     if keep:  # `SONOLAKE_UI_SCREENSHOTS=dir pytest ...` keeps the pictures for the docs

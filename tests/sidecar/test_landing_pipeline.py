@@ -35,8 +35,8 @@ from streaming.pipeline import (
 )
 from streaming.pipeline_options import dataflow_options, flink_options, local_options
 from streaming.segments import SegmenterParams, add_to_ranges, find_segments, seqs_in_ranges
-from streaming.sidecar import read_parts
 from streaming.spool import read_segment, sealed_segments
+from streaming.staging import read_parts
 from streaming.vad import speech_probabilities_many
 
 

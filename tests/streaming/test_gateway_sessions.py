@@ -69,6 +69,9 @@ def test_a_session_end_to_end(make_gateway: Any, shared_data: Path) -> None:
         assert 0 <= result["last_seq"] < len(frames)
     assert finals[0]["start"] < finals[1]["start"]
     assert transcript.max_ack == len(frames) - 1
+    last_ack = max(i for i, m in enumerate(transcript.messages) if m["type"] == "Ack")
+    assert transcript.messages[last_ack]["seq"] == len(frames) - 1
+    assert transcript.messages[-1]["type"] == "Metadata", "the last Ack precedes the closing one"
     closing = transcript.of("Metadata")[-1]
     assert closing["final"] and closing["closed_reason"] == "close_stream"
     assert closing["totals"]["chunks"] == len(frames)

@@ -5,9 +5,14 @@ written by any process counts). Its cursor is the creation time of the newest re
 seen; each evaluation looks only at newer reports and, when one of them found dataset drift,
 requests one ``retrain`` run keyed by that report (a report never triggers twice, and a burst
 of drifted reports triggers one run, for the newest).
+
+A sensor that starts without a cursor over a lake that already has reports does not act on
+that history: it takes the newest report as its starting point (otherwise turning the sensor
+on, or opening a fresh ``dagster dev``, would retrain for a drift already handled). Over a
+lake with no report yet it starts from the beginning of time, so the first report counts.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
@@ -19,6 +24,8 @@ from orchestration.resources import LakeResource
 
 TRIGGER_TAG = "sonolake/trigger"
 REPORT_TAG = "sonolake/drift_report"
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC).isoformat()
+"""Cursor of a sensor that has seen an empty lake: every report from now on is new."""
 REPORT_COLUMNS = [
     "report_id",
     "created_at",
@@ -52,8 +59,14 @@ def drift_retraining_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     reports = reports_after(lake, context.cursor)
     if reports.num_rows == 0:
+        if context.cursor is None:
+            return dg.SensorResult(skip_reason="no drift report yet", cursor=BEGINNING)
         return dg.SkipReason("no new drift report")
     newest = reports.column("created_at")[-1].as_py().isoformat()
+    if context.cursor is None:
+        return dg.SensorResult(
+            skip_reason=f"starting after the {reports.num_rows} existing report(s)", cursor=newest
+        )
     drifted = reports.filter(pc.field("dataset_drift"))
     if drifted.num_rows == 0:
         return dg.SensorResult(

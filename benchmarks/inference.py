@@ -1,0 +1,150 @@
+"""``python -m benchmarks inference``: FP32 vs INT8 ONNX on the CPU (and FP16 on CUDA).
+
+Per artifact, on the real held-out speakers: ``latency_us_p50/p99`` of one window at batch 1,
+``windows_per_s`` and ``cpu_us_per_window`` at batch 64 (one intra-op thread, so figures are
+per core), and ``accuracy``. The baseline is the FP32 model in the same run. Ratios:
+``int8_speedup`` (FP32 / INT8 batch-1 p50 latency), ``int8_speedup_b64`` (FP32 / INT8 CPU time
+per window at batch 64: CPU time does not move when a neighbour is busy) and
+``int8_accuracy_drop`` (FP32 − INT8 accuracy). Goals: speedup ≥ 2.5, drop ≤ 0.01, INT8
+batch-1 p99 ≤ 1 ms.
+
+The model is the full bundle that ``sonolake train`` leaves under the state folder; without
+one, a quick model is trained there first (and reused next time).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness import BenchResult, cpu_seconds, percentiles, progress
+
+INT8_SPEEDUP_GOAL = 2.5
+INT8_DROP_GOAL = 0.01
+P99_GOAL_US = 1000.0
+BATCH = 64
+
+
+def _bundle(quick: bool) -> Path:
+    from sonolake.commands.training import default_bundle_dir, run_training
+    from sonolake.settings import get_settings
+
+    settings = get_settings()
+    for preset in ("full", "quick"):
+        candidate = default_bundle_dir(settings.state_path, preset)
+        if (candidate / "model.json").exists():
+            return candidate
+    target = default_bundle_dir(settings.state_path, "quick")
+    run_training(settings.data_dir, target, "quick", epochs=None if not quick else 4)
+    return target
+
+
+def _heldout() -> tuple[np.ndarray, np.ndarray]:
+    from features import logmel_batch
+    from features.corpus import SPEECH_COMMANDS, corpus_manifest, read_manifest, split_by_speaker
+    from models.dataset import LabelledWindows
+    from sonolake.settings import get_settings
+
+    clips = read_manifest(corpus_manifest(get_settings().data_dir, SPEECH_COMMANDS))
+    heldout = LabelledWindows.from_clips(split_by_speaker(clips)[1])
+    return logmel_batch(heldout.windows), heldout.labels
+
+
+def _measure(
+    session: Any, logmel: np.ndarray, labels: np.ndarray, runs: int, seconds: float
+) -> dict[str, float]:
+    from models.evaluation import predict_probs
+
+    name = session.get_inputs()[0].name
+    accuracy = float(np.mean(predict_probs(session, logmel).argmax(axis=1) == labels))
+    one = logmel[:1]
+    for _ in range(30):
+        session.run(None, {name: one})
+    times_us = np.empty(runs)
+    for i in range(runs):
+        started = time.perf_counter_ns()
+        session.run(None, {name: one})
+        times_us[i] = (time.perf_counter_ns() - started) / 1e3
+    batch = logmel[np.resize(np.arange(len(logmel)), BATCH)]
+    session.run(None, {name: batch})
+    count, cpu0, wall0 = 0, cpu_seconds(), time.perf_counter()
+    while count < 5 or time.perf_counter() - wall0 < seconds:
+        session.run(None, {name: batch})
+        count += 1
+    wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+    latency = percentiles(times_us, 50, 99)
+    return {
+        "accuracy": accuracy,
+        "latency_us_p50": latency["p50"],
+        "latency_us_p99": latency["p99"],
+        "windows_per_s": count * BATCH / wall,
+        "cpu_us_per_window": cpu * 1e6 / (count * BATCH),
+    }
+
+
+def run(quick: bool) -> BenchResult:
+    from models.bundle_files import artifact_path, read_manifest
+    from models.evaluation import open_session
+
+    runs, seconds = (300, 0.5) if quick else (3000, 3.0)
+    bundle = _bundle(quick)
+    logmel, labels = _heldout()
+    manifest = read_manifest(bundle)
+    result = BenchResult(
+        benchmark="inference",
+        params={
+            "bundle": str(bundle),
+            "architecture": manifest.get("architecture", {}),
+            "heldout_windows": len(labels),
+            "latency_runs": runs,
+            "throughput_batch": BATCH,
+            "intra_op_threads": 1,
+        },
+    )
+    cpu_runs: dict[str, dict[str, Any]] = {}
+    cuda_available = _cuda_available()
+    plan = [("fp32", "CPUExecutionProvider"), ("int8", "CPUExecutionProvider")]
+    if cuda_available:
+        plan += [("fp16", "CUDAExecutionProvider"), ("fp32", "CUDAExecutionProvider")]
+    with progress() as bar:
+        task = bar.add_task("inference", total=len(plan))
+        for artifact, provider in plan:
+            session = open_session(artifact_path(bundle, artifact), [provider])
+            used = session.get_providers()[0]
+            figures = _measure(session, logmel, labels, runs, seconds)
+            key = artifact if provider == "CPUExecutionProvider" else f"{artifact}_cuda"
+            if used != provider:
+                figures["provider_fell_back_to"] = used
+            cpu_runs[key] = figures
+            bar.advance(task)
+    fp32, int8 = cpu_runs.pop("fp32"), cpu_runs["int8"]
+    result.baseline = {f"fp32_{k}": v for k, v in fp32.items()}
+    result.metrics = {f"{a}_{k}": v for a, figures in cpu_runs.items() for k, v in figures.items()}
+    speedup = fp32["latency_us_p50"] / int8["latency_us_p50"]
+    drop = fp32["accuracy"] - int8["accuracy"]
+    result.ratios = {
+        "int8_speedup": speedup,
+        "int8_speedup_b64": fp32["cpu_us_per_window"] / int8["cpu_us_per_window"],
+        "int8_accuracy_drop": drop,
+    }
+    result.metrics["goals_met"] = {
+        f"int8_speedup >= {INT8_SPEEDUP_GOAL}": speedup >= INT8_SPEEDUP_GOAL,
+        f"int8_accuracy_drop <= {INT8_DROP_GOAL}": drop <= INT8_DROP_GOAL,
+        f"int8 p99 <= {P99_GOAL_US:g} us": int8["latency_us_p99"] <= P99_GOAL_US,
+    }
+    return result
+
+
+def _cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers() and _has_gpu()
+
+
+def _has_gpu() -> bool:
+    from benchmarks.harness import machine_info
+
+    return machine_info().get("gpu") is not None

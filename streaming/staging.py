@@ -1,0 +1,54 @@
+"""A micro-batch's staged outputs: Arrow files written by the pipeline, read by the driver.
+
+Each output element becomes one part file ``<output>-<uuid>.arrow`` (written to a temporary
+name, fsync'd, renamed). The driver trusts a batch's parts only after the pipeline finished
+and it wrote the ``_DONE`` marker; until then a half-staged folder is simply deleted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from streaming.enrich import SessionCarry
+
+CARRY_FILES = ("carry_sessions", "carry_chunks")
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    """Arrow IPC file written to a temporary name, fsync'd, then renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        with pa.ipc.new_stream(out, table.schema) as writer:
+            writer.write_table(table)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+
+
+def read_parts(folder: Path, name: str, schema: pa.Schema | None) -> pa.Table:
+    """Every part staged under ``name`` in ``folder``, as one table (empty when none)."""
+    tables = [
+        pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+        for path in sorted(Path(folder).glob(f"{name}-*.arrow"))
+    ]
+    tables = [t for t in tables if t.num_rows]
+    if tables:
+        return pa.concat_tables(tables)
+    return schema.empty_table() if schema is not None else pa.table({})
+
+
+def load_carries(folder: str) -> list[SessionCarry]:
+    """The open sessions a batch staged for the next one (read inside the pipeline, so the
+    carry never travels inside the pipeline's serialized graph)."""
+    from streaming.carry import CARRY_SESSIONS_SCHEMA, tables_to_carries
+    from streaming.enrich import CHUNK_SCHEMA
+
+    return tables_to_carries(
+        read_parts(Path(folder), CARRY_FILES[0], CARRY_SESSIONS_SCHEMA),
+        read_parts(Path(folder), CARRY_FILES[1], CHUNK_SCHEMA),
+    )
