@@ -214,6 +214,7 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.processor.close()
+        gc.unfreeze()  # let the interpreter tear down normally (native extensions check this)
 
     async def __aenter__(self) -> Gateway:
         await self.start()
