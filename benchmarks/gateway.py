@@ -11,6 +11,8 @@ load, is a bare ``websockets`` server that only receives the frames.
 - ``latency_ms_*``: chunk sent → the first result (interim or final) that covers it, i.e. whose
   ``last_seq`` is that chunk, received — measured by the load generator's clock.
 - ``dropped``: chunks the gateway dropped from processing under backpressure (its totals);
+  ``dropped_fraction`` of all chunks sent. A saturated gateway drops work, so its CPU per
+  chunk then *understates* the cost: compare ``cpu_us_per_chunk`` where nothing is dropped.
   ``errors``: Error messages, failed connections and abnormal closes.
 The full run then raises the stream count until p99 latency reaches 100 ms (or anything is
 dropped or fails) and reports the most streams held under it.
@@ -178,6 +180,8 @@ def _server_main(conn: Connection, kind: str, workdir: str) -> None:
 class LoadResult:
     streams: int
     chunks: int = 0
+    chunks_total: int = 0
+    """All chunks sent, warm-up included (``dropped`` counts over the same span)."""
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     dropped: int = 0
@@ -263,6 +267,7 @@ async def _load(
                     offset = (seq * chunk_bytes) % (len(pcm) - chunk_bytes)
                     sent[seq] = now
                     sent.pop(seq - 200, None)
+                    result.chunks_total += 1
                     await ws.send(pcm[offset : offset + chunk_bytes])
                     seq += 1
                 await ws.send(json.dumps({"type": "CloseStream"}))
@@ -354,6 +359,7 @@ def _figures(result: LoadResult) -> dict[str, Any]:
         "latency_ms_p99": pct["p99"],
         "cpu_us_per_chunk": result.server_cpu_s * 1e6 / max(1, result.chunks),
         "dropped": result.dropped,
+        "dropped_fraction": result.dropped / max(1, result.chunks_total),
         "errors": result.errors,
         "results_timed": result.results,
         "load_generator_cpu_us_per_chunk": result.client_cpu_s * 1e6 / max(1, result.chunks),

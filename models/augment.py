@@ -25,8 +25,8 @@ class AugmentConfig:
 
     time_shift_ms: float = 100.0
     gain_db: tuple[float, float] = (-8.0, 6.0)
-    noise_probability: float = 0.8
-    noise_snr_db: tuple[float, float] = (0.0, 25.0)
+    noise_probability: float = 0.5
+    noise_snr_db: tuple[float, float] = (5.0, 30.0)
     """SNR of the mixed noise relative to the window's own power, in dB (uniform)."""
     silence_noise_gain_db: tuple[float, float] = (-15.0, 5.0)
     """For ``_silence_`` windows SNR means little: the extra noise is scaled by this gain."""

@@ -3,8 +3,11 @@
 Drift is measured against what the *serving* model saw in training, so the reference travels
 with the model: the training asset logs the training events' feature vectors as a Parquet
 artifact of the model's MLflow run (``drift_reference/features.parquet``), and tags the run
-with the newest event time it learned from. The drift report fetches the champion's
-reference by the champion alias, whichever version that is today.
+with the time the training set was taken from the lake. Features computed after that time
+belong to events the model never saw. (Processing time, not event time: event times come
+from the devices' stream clocks, and a replay faster than real time stamps them in the future.)
+The drift report fetches the champion's reference by the champion alias, whichever version
+that is today.
 """
 
 from __future__ import annotations
@@ -24,19 +27,19 @@ if TYPE_CHECKING:
 
 REFERENCE_DIR = "drift_reference"
 REFERENCE_FILE = "features.parquet"
-DATA_UNTIL_TAG = "sonolake.training_data_until"
-"""Run tag: ISO time of the newest event in the training data (events after it are new)."""
+SNAPSHOT_TAG = "sonolake.training_snapshot_at"
+"""Run tag: ISO time the training set was read from the lake (features computed later are new)."""
 
 
 @dataclass(frozen=True)
 class DriftReference:
     model_version: str
     features: pd.DataFrame
-    data_until: datetime | None
+    snapshot_at: datetime | None
 
 
 def log_reference(
-    registry: Registry, version: str, features: pa.Table, data_until: datetime | None
+    registry: Registry, version: str, features: pa.Table, snapshot_at: datetime | None
 ) -> None:
     """Attach the training events' features (columns = SUMMARY_COLUMNS) to a version's run."""
     client = registry.client
@@ -45,8 +48,8 @@ def log_reference(
         path = Path(tmp) / REFERENCE_FILE
         pq.write_table(features, path)
         client.log_artifact(run_id, str(path), REFERENCE_DIR)
-    if data_until is not None:
-        client.set_tag(run_id, DATA_UNTIL_TAG, data_until.isoformat())
+    if snapshot_at is not None:
+        client.set_tag(run_id, SNAPSHOT_TAG, snapshot_at.isoformat())
 
 
 def load_reference(registry: Registry, version: str) -> DriftReference | None:
@@ -67,5 +70,5 @@ def load_reference(registry: Registry, version: str) -> DriftReference | None:
         except (MlflowException, OSError):
             return None
         frame = pq.read_table(local).to_pandas()
-    tag = client.get_run(run_id).data.tags.get(DATA_UNTIL_TAG)
+    tag = client.get_run(run_id).data.tags.get(SNAPSHOT_TAG)
     return DriftReference(version, frame, datetime.fromisoformat(tag) if tag else None)

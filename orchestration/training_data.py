@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +49,10 @@ class TrainingSet:
     n_test: int
     train_devices: int
     test_devices: int
+    built_at: datetime
+    """When the set was read from the lake: features computed later are of events it lacks."""
     data_until: datetime | None
-    """Start time of the newest event in the set: later events are new to a model trained here."""
+    """Start time (device clock) of the newest event in the set, for information."""
     label_counts: dict[str, int]
 
     def load(self) -> tuple[LabelledWindows, np.ndarray, np.ndarray, np.ndarray]:
@@ -131,6 +133,7 @@ def silence_windows(lake: Lake) -> tuple[list[dict[str, object]], np.ndarray]:
 
 def write_training_set(lake: Lake, out_dir: Path) -> TrainingSet:
     """Build the set from the lake, store it under ``out_dir`` and describe it."""
+    built_at = datetime.now(UTC)
     events = labelled_events(lake)
     ids, windows = build_windows(lake, events)
     info = {
@@ -171,6 +174,7 @@ def write_training_set(lake: Lake, out_dir: Path) -> TrainingSet:
         n_test=len(test),
         train_devices=len(set(groups[train])) if len(train) else 0,
         test_devices=len(set(groups[test])) if len(test) else 0,
+        built_at=built_at,
         data_until=max(starts) if starts else None,
         label_counts=dict(sorted(counts.items(), key=lambda kv: label_index(kv[0]))),
     )

@@ -7,6 +7,7 @@ drift with telephone audio and shows the sensor's retraining run. See docs/demo.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
         for name, value in (("--serving-clips", serving_clips), ("--drift-clips", drift_clips)):
             if value < 40:
                 raise BadInput(f"{name} {value}: use at least 40 (a drift report needs 30 events)")
-        console = Console()
+        console = Console(file=sys.stdout)  # kept when dbt's echo is redirected
         settings = get_settings(training_preset="quick")
         options = DemoOptions(
             streams=streams,

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -326,7 +326,9 @@ class Demo:
             for k in graph.defs.resolve_asset_graph().get_all_asset_keys()
             if k.path[0] == "analytics"
         ]
-        run = graph.materialize(keys)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / "dbt.log").open("a") as log, redirect_stdout(log):
+            run = graph.materialize(keys)  # dagster-dbt echoes dbt's output on stdout
         checks = run.get_asset_check_evaluations()
         self.summary.dbt_build_passed = run.success and all(c.passed for c in checks)
         self.say(

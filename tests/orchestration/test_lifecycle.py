@@ -24,7 +24,7 @@ from orchestration.drift_reference import load_reference
 from orchestration.resources import LakeResource
 
 TRAINING_RUN_CONFIG = {
-    "ops": {"training__candidate_model": {"config": {"epochs": 12, "light_timing": True}}}
+    "ops": {"training__candidate_model": {"config": {"epochs": 6, "light_timing": True}}}
 }
 LIFECYCLE = (
     "training/training_set",

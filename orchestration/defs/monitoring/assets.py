@@ -1,8 +1,9 @@
 """monitoring.drift_reports: recent events' features against the champion's training reference.
 
-Each report covers the events that arrived since the previous report (or, for a new champion,
-since the newest event it was trained on), so a report answers "is what came in since I last
-looked like what the serving model learned from?". The Evidently HTML is stored in the lake
+Each report covers the events whose features were computed since the previous report (or, for
+a new champion, since its training set was taken), so a report answers "is what came in since I
+last looked like what the serving model learned from?". The window is processing time: the
+devices' event times come from their stream clocks. The Evidently HTML is stored in the lake
 beside the tables (``monitoring/drift_html/<report_id>.html``) and linked from the asset's
 metadata; the verdict lands as one row in the table, which the retraining sensor watches.
 """
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features import FEATURE_VERSION, SUMMARY_COLUMNS
-from lake_schemas.tables import AUDIO_EVENTS, AUDIO_FEATURES, DRIFT_REPORTS, MODEL_EVALUATIONS
+from lake_schemas.tables import AUDIO_FEATURES, DRIFT_REPORTS, MODEL_EVALUATIONS
 from models.drift import (
     DEFAULT_DRIFT_SHARE,
     MIN_ROWS,
@@ -62,35 +63,23 @@ def _previous_window_end(lake: LakeResource) -> datetime | None:
     if not opened.exists(DRIFT_REPORTS):
         return None
     ends = opened.read(DRIFT_REPORTS, columns=["window_end"]).column("window_end")
-    latest = pc.max(ends).as_py()
-    return latest
+    return pc.max(ends).as_py()
 
 
-def _new_events(lake: LakeResource, since: datetime | None, limit: int) -> pa.Table:
-    """Features of events that started after ``since``: event_id, start_time, features."""
+def _new_features(lake: LakeResource, since: datetime | None, limit: int) -> pa.Table:
+    """The newest ``limit`` feature rows computed after ``since``: event_id, computed_at, features.
+
+    The window is in processing time (when features were computed), never in the devices'
+    event time: a replay faster than real time stamps its events minutes in the future.
+    """
     opened = lake.open()
-    flt = (
-        None
-        if since is None
-        else pc.field("start_time") > pa.scalar(since, pa.timestamp("us", tz="UTC"))
-    )
-    events = opened.read(AUDIO_EVENTS, columns=["event_id", "start_time"], filter=flt)
-    if events.num_rows == 0 or not opened.exists(AUDIO_FEATURES):
-        return pa.table({"event_id": [], "start_time": [], "features": []})
-    events = events.sort_by([("start_time", "descending")]).slice(0, limit)
-    feats = opened.read(
-        AUDIO_FEATURES,
-        columns=["event_id", "features"],
-        filter=(pc.field("feature_version") == FEATURE_VERSION)
-        & pc.field("event_id").isin(events.column("event_id")),
-    )
-    vectors = dict(
-        zip(feats.column("event_id").to_pylist(), feats.column("features").to_pylist(), strict=True)
-    )
-    keep = [i for i, e in enumerate(events.column("event_id").to_pylist()) if e in vectors]
-    events = events.take(pa.array(keep, pa.int64()))
-    features = [vectors[e] for e in events.column("event_id").to_pylist()]
-    return events.append_column("features", pa.array(features, pa.list_(pa.float32())))
+    if not opened.exists(AUDIO_FEATURES):
+        return AUDIO_FEATURES.schema.empty_table().select(["event_id", "computed_at", "features"])
+    flt = pc.field("feature_version") == FEATURE_VERSION
+    if since is not None:
+        flt = flt & (pc.field("computed_at") > pa.scalar(since, pa.timestamp("us", tz="UTC")))
+    rows = opened.read(AUDIO_FEATURES, columns=["event_id", "computed_at", "features"], filter=flt)
+    return rows.sort_by([("computed_at", "descending")]).slice(0, limit)
 
 
 def _skip(reason: str, **extra: object) -> dg.MaterializeResult:
@@ -136,11 +125,12 @@ def drift_reports(
     if reference is None:
         return _skip(f"champion version {champion} has no drift reference logged")
     previous = _previous_window_end(lake)
-    since = max((t for t in (previous, reference.data_until) if t is not None), default=None)
-    current = _new_events(lake, since, config.max_events)
+    since = max((t for t in (previous, reference.snapshot_at) if t is not None), default=None)
+    current = _new_features(lake, since, config.max_events)
     if current.num_rows < config.min_events:
         return _skip(
-            f"{current.num_rows} new events since {since}; a report needs {config.min_events}",
+            f"{current.num_rows} events with features computed since {since}; a report needs "
+            f"{config.min_events}",
             new_events=current.num_rows,
         )
     current_frame = features_frame(
@@ -151,12 +141,12 @@ def drift_reports(
         result = detect_drift(reference_frame, current_frame, drift_share=config.drift_share)
     except NotEnoughData as exc:
         return _skip(str(exc))
-    starts = current.column("start_time")
+    computed = current.column("computed_at")
     row = report_row(
         result,
         reference_model_version=champion,
-        window_start=pc.min(starts).as_py(),
-        window_end=pc.max(starts).as_py(),
+        window_start=pc.min(computed).as_py(),
+        window_end=pc.max(computed).as_py(),
         html_uri=None,
         created_at=datetime.now(UTC),
     )

@@ -125,7 +125,7 @@ def train_candidate(
         run_name=f"lake-{training_set.set_id}-{name}",
     )
     train_ids = [str(event_ids[i]) for i in train_rows]
-    log_reference(registry, version, reference_features(lake, train_ids), training_set.data_until)
+    log_reference(registry, version, reference_features(lake, train_ids), training_set.built_at)
     model_version = registry.client.get_model_version(registry.model_name, version)
     run = registry.client.get_run(model_version.run_id)
     log(f"registered version {version}: accuracy {metrics['accuracy']:.3f} on {heldout.name}")
