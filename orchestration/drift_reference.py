@@ -38,12 +38,19 @@ class DriftReference:
     snapshot_at: datetime | None
 
 
+def _run_id(registry: Registry, version: str) -> str:
+    run_id = registry.client.get_model_version(registry.model_name, version).run_id
+    if not run_id:
+        raise ValueError(f"version {version} of {registry.model_name} has no MLflow run")
+    return str(run_id)
+
+
 def log_reference(
     registry: Registry, version: str, features: pa.Table, snapshot_at: datetime | None
 ) -> None:
     """Attach the training events' features (columns = SUMMARY_COLUMNS) to a version's run."""
     client = registry.client
-    run_id = client.get_model_version(registry.model_name, version).run_id
+    run_id = _run_id(registry, version)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / REFERENCE_FILE
         pq.write_table(features, path)
@@ -58,7 +65,7 @@ def load_reference(registry: Registry, version: str) -> DriftReference | None:
     from mlflow.exceptions import MlflowException
 
     client = registry.client
-    run_id = client.get_model_version(registry.model_name, version).run_id
+    run_id = _run_id(registry, version)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = download_artifacts(

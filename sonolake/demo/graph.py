@@ -97,9 +97,13 @@ class DemoGraph:
             for day in self.event_dates()
         ]
 
+    def resource(self, name: str) -> Any:
+        """One of the code location's resources (as the environment chose it)."""
+        return (self.defs.resources or {})[name]
+
     def sensor_tick(self) -> dg.SensorResult | dg.SkipReason:
         """One evaluation of the drift sensor, carrying its cursor like the daemon does."""
-        lake = self.defs.resources["lake"]
+        lake = self.resource("lake")
         with dg.build_sensor_context(
             instance=self.instance, cursor=self.sensor_cursor, resources={"lake": lake}
         ) as context:

@@ -350,7 +350,7 @@ class Demo:
                 "generate",
                 "--quiet",
                 "--vars",
-                _json(dbt_vars(graph.defs.resources["lake"], graph.defs.resources["paths"])),
+                _json(dbt_vars(graph.resource("lake"), graph.resource("paths"))),
             ],
             cwd=DBT_PROJECT_DIR,
             capture_output=True,
@@ -486,6 +486,9 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
             requests = tick.run_requests if isinstance(tick, dg.SensorResult) else []
             if requests:
                 demo.run_requested(graph, requests[0])
+                if summary.retrained_gate_passed and summary.retrained_model_version:
+                    demo.wait_for_model(summary.retrained_model_version)
+                    summary.model_version_served_after = summary.retrained_model_version
             else:
                 demo.say("no retraining requested: the drift report found no dataset drift")
             summary.champion_after = demo.registry.alias_version(CHAMPION)

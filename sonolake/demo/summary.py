@@ -45,6 +45,8 @@ class DemoSummary:
     retrained_gate_passed: bool | None = None
     retrained_accuracy: float | None = None
     champion_after: str | None = None
+    model_version_served_after: str | None = None
+    """The version the gateway hot-swapped to after the retraining (None: it kept the first)."""
     dbt_build_passed: bool | None = None
     quality_checks_passed: str | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -105,7 +107,11 @@ def print_summary(console: Console, summary: DemoSummary) -> None:
             "retrained version / gate",
             f"{_fmt(summary.retrained_model_version)} / {_fmt(summary.retrained_gate_passed)}",
         ),
-        ("champion now", summary.champion_after),
+        (
+            "champion now / gateway serves",
+            f"{_fmt(summary.champion_after)} / "
+            f"{_fmt(summary.model_version_served_after or summary.model_version_served)}",
+        ),
         ("dbt build", summary.dbt_build_passed),
         ("lake quality checks passed", summary.quality_checks_passed),
         ("total time (s)", summary.total_seconds),

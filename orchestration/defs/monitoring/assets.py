@@ -82,7 +82,7 @@ def _new_features(lake: LakeResource, since: datetime | None, limit: int) -> pa.
     return rows.sort_by([("computed_at", "descending")]).slice(0, limit)
 
 
-def _skip(reason: str, **extra: object) -> dg.MaterializeResult:
+def _skip(reason: str, **extra: int | str) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"skipped": reason, **extra})
 
 

@@ -10,6 +10,7 @@ gateway's engine follows that alias and hot-swaps to the new version without dro
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -107,7 +108,7 @@ def candidate_model(
         work_dir=paths.work_dir("bundles", context.run_id),
         log=context.log.info,
     )
-    metadata = {
+    metadata: dict[str, Any] = {
         "model_version": candidate.version,
         "preset": candidate.preset,
         "accuracy": dg.MetadataValue.float(candidate.metrics["accuracy"]),

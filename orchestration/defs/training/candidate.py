@@ -126,12 +126,12 @@ def train_candidate(
     )
     train_ids = [str(event_ids[i]) for i in train_rows]
     log_reference(registry, version, reference_features(lake, train_ids), training_set.built_at)
-    model_version = registry.client.get_model_version(registry.model_name, version)
-    run = registry.client.get_run(model_version.run_id)
+    run_id = str(registry.client.get_model_version(registry.model_name, version).run_id)
+    run = registry.client.get_run(run_id)
     log(f"registered version {version}: accuracy {metrics['accuracy']:.3f} on {heldout.name}")
     return CandidateModel(
         version=version,
-        run_id=model_version.run_id,
+        run_id=run_id,
         experiment_id=run.info.experiment_id,
         bundle_dir=str(bundle_dir),
         preset=name,
