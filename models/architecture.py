@@ -52,6 +52,8 @@ class ArchitectureConfig:
     kernel: int = 9
     """Width of the stage convolutions, in frames (9 frames = 90 ms at the input rate)."""
     dropout: float = 0.2
+    window_mean_norm: bool = False
+    """Subtract each window's own mean per band (cepstral mean normalisation) after scaling."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,6 +163,8 @@ def apply(
     the population statistics on clean data after training).
     """
     x = (logmel - state["band_mean"]) * state["band_scale"]
+    if config.window_mean_norm:
+        x = x - jnp.mean(x, axis=1, keepdims=True)
     x, bn0 = _batch_norm(
         _conv(x, params["stem"], 1), params["bn0"], state["bn0"], train, bn_momentum
     )

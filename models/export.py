@@ -91,6 +91,9 @@ def _member_graph(
         [x, g.const(f"{prefix}band_scale", np.asarray(state["band_scale"]))],
         f"{prefix}normalised",
     )
+    if arch.window_mean_norm:
+        mean = g.node("ReduceMean", [x], f"{prefix}window_mean", axes=[1], keepdims=1)
+        x = g.node("Sub", [x, mean], f"{prefix}mean_normalised")
     x = g.node("Transpose", [x], f"{prefix}channels_first", perm=[0, 2, 1])
     x, length = g.conv(
         x, f"{prefix}stem", params["stem"], params["bn0"], state["bn0"], 1, WINDOW_FRAMES

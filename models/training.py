@@ -49,6 +49,9 @@ class TrainConfig:
     stages: tuple[tuple[int, int], ...] = ((64, 2), (96, 2), (128, 2))
     kernel: int = 9
     dropout: float = 0.2
+    window_mean_norm: bool = False
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights (e.g. 0.998) and export it; 0: off."""
     ensemble: int = 1
     recalibrate_bn: bool = True
     seed: int = 0
@@ -61,6 +64,7 @@ class TrainConfig:
             stages=self.stages,
             kernel=self.kernel,
             dropout=self.dropout,
+            window_mean_norm=self.window_mean_norm,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,7 +155,7 @@ def _train_step(
     optimizer = _optimizer(weight_decay)
 
     @jax.jit
-    def step(params, state, opt_state, logmel, targets, key, learning_rate):
+    def step(params, ema, state, opt_state, logmel, targets, key, learning_rate, ema_decay):
         k_mask, k_mix, k_drop = jax.random.split(key, 3)
         if augment.time_masks or augment.freq_masks:
             logmel = spec_augment(k_mask, logmel, state["band_mean"], augment)
@@ -165,7 +169,9 @@ def _train_step(
         (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         updates = jax.tree_util.tree_map(lambda u: -learning_rate * u, updates)
-        return optax.apply_updates(params, updates), new_state, opt_state, loss
+        params = optax.apply_updates(params, updates)
+        ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
+        return params, ema, new_state, opt_state, loss
 
     return step
 
@@ -261,6 +267,7 @@ def train(
         key, init_key = jax.random.split(key)
         params, state = init(init_key, arch, band_mean, band_std)
         opt_state = optimizer.init(params)
+        ema = params
         step_index = 0
         for epoch in range(config.epochs):
             epoch_started = time.perf_counter()
@@ -270,14 +277,16 @@ def train(
             for batch in range(steps_per_epoch):
                 rows = order[batch * config.batch_size : (batch + 1) * config.batch_size]
                 key, step_key = jax.random.split(key)
-                params, state, opt_state, loss = step(
+                params, ema, state, opt_state, loss = step(
                     params,
+                    ema,
                     state,
                     opt_state,
                     features[rows],
                     targets_all[rows],
                     step_key,
                     learning_rates[step_index],
+                    np.float32(min(config.ema_decay, (1 + step_index) / (10 + step_index))),
                 )
                 step_index += 1
                 losses.append(loss)
@@ -291,7 +300,9 @@ def train(
             history.append(report)
             if on_epoch is not None:
                 on_epoch(report)
-        if config.recalibrate_bn:
+        if config.ema_decay > 0:
+            params = ema  # its BN statistics are re-estimated below
+        if config.recalibrate_bn or config.ema_decay > 0:
             state = _recalibrate_bn(params, state, clean, arch, EVAL_BATCH)
         members.append((jax.device_get(params), jax.device_get(state)))
     return TrainedModel(

@@ -50,6 +50,7 @@ def moto_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
 
 
 @pytest.mark.s3
+@pytest.mark.slow
 @pytest.mark.integration
 def test_the_graph_runs_on_an_s3_lake(
     moto_endpoint: str, shared_data: Path, tmp_path: Path

@@ -7,7 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.augment import NO_AUGMENT, AugmentConfig, augment_waveforms, mixup, spec_augment
+from models.augment import (
+    NO_AUGMENT,
+    AugmentConfig,
+    augment_waveforms,
+    change_speed,
+    mixup,
+    spec_augment,
+)
 
 SAMPLES = 16_000
 
@@ -83,3 +90,14 @@ def test_silence_windows_get_noise_by_gain(silent: bool) -> None:
     config = AugmentConfig(time_shift_ms=0.0, gain_db=(0.0, 0.0), noise_probability=1.0)
     out = augment_waveforms(windows, np.full(4, silent), noise_bank, rng, config)
     assert np.all(np.abs(out - windows).max(axis=1) > 0)  # even a digital-silence window gets noise
+
+
+def test_speed_perturbation_moves_the_pitch_by_its_factor() -> None:
+    t = np.arange(SAMPLES) / SAMPLES
+    tone = np.sin(2 * np.pi * 500 * t).astype(np.float32)[None].repeat(3, axis=0)
+    out = change_speed(tone, np.array([1.0, 1.1, 0.9]))
+    np.testing.assert_allclose(out[0], tone[0], atol=1e-5)
+    core = slice(4000, 12_000)  # 0.5 s: 2 Hz FFT resolution
+    peaks_hz = [np.argmax(np.abs(np.fft.rfft(row[core]))) * SAMPLES / 8000 for row in out]
+    assert peaks_hz == pytest.approx([500.0, 550.0, 450.0], abs=2.0)
+    assert np.all(out[1, :700] == 0.0)  # sped up: the edges come from outside the window

@@ -33,6 +33,8 @@ from orchestration.lake_stats import snapshot_metadata, table_definition_metadat
 from orchestration.resources import LakeResource, ModelRegistryResource
 
 WRITER = "dagster:monitoring/drift_reports"
+HTML_DIR = "monitoring/drift_html"
+"""Where the Evidently HTML reports go, below the lake root."""
 
 model_evaluations = dg.AssetSpec(
     key=table_key(MODEL_EVALUATIONS),
@@ -44,7 +46,8 @@ model_evaluations = dg.AssetSpec(
     kinds={"delta", "mlflow"},
     metadata=table_definition_metadata(MODEL_EVALUATIONS),
 )
-HTML_DIR = "monitoring/drift_html"
+"""monitoring.model_evaluations in the graph: the registry writes it, the gate and promotion
+report its new versions, dbt reads it."""
 
 
 class DriftConfig(dg.Config):
