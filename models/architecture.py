@@ -52,6 +52,9 @@ class ArchitectureConfig:
     kernel: int = 9
     """Width of the stage convolutions, in frames (9 frames = 90 ms at the input rate)."""
     dropout: float = 0.2
+    freq_channels: int = 0
+    """>0: a 3×3 time-frequency conv (stride 2 in frequency) with this many channels before the
+    stem, whose outputs (frequency × channel) become the stem's input channels; 0: off."""
     window_mean_norm: bool = False
     """Subtract each window's own mean per band (cepstral mean normalisation) after scaling."""
 
@@ -64,6 +67,16 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
+
+
+FREQ_STRIDE = 2
+
+
+def stem_input_channels(config: ArchitectureConfig) -> int:
+    """Channels the stem sees: the mel bands, or (bands / 2) × freq_channels after the 2-D conv."""
+    if not config.freq_channels:
+        return config.n_mels
+    return -(-config.n_mels // FREQ_STRIDE) * config.freq_channels
 
 
 def _he(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
@@ -82,23 +95,25 @@ def init(
     key: jax.Array, config: ArchitectureConfig, band_mean: np.ndarray, band_std: np.ndarray
 ) -> tuple[Params, State]:
     """Fresh parameters and state; ``band_mean``/``band_std`` [n_mels] normalise the input."""
-    keys = iter(jax.random.split(key, 2 + 3 * len(config.stages)))
+    keys = iter(jax.random.split(key, 3 + 3 * len(config.stages)))
     stem = config.stem_channels
+    stem_in = stem_input_channels(config)
     params: Params = {
-        "stem": _he(
-            next(keys),
-            (config.stem_kernel, config.n_mels, stem),
-            config.stem_kernel * config.n_mels,
-        ),
+        "stem": _he(next(keys), (config.stem_kernel, stem_in, stem), config.stem_kernel * stem_in),
         "bn0": _bn_params(stem),
         "blocks": [],
     }
+    freq_key = next(keys)
     state: State = {
         "band_mean": jnp.asarray(band_mean, jnp.float32),
         "band_scale": jnp.asarray(1.0 / np.maximum(band_std, 1e-3), jnp.float32),
         "bn0": _bn_state(stem),
         "blocks": [],
     }
+    if config.freq_channels:
+        params["freq"] = _he(freq_key, (3, 3, 1, config.freq_channels), 9)
+        params["bn_freq"] = _bn_params(config.freq_channels)
+        state["bn_freq"] = _bn_state(config.freq_channels)
     k = config.kernel
     channels_in = stem
     for channels, stride in config.stages:
@@ -129,8 +144,9 @@ def _batch_norm(
     x: jax.Array, params: dict, state: dict, train: bool, momentum: float
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     if train:
-        mean = jnp.mean(x, axis=(0, 1))
-        var = jnp.var(x, axis=(0, 1))
+        axes = tuple(range(x.ndim - 1))  # every axis but the channels
+        mean = jnp.mean(x, axis=axes)
+        var = jnp.var(x, axis=axes)
         new_state = {
             "mean": momentum * state["mean"] + (1 - momentum) * mean,
             "var": momentum * state["var"] + (1 - momentum) * var,
@@ -165,6 +181,20 @@ def apply(
     x = (logmel - state["band_mean"]) * state["band_scale"]
     if config.window_mean_norm:
         x = x - jnp.mean(x, axis=1, keepdims=True)
+    updated_freq = {}
+    if config.freq_channels:
+        image = jax.lax.conv_general_dilated(
+            x[..., None],
+            params["freq"],
+            window_strides=(1, FREQ_STRIDE),
+            padding="SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        image, updated_freq["bn_freq"] = _batch_norm(
+            image, params["bn_freq"], state["bn_freq"], train, bn_momentum
+        )
+        image = jax.nn.relu(image)
+        x = image.reshape(image.shape[0], image.shape[1], -1)  # channel index = f·C + c
     x, bn0 = _batch_norm(
         _conv(x, params["stem"], 1), params["bn0"], state["bn0"], train, bn_momentum
     )
@@ -192,4 +222,4 @@ def apply(
         keep = jax.random.bernoulli(dropout_key, 1.0 - config.dropout, x.shape)
         x = jnp.where(keep, x / (1.0 - config.dropout), 0.0)
     logits = x @ params["head"]["w"] + params["head"]["b"]
-    return logits, {**state, "bn0": bn0, "blocks": new_blocks}
+    return logits, {**state, **updated_freq, "bn0": bn0, "blocks": new_blocks}

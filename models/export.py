@@ -29,7 +29,14 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from features.spectral import WINDOW_FRAMES
-from models.architecture import BN_EPSILON, ArchitectureConfig, Params, State, same_padding
+from models.architecture import (
+    BN_EPSILON,
+    FREQ_STRIDE,
+    ArchitectureConfig,
+    Params,
+    State,
+    same_padding,
+)
 
 INPUT_NAME = "logmel"
 OUTPUT_NAME = "probs"
@@ -77,6 +84,42 @@ class _GraphBuilder:
         return out, -(-length // stride)
 
 
+def _freq_conv(
+    g: _GraphBuilder, prefix: str, x: str, params: Params, state: State, arch: ArchitectureConfig
+) -> str:
+    """The optional 3×3 time-frequency conv; returns ``[N, (mels/2)·C, frames]`` channels-first."""
+    channels = arch.freq_channels
+    scale = np.asarray(params["bn_freq"]["gamma"]) / np.sqrt(
+        np.asarray(state["bn_freq"]["var"]) + BN_EPSILON
+    )
+    weight = np.transpose(np.asarray(params["freq"]), (3, 2, 0, 1)) * scale[:, None, None, None]
+    bias = np.asarray(params["bn_freq"]["beta"]) - np.asarray(state["bn_freq"]["mean"]) * scale
+    pad_t = same_padding(WINDOW_FRAMES, 3, 1)
+    pad_f = same_padding(arch.n_mels, 3, FREQ_STRIDE)
+    image = g.node(
+        "Unsqueeze", [x, g.const(f"{prefix}axis1", np.array([1], np.int64))], f"{prefix}image"
+    )
+    image = g.node(
+        "Conv",
+        [
+            image,
+            g.const(f"{prefix}freq.w", weight.astype(np.float32)),
+            g.const(f"{prefix}freq.b", bias.astype(np.float32)),
+        ],
+        f"{prefix}freq",
+        kernel_shape=[3, 3],
+        strides=[1, FREQ_STRIDE],
+        pads=[pad_t[0], pad_f[0], pad_t[1], pad_f[1]],
+    )
+    image = g.node("Relu", [image], f"{prefix}freq.relu")
+    # [N, C, T, F] → [N, F, C, T] → [N, F·C, T]: channel index f·C + c, as in the JAX reshape.
+    image = g.node("Transpose", [image], f"{prefix}freq.major", perm=[0, 3, 1, 2])
+    shape = np.array([0, -(-arch.n_mels // FREQ_STRIDE) * channels, WINDOW_FRAMES], np.int64)
+    return g.node(
+        "Reshape", [image, g.const(f"{prefix}freq.shape", shape)], f"{prefix}channels_first"
+    )
+
+
 def _member_graph(
     g: _GraphBuilder, prefix: str, params: Params, state: State, arch: ArchitectureConfig
 ) -> str:
@@ -94,7 +137,10 @@ def _member_graph(
     if arch.window_mean_norm:
         mean = g.node("ReduceMean", [x], f"{prefix}window_mean", axes=[1], keepdims=1)
         x = g.node("Sub", [x, mean], f"{prefix}mean_normalised")
-    x = g.node("Transpose", [x], f"{prefix}channels_first", perm=[0, 2, 1])
+    if arch.freq_channels:
+        x = _freq_conv(g, prefix, x, params, state, arch)
+    else:
+        x = g.node("Transpose", [x], f"{prefix}channels_first", perm=[0, 2, 1])
     x, length = g.conv(
         x, f"{prefix}stem", params["stem"], params["bn0"], state["bn0"], 1, WINDOW_FRAMES
     )

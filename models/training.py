@@ -50,6 +50,7 @@ class TrainConfig:
     kernel: int = 9
     dropout: float = 0.2
     window_mean_norm: bool = False
+    freq_channels: int = 0
     ema_decay: float = 0.0
     """Keep an exponential moving average of the weights (e.g. 0.998) and export it; 0: off."""
     ensemble: int = 1
@@ -65,6 +66,7 @@ class TrainConfig:
             kernel=self.kernel,
             dropout=self.dropout,
             window_mean_norm=self.window_mean_norm,
+            freq_channels=self.freq_channels,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -59,6 +59,10 @@ def register(app: typer.Typer) -> None:
             epochs=epochs,
             reset=reset,
         )
-        summary = run_demo(settings, options, console)
+        try:
+            summary = run_demo(settings, options, console)
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]: the gateway and the sidecar were stopped")
+            raise typer.Exit(130) from None
         print_summary(console, summary)
         console.print(f"summary written to {summary_path(settings)}")

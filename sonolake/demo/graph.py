@@ -4,13 +4,20 @@ Runs go through the real definitions, resources and instance (``Settings.dagster
 every materialization, check result and run the demo makes is in the UI afterwards
 (``make dev``). The drift sensor is evaluated the way the daemon does it, tick by tick with its
 cursor, and the run it requests is executed with the request's tags.
+
+Runs execute on a worker thread while the main thread waits in short joins. In the main thread
+Dagster's in-process execution captures SIGINT/SIGTERM and only looks at them between steps (a
+two-minute training step would swallow Ctrl-C); off the main thread it leaves signals alone, so
+Ctrl-C reaches the demo at once and it can stop its servers. Runs cut short that way are marked
+canceled in the instance.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -18,6 +25,8 @@ from lake_schemas import AUDIO_EVENTS, Lake
 from orchestration.definitions import build_definitions
 from orchestration.defs.monitoring.sensors import drift_retraining_sensor
 from sonolake.settings import Settings
+
+T = TypeVar("T")
 
 QUIET_LOGS: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Run config that keeps Dagster's step-by-step log off the demo's terminal (it is in the UI)."""
@@ -38,6 +47,39 @@ def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict[str, Any]:
         if event.materialization.asset_key == dg.AssetKey.from_user_string(key):
             found = {k: v.value for k, v in event.materialization.metadata.items()}
     return found
+
+
+JOIN_INTERVAL_S = 0.2
+"""How often the main thread wakes while a run executes (so signals are handled promptly)."""
+
+
+def in_worker_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on a daemon thread; the main thread waits, interruptible, for its result."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="dagster-run", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(JOIN_INTERVAL_S)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def cancel_unfinished_runs(instance: dg.DagsterInstance, message: str) -> int:
+    """Mark the demo's runs still in progress (cut short by Ctrl-C) as canceled."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
+    )
+    for run in runs:
+        instance.report_run_canceled(run, message=message)
+    return len(runs)
 
 
 class DemoGraph:
@@ -61,22 +103,27 @@ class DemoGraph:
         job = self.defs.resolve_implicit_global_asset_job_def().get_subset(
             asset_selection=selection
         )
-        return job.execute_in_process(
-            instance=self.instance,
-            partition_key=partition_key,
-            run_config={**QUIET_LOGS, **(run_config or {})},
-            tags={"sonolake/trigger": "demo", **(tags or {})},
-            raise_on_error=False,
+        return in_worker_thread(
+            lambda: job.execute_in_process(
+                instance=self.instance,
+                partition_key=partition_key,
+                run_config={**QUIET_LOGS, **(run_config or {})},
+                tags={"sonolake/trigger": "demo", **(tags or {})},
+                raise_on_error=False,
+            )
         )
 
     def run_job(
         self, name: str, *, run_config: Mapping[str, Any], tags: Mapping[str, str]
     ) -> dg.ExecuteInProcessResult:
-        return self.defs.resolve_job_def(name).execute_in_process(
-            instance=self.instance,
-            run_config=dict(run_config),
-            tags=dict(tags),
-            raise_on_error=False,
+        job = self.defs.resolve_job_def(name)
+        return in_worker_thread(
+            lambda: job.execute_in_process(
+                instance=self.instance,
+                run_config={**QUIET_LOGS, **run_config},
+                tags=dict(tags),
+                raise_on_error=False,
+            )
         )
 
     def event_dates(self) -> list[str]:

@@ -35,7 +35,7 @@ from orchestration.defs.analytics.assets import ANALYTICS_DATABASE, dbt_vars
 from orchestration.instance import prepare_dagster_home
 from orchestration.resources import DBT_PROJECT_DIR, dbt_executable
 from sonolake.demo.corpora import DemoCorpora, demo_corpora
-from sonolake.demo.graph import DemoGraph, candidate_config, metadata
+from sonolake.demo.graph import DemoGraph, cancel_unfinished_runs, candidate_config, metadata
 from sonolake.demo.options import DemoOptions
 from sonolake.demo.processes import (
     Child,
@@ -415,90 +415,98 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
             "using generated, labelled audio[/]"
         )
     with dg.DagsterInstance.get() as instance, Children(PROJECT_ROOT) as children:
-        graph = DemoGraph(settings, instance)
-        with demo.stage("start", "Starting the sidecar and the gateway"):
-            demo.start_servers(children)
-            demo.sensor_tick(graph)
-        with demo.stage(
-            "replay_training",
-            f"Replaying {corpora.training_clips} labelled recordings as "
-            f"{options.streams} concurrent devices",
-        ):
-            training = demo.replay(
-                corpora.training, "devices done", streams=options.streams, labels=True
-            )
-        with demo.stage("landing", "Landing the spool into bronze and silver"):
-            demo.wait_for_landing(training.chunks_acked)
-            demo.fill_counts()
-            demo.say(
-                f"{summary.chunks_landed} chunks, {summary.events} events, "
-                f"{summary.sessions} sessions in the lake"
-            )
-        with demo.stage(
-            "train",
-            "Features → training set → train → ONNX FP32/INT8/FP16 → evaluate → gate → champion",
-        ):
-            champion = demo.train_first_model(graph)
-            demo.restart_sidecar()
-            demo.wait_for_model(champion)
-        with demo.stage(
-            "serve",
-            f"Serving the champion to {corpora.serving_clips} clips of unseen speakers, "
-            "in real time",
-        ):
-            landed = summary.chunks_landed
-            serving = demo.replay(
-                corpora.serving, "devices done", streams=options.streams, labels=True, realtime=True
-            )
-            summary.model_version_served = ", ".join(serving.model_versions) or None
-            summary.live_accuracy = serving.accuracy
-            summary.client_latency_ms_p50 = serving.latency_ms_p50
-            summary.client_latency_ms_p99 = serving.latency_ms_p99
-            summary.dropped_chunks = serving.dropped_chunks
-            demo.say(
-                f"results carried model version(s) {summary.model_version_served}; "
-                f"live accuracy {_pct(serving.accuracy)}; latency p50 "
-                f"{serving.latency_ms_p50} ms, p99 {serving.latency_ms_p99} ms"
-            )
-            demo.wait_for_landing(landed + serving.chunks_acked)
-            before = demo.drift_report(graph)
-            summary.drift_share_before = before.get("drift_share")
-            summary.drift_detected_before = before.get("dataset_drift")
-            demo.sensor_tick(graph)
-        with demo.stage(
-            "drift", f"Replaying {corpora.drift_clips} telephone digits (8 kHz mu-law): drift"
-        ):
-            landed = demo._count(AUDIO_CHUNKS)
-            phone = demo.replay(
-                corpora.drift,
-                "devices done",
-                streams=options.streams,
-                labels=True,
-                encoding="mulaw",
-            )
-            demo.wait_for_landing(landed + phone.chunks_acked)
-            after = demo.drift_report(graph)
-            summary.drift_share = after.get("drift_share")
-            summary.drift_detected = after.get("dataset_drift")
-            summary.drift_report_html = after.get("evidently_report")
-            tick = demo.sensor_tick(graph)
-        with demo.stage("retrain", "The sensor's retraining run"):
-            requests = tick.run_requests if isinstance(tick, dg.SensorResult) else []
-            if requests:
-                demo.run_requested(graph, requests[0])
-                if summary.retrained_gate_passed and summary.retrained_model_version:
-                    demo.wait_for_model(summary.retrained_model_version)
-                    summary.model_version_served_after = summary.retrained_model_version
-            else:
-                demo.say("no retraining requested: the drift report found no dataset drift")
-            summary.champion_after = demo.registry.alias_version(CHAMPION)
-        with demo.stage("analytics", "dbt build, lake quality checks, dbt docs"):
-            demo.analytics(graph)
-            demo.fill_counts()
+        try:
+            _stages(demo, corpora, DemoGraph(settings, instance), children)
+        except KeyboardInterrupt:
+            cancel_unfinished_runs(instance, "interrupted: the demo was stopped (Ctrl-C)")
+            raise
     summary.total_seconds = round(time.perf_counter() - started, 1)
     summary.where_to_look = demo.where_to_look()
     summary.write(summary_path(settings))
     return summary
+
+
+def _stages(demo: Demo, corpora: DemoCorpora, graph: DemoGraph, children: Children) -> None:
+    """The stages, in order (see the module docstring)."""
+    summary, options = demo.summary, demo.options
+    with demo.stage("start", "Starting the sidecar and the gateway"):
+        demo.start_servers(children)
+        demo.sensor_tick(graph)
+    with demo.stage(
+        "replay_training",
+        f"Replaying {corpora.training_clips} labelled recordings as "
+        f"{options.streams} concurrent devices",
+    ):
+        training = demo.replay(
+            corpora.training, "devices done", streams=options.streams, labels=True
+        )
+    with demo.stage("landing", "Landing the spool into bronze and silver"):
+        demo.wait_for_landing(training.chunks_acked)
+        demo.fill_counts()
+        demo.say(
+            f"{summary.chunks_landed} chunks, {summary.events} events, "
+            f"{summary.sessions} sessions in the lake"
+        )
+    with demo.stage(
+        "train",
+        "Features → training set → train → ONNX FP32/INT8/FP16 → evaluate → gate → champion",
+    ):
+        champion = demo.train_first_model(graph)
+        demo.restart_sidecar()
+        demo.wait_for_model(champion)
+    with demo.stage(
+        "serve",
+        f"Serving the champion to {corpora.serving_clips} clips of unseen speakers, in real time",
+    ):
+        landed = summary.chunks_landed
+        serving = demo.replay(
+            corpora.serving, "devices done", streams=options.streams, labels=True, realtime=True
+        )
+        summary.model_version_served = ", ".join(serving.model_versions) or None
+        summary.live_accuracy = serving.accuracy
+        summary.client_latency_ms_p50 = serving.latency_ms_p50
+        summary.client_latency_ms_p99 = serving.latency_ms_p99
+        summary.dropped_chunks = serving.dropped_chunks
+        demo.say(
+            f"results carried model version(s) {summary.model_version_served}; "
+            f"live accuracy {_pct(serving.accuracy)}; latency p50 "
+            f"{serving.latency_ms_p50} ms, p99 {serving.latency_ms_p99} ms"
+        )
+        demo.wait_for_landing(landed + serving.chunks_acked)
+        before = demo.drift_report(graph)
+        summary.drift_share_before = before.get("drift_share")
+        summary.drift_detected_before = before.get("dataset_drift")
+        demo.sensor_tick(graph)
+    with demo.stage(
+        "drift", f"Replaying {corpora.drift_clips} telephone digits (8 kHz mu-law): drift"
+    ):
+        landed = demo._count(AUDIO_CHUNKS)
+        phone = demo.replay(
+            corpora.drift,
+            "devices done",
+            streams=options.streams,
+            labels=True,
+            encoding="mulaw",
+        )
+        demo.wait_for_landing(landed + phone.chunks_acked)
+        after = demo.drift_report(graph)
+        summary.drift_share = after.get("drift_share")
+        summary.drift_detected = after.get("dataset_drift")
+        summary.drift_report_html = after.get("evidently_report")
+        tick = demo.sensor_tick(graph)
+    with demo.stage("retrain", "The sensor's retraining run"):
+        requests = tick.run_requests if isinstance(tick, dg.SensorResult) else []
+        if requests:
+            demo.run_requested(graph, requests[0])
+            if summary.retrained_gate_passed and summary.retrained_model_version:
+                demo.wait_for_model(summary.retrained_model_version)
+                summary.model_version_served_after = summary.retrained_model_version
+        else:
+            demo.say("no retraining requested: the drift report found no dataset drift")
+        summary.champion_after = demo.registry.alias_version(CHAMPION)
+    with demo.stage("analytics", "dbt build, lake quality checks, dbt docs"):
+        demo.analytics(graph)
+        demo.fill_counts()
 
 
 def summary_path(settings: Settings) -> Path:
