@@ -7,6 +7,7 @@ drift with telephone audio and shows the sensor's retraining run. See docs/demo.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -63,6 +64,8 @@ def register(app: typer.Typer) -> None:
             summary = run_demo(settings, options, console)
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]: the gateway and the sidecar were stopped")
-            raise typer.Exit(130) from None
+            sys.stdout.flush()
+            # a run cut short may still hold a worker thread in native code (JAX): leave now
+            os._exit(130)
         print_summary(console, summary)
         console.print(f"summary written to {summary_path(settings)}")

@@ -117,6 +117,7 @@ class Children:
         self.cwd = cwd
         self.children: list[Child] = []
         self._previous_sigterm: Any = None
+        self._previous_sigint: Any = None
 
     def start(self, child: Child) -> Child:
         self.children.append(child.start(self.cwd))
@@ -138,6 +139,10 @@ class Children:
         raise KeyboardInterrupt(f"signal {signum}")
 
     def __enter__(self) -> Children:
+        # Both signals must interrupt, even when SIGINT was inherited as ignored (a job started
+        # in the background by a non-interactive shell): Dagster maps SIGTERM onto whatever the
+        # SIGINT handler is, so an ignored SIGINT would make SIGTERM ignored too.
+        self._previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
         self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         return self
 
@@ -146,6 +151,7 @@ class Children:
             self.stop_all()
         finally:
             signal.signal(signal.SIGTERM, self._previous_sigterm or signal.SIG_DFL)
+            signal.signal(signal.SIGINT, self._previous_sigint or signal.SIG_DFL)
 
 
 def sonolake_command(*args: str) -> list[str]:
