@@ -21,6 +21,7 @@ from features.spectral import (
     HOP_SAMPLES,
     LOG_FLOOR,
     frames_in,
+    logmel_frames,
     mel_filterbank,
 )
 
@@ -118,3 +119,11 @@ def test_mfcc_is_the_orthonormal_dct_of_log_mel() -> None:
     np.testing.assert_allclose(
         coefficients, scipy.fft.dct(logmel(audio), norm="ortho", axis=1)[:, :13], rtol=1e-5
     )
+
+
+def test_block_framing_equals_the_strided_frame_view() -> None:
+    """The fast block-built frames give exactly the log-mel of the plain frame view."""
+    rng = np.random.default_rng(6)
+    for length in (400, 559, 560, 16_000, 16_161):
+        audio = (rng.standard_normal(length) * 0.3).astype(np.float32)
+        np.testing.assert_allclose(logmel(audio), logmel_frames(frame_signal(audio)), atol=1e-5)
