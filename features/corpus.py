@@ -124,7 +124,8 @@ def split_by_speaker(
     Speakers are assigned by a hash of their id, so adding clips never moves a speaker to the
     other side. Clips without a speaker (background noise) are split per clip the same way.
     """
-    train, test = [], []
+    train: list[Clip] = []
+    test: list[Clip] = []
     for clip in clips:
         (test if in_test_split(clip.speaker, test_fraction, seed) else train).append(clip)
     return train, test

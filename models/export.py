@@ -5,22 +5,24 @@ tracing JAX (jax2onnx would add a dependency tree for a graph of a few op types)
 norm is folded into the convolution before it (``w' = w·γ/√(σ²+ε)``, ``b' = β − μ·γ/√(σ²+ε)``),
 so the graph is just Sub/Mul (input normalisation), Transpose, Conv, Relu, Add,
 GlobalAveragePool, Gemm and Softmax; an ensemble averages its members' softmax outputs with
-one ``Mean`` node. ONNX
-Runtime's output equals the JAX forward pass to float32 rounding (tested).
+one ``Mean`` node. ONNX Runtime's output equals the JAX forward pass to float32 rounding
+(tested).
 
 INT8 is static QDQ quantization (:func:`quantize_int8`): activations uint8 / weights int8
 per output channel, ranges calibrated on clean training windows. Static beats dynamic here: a
 CNN's cost is its convolutions, and dynamic quantization only covers MatMul/Gemm-like ops well;
 static QDQ lets ONNX Runtime fuse each DQ→Conv→Q into one QLinearConv on u8s8 kernels.
+Measured on the full model: static 3.6× faster than FP32 at batch 1 with no accuracy lost,
+dynamic no faster than FP32 (docs/models.md).
 
 FP16 keeps float32 inputs and outputs (``keep_io_types``) so callers feed the same arrays to
-every artifact; it is meant for the CUDA provider (on CPU, FP16 falls back to casts).
+every artifact; it is meant for the CUDA provider (on the CPU provider it runs, at FP32 speed).
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,16 +219,20 @@ class _LogmelReader:
     """Calibration feed for ``quantize_static``: batches of log-mel ``[32, frames, mels]``."""
 
     def __init__(self, logmel: np.ndarray) -> None:
-        self._batches: Iterator[np.ndarray] = iter(
-            [logmel[s : s + CALIBRATION_BATCH] for s in range(0, len(logmel), CALIBRATION_BATCH)]
-        )
+        self._batches = [
+            logmel[s : s + CALIBRATION_BATCH].astype(np.float32)
+            for s in range(0, len(logmel), CALIBRATION_BATCH)
+        ]
+        self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {INPUT_NAME: batch.astype(np.float32)}
+        if self._next >= len(self._batches):
+            return None
+        self._next += 1
+        return {INPUT_NAME: self._batches[self._next - 1]}
 
-    def rewind(self) -> None:  # pragma: no cover - quantize_static reads once
-        raise NotImplementedError
+    def rewind(self) -> None:
+        self._next = 0
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration_logmel: np.ndarray) -> Path:

@@ -148,7 +148,7 @@ def _optimizer(weight_decay: float) -> optax.GradientTransformation:
 @lru_cache(maxsize=8)
 def _train_step(
     arch: ArchitectureConfig, augment: AugmentConfig, weight_decay: float
-) -> Callable[..., tuple[Params, State, Any, jax.Array]]:
+) -> Callable[..., tuple[Params, Params, State, Any, jax.Array]]:
     """The jitted step, cached per shape so repeated runs in one process compile once.
 
     The learning rate is an argument (a traced scalar), not baked into the optimizer, so runs
