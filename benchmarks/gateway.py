@@ -36,26 +36,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import BenchResult, percentiles
+from models.dataset import LABELS
 
 CHUNK_MS = 100
 CHUNK_SAMPLES = 1600
 P99_GOAL_MS = 100.0
 SEARCH_UP = (750, 1000, 1250, 1500, 2000, 2500, 3000)
 SEARCH_DOWN = (400, 300, 200, 150, 100, 50, 25)
-LABELS = (
-    "yes",
-    "no",
-    "up",
-    "down",
-    "left",
-    "right",
-    "on",
-    "off",
-    "stop",
-    "go",
-    "_unknown_",
-    "_silence_",
-)
 
 
 def write_linear_bundle(folder: Path, seed: int = 0) -> Path:

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from benchmarks.harness import BenchResult, cpu_seconds, percentiles, progress
 from lake_schemas import AUDIO_EVENTS, Lake
+from models.dataset import LABELS
 
 QUICK_ROWS = 200_000
 FULL_ROWS = 2_000_000
@@ -35,20 +36,6 @@ FULL_ROUNDS = 9
 DAYS = 30
 DEVICES = 500
 FIRST_DAY = date(2024, 3, 1)
-LABELS = (
-    "yes",
-    "no",
-    "up",
-    "down",
-    "left",
-    "right",
-    "on",
-    "off",
-    "stop",
-    "go",
-    "_unknown_",
-    "_silence_",
-)
 SEED = 20240301
 
 TABLE = "silver.audio_events"

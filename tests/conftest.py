@@ -9,8 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sonolake.settings import Settings  # noqa: E402
-from support import REPO_ROOT  # noqa: E402
+from support import REPO_ROOT
+
+from sonolake.settings import Settings
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -19,7 +20,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 def shared_data() -> Path:
     """The real recordings; tests about model quality or real audio skip when absent."""
     if not (SHARED_DATA / "speech_commands" / "manifest.csv").exists():
-        pytest.skip(f"real data not found at {SHARED_DATA} (the shared data folder beside the repo)")
+        pytest.skip(f"real data not found at {SHARED_DATA} (the data folder beside the checkout)")
     return SHARED_DATA
 
 

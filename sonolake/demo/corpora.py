@@ -37,21 +37,8 @@ from features.corpus import (
     write_wav,
 )
 from features.pcm import to_pcm16
+from models.dataset import LABELS
 
-LABELS = (
-    "yes",
-    "no",
-    "up",
-    "down",
-    "left",
-    "right",
-    "on",
-    "off",
-    "stop",
-    "go",
-    "_unknown_",
-    "_silence_",
-)
 MANIFEST_COLUMNS = ("path", "label", "speaker", "sample_rate")
 
 

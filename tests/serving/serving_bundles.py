@@ -19,22 +19,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from features import FEATURE_VERSION, N_MELS, WINDOW_FRAMES, WINDOW_SAMPLES, logmel_batch
+from models.dataset import LABELS
 from models.scoring import SpeedProbe
 
-LABELS = (
-    "yes",
-    "no",
-    "up",
-    "down",
-    "left",
-    "right",
-    "on",
-    "off",
-    "stop",
-    "go",
-    "_unknown_",
-    "_silence_",
-)
 TONE_HZ = tuple(250.0 * 1.3**i for i in range(len(LABELS)))
 """One pitch per label, 250 Hz to ~4.5 kHz: far enough apart for a linear model on log-mel."""
 QUICK_SPEED = SpeedProbe(latency_runs=50, latency_rounds=1, warmup_runs=5, throughput_s=0.05)

@@ -38,7 +38,11 @@ def test_linear16_rejects_half_samples() -> None:
 
 @pytest.mark.parametrize(
     ("encoding", "rate", "message"),
-    [("opus", 16000, "encoding='opus'"), ("linear16", 7, "sample_rate=7"), ("mulaw", 96000, "8000")],
+    [
+        ("opus", 16000, "encoding='opus'"),
+        ("linear16", 7, "sample_rate=7"),
+        ("mulaw", 96000, "8000"),
+    ],
 )
 def test_check_format_says_what_to_change(encoding: str, rate: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sonolake.settings import Settings
 from support import REPO_ROOT
+
+from sonolake.settings import Settings
 
 
 def test_every_setting_is_in_the_readme() -> None:

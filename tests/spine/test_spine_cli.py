@@ -7,10 +7,10 @@ import sys
 
 import pytest
 import typer
+from support import REPO_ROOT
 
 from sonolake.cli import app, main
 from sonolake.errors import BadInput, WorkFailed
-from support import REPO_ROOT
 
 
 def test_config_prints_effective_settings(settings: object, capsys: pytest.CaptureFixture) -> None:
