@@ -88,18 +88,7 @@ def real_corpora(
     speech = read_manifest(corpus_manifest(data_dir, SPEECH_COMMANDS))
     digits = read_manifest(corpus_manifest(data_dir, FSDD))
     training = speech if training_limit is None else _interleave(speech, training_limit)
-    heldout = [c for c in speech if c.label != "_silence_" and in_test_split(c.speaker)]
-    serving = _interleave(heldout, serving_limit)
-    drift = _interleave(digits, drift_limit)
-    return DemoCorpora(
-        training=write_manifest(out_dir / "training.csv", training),
-        serving=write_manifest(out_dir / "serving.csv", serving),
-        drift=write_manifest(out_dir / "drift.csv", drift),
-        synthetic=False,
-        training_clips=len(training),
-        serving_clips=len(serving),
-        drift_clips=len(drift),
-    )
+    return _corpora(out_dir, training, speech, digits, serving_limit, drift_limit, synthetic=False)
 
 
 # ---------------------------------------------------------------------------- synthetic audio
@@ -161,15 +150,29 @@ def synthetic_corpora(out_dir: Path, *, serving_limit: int, drift_limit: int) ->
             path.parent.mkdir(parents=True, exist_ok=True)
             write_wav(path, to_pcm16(samples), SYNTH_DRIFT_RATE_HZ)
             digits.append(Clip(path, digit, speaker, SYNTH_DRIFT_RATE_HZ))
+    return _corpora(out_dir, speech, speech, digits, serving_limit, drift_limit, synthetic=True)
+
+
+def _corpora(
+    out_dir: Path,
+    training: list[Clip],
+    speech: list[Clip],
+    digits: list[Clip],
+    serving_limit: int,
+    drift_limit: int,
+    *,
+    synthetic: bool,
+) -> DemoCorpora:
+    """Write the three manifests: serving replays only held-out speakers, drift the digits."""
     heldout = [c for c in speech if c.label != "_silence_" and in_test_split(c.speaker)]
     serving = _interleave(heldout, serving_limit)
     drift = _interleave(digits, drift_limit)
     return DemoCorpora(
-        training=write_manifest(out_dir / "training.csv", speech),
+        training=write_manifest(out_dir / "training.csv", training),
         serving=write_manifest(out_dir / "serving.csv", serving),
         drift=write_manifest(out_dir / "drift.csv", drift),
-        synthetic=True,
-        training_clips=len(speech),
+        synthetic=synthetic,
+        training_clips=len(training),
         serving_clips=len(serving),
         drift_clips=len(drift),
     )
