@@ -193,13 +193,7 @@ class MetadataCatalog:
 
         def attempt() -> DeltaTable:
             table = delta.create_if_missing(
-                self.uri(spec),
-                self.storage_options,
-                spec.schema,
-                spec.partition_by,
-                spec.name,
-                spec.description,
-                CATALOG_WRITER,
+                self.uri(spec), self.storage_options, spec, CATALOG_WRITER
             )
             write_deltalake(
                 table,

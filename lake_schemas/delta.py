@@ -23,6 +23,7 @@ from tenacity import (
 )
 
 from lake_schemas.lineage import commit_metadata
+from lake_schemas.tables import TableSpec
 
 COMMIT_ATTEMPTS = 8
 """Attempts of one lake operation when its commit loses a race (CommitFailedError)."""
@@ -52,13 +53,7 @@ def open_table(
 
 
 def create_if_missing(
-    uri: str,
-    storage_options: dict[str, str] | None,
-    schema: pa.Schema,
-    partition_by: Sequence[str],
-    name: str,
-    description: str,
-    writer: str,
+    uri: str, storage_options: dict[str, str] | None, spec: TableSpec, writer: str
 ) -> DeltaTable:
     """Open the table, creating it (version 0, empty) with this schema when it does not exist.
 
@@ -72,11 +67,11 @@ def create_if_missing(
     try:
         return DeltaTable.create(
             uri,
-            schema,
+            spec.schema,
             mode="ignore",
-            partition_by=list(partition_by) or None,
-            name=name,
-            description=description,
+            partition_by=list(spec.partition_by) or None,
+            name=spec.name,
+            description=spec.description,
             storage_options=storage_options,
             # No rebase: a CREATE that lost the race must fail, not land as version 1 on top of
             # the winner's table (delta-rs would otherwise retry it at the next version).

@@ -181,15 +181,7 @@ class Lake:
         return table.version()
 
     def _create(self, spec: TableSpec, writer: str) -> DeltaTable:
-        return delta.create_if_missing(
-            self.uri(spec),
-            self.storage_options,
-            spec.schema,
-            spec.partition_by,
-            spec.name,
-            spec.description,
-            writer,
-        )
+        return delta.create_if_missing(self.uri(spec), self.storage_options, spec, writer)
 
     # -- writes --------------------------------------------------------------------------------
     def append(
