@@ -1,6 +1,7 @@
 """``python -m benchmarks gateway``: N concurrent real-time streams through the gateway.
 
-Three processes: the gateway under test (the real :class:`~streaming.gateway.Gateway` with its
+Three processes: the gateway under test (the real
+:class:`~streaming.gateway.server.Gateway` with its
 spool writer, batched VAD and a loaded model), a load generator (N WebSocket clients, each
 sending 100 ms PCM16 chunks of real speech at real-time pacing, staggered), and this parent,
 which starts them and collects the figures. The baseline, in the same run and with the same
@@ -123,7 +124,7 @@ def _load_engine(bundle_dir: str) -> tuple[Any, str]:
 
 
 async def _serve_gateway(conn: Connection, workdir: str) -> None:
-    from streaming.gateway import Gateway, GatewayConfig
+    from streaming.gateway.server import Gateway, GatewayConfig
     from streaming.spool import SpoolWriter
 
     engine, model = _load_engine(os.path.join(workdir, "bundle"))

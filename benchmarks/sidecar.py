@@ -113,7 +113,7 @@ def _paced_writer(spool: str, streams: int, seconds: float, result: Any) -> None
 
 def _sidecar(root: Path, *, on_phase: Any = None, max_segments: int = 256) -> Any:
     from lake_schemas import Lake
-    from streaming.sidecar import Sidecar, SidecarConfig
+    from streaming.sidecar.driver import Sidecar, SidecarConfig
 
     config = SidecarConfig(
         spool_dir=root / "spool",
@@ -194,7 +194,7 @@ def _lag(root: Path, streams: int, seconds: float) -> dict[str, Any]:
         if phase == "pipeline":
             started[batch] = time.perf_counter()
         elif phase == "committed:bronze.audio_chunks":
-            from streaming.staging import read_parts
+            from streaming.sidecar.staging import read_parts
 
             staged = root / "state" / "batches" / f"{batch:012d}"
             table = read_parts(staged, "bronze", None)
@@ -242,7 +242,7 @@ def _lag(root: Path, streams: int, seconds: float) -> dict[str, Any]:
 
 def _warm_up() -> None:
     """Import Beam and load the VAD model before any clock starts (one-off costs)."""
-    import streaming.pipeline  # noqa: F401
+    import streaming.sidecar.pipeline  # noqa: F401
     from streaming.vad import shared_model
 
     shared_model()

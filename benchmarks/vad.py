@@ -20,8 +20,8 @@ import numpy as np
 from benchmarks.harness import BenchResult, percentiles, progress
 from features.corpus import corpus_manifest, read_manifest, read_wav
 from sonolake.settings import get_settings
-from streaming.protocol import ListenParams
-from streaming.session import Session
+from streaming.gateway.protocol import ListenParams
+from streaming.gateway.session import Session
 from streaming.vad import CONTEXT_SAMPLES, WINDOW_SAMPLES, BatchedVad, shared_model
 
 CHUNK_SAMPLES = 1600

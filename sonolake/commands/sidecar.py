@@ -59,7 +59,7 @@ def classifier_for(settings: Settings) -> Any:
 
 def build_sidecar(settings: Settings) -> Any:
     from lake_schemas import Lake
-    from streaming.sidecar import Sidecar, SidecarConfig
+    from streaming.sidecar.driver import Sidecar, SidecarConfig
 
     lake = Lake(settings.lake_root, settings.storage_options() or None, settings.catalog_file)
     config = SidecarConfig(

@@ -27,7 +27,7 @@ log = logging.getLogger("sonolake.gateway")
 
 def gateway_config(settings: Settings, host: str | None = None, port: int | None = None) -> Any:
     """The gateway's limits and timings from the settings (flags win)."""
-    from streaming.gateway import GatewayConfig
+    from streaming.gateway.server import GatewayConfig
 
     return GatewayConfig(
         host=host or settings.gateway_host,
@@ -64,7 +64,7 @@ def serving_engine(settings: Settings) -> Any:
 
 async def run_gateway(settings: Settings, host: str | None, port: int | None) -> None:
     """Listen first, then load the model in the background (sessions say whether one is)."""
-    from streaming.gateway import Gateway
+    from streaming.gateway.server import Gateway
     from streaming.spool import SpoolLocked, SpoolWriter
 
     config = gateway_config(settings, host, port)

@@ -33,7 +33,7 @@ from features.pcm import encode_mulaw
 from lake_schemas import Lake
 from sonolake.settings import Settings
 from streaming.replay import device_id_for, group_by_speaker
-from streaming.sidecar import Sidecar, SidecarConfig
+from streaming.sidecar.driver import Sidecar, SidecarConfig
 from streaming.spool import SpoolRecord, SpoolWriter
 
 CHUNK_MS = 100

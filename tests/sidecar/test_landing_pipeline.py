@@ -21,9 +21,11 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from sidecar_signals import interleave, sessions, write_spool
 
-from streaming import records
-from streaming.enrich import finish_session, prepare_session
-from streaming.pipeline import (
+from streaming.segments import SegmenterParams, add_to_ranges, find_segments, seqs_in_ranges
+from streaming.sidecar import records
+from streaming.sidecar.enrich import finish_session, prepare_session
+from streaming.sidecar.options import dataflow_options, flink_options, local_options
+from streaming.sidecar.pipeline import (
     BRONZE,
     CARRY,
     DEAD,
@@ -33,10 +35,8 @@ from streaming.pipeline import (
     ReadSegmentFiles,
     StageOutputs,
 )
-from streaming.pipeline_options import dataflow_options, flink_options, local_options
-from streaming.segments import SegmenterParams, add_to_ranges, find_segments, seqs_in_ranges
+from streaming.sidecar.staging import read_parts
 from streaming.spool import read_segment, sealed_segments
-from streaming.staging import read_parts
 from streaming.vad import speech_probabilities_many
 
 

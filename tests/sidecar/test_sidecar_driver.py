@@ -21,7 +21,7 @@ from sidecar_signals import (
 )
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, Lake
-from streaming.sidecar import Sidecar, SidecarConfig
+from streaming.sidecar.driver import Sidecar, SidecarConfig
 from streaming.spool import (
     LANDED_DIR,
     QUARANTINE_DIR,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from gateway_support import TEST_CONFIG, GatewayThread
 
-from streaming.results import Classifier
+from streaming.gateway.results import Classifier
 
 
 @pytest.fixture

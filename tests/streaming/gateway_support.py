@@ -22,8 +22,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from features.corpus import read_manifest, read_wav
-from streaming.gateway import Gateway, GatewayConfig
-from streaming.results import Classifier
+from streaming.gateway.results import Classifier
+from streaming.gateway.server import Gateway, GatewayConfig
 from streaming.spool import SpoolWriter, read_segment, sealed_segments
 
 TEST_CONFIG = GatewayConfig(

@@ -28,7 +28,7 @@ from gateway_support import (
 )
 from websockets.exceptions import InvalidStatus
 
-from streaming.protocol import CLOSE_BAD_DATA, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_LARGE
+from streaming.gateway.protocol import CLOSE_BAD_DATA, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_LARGE
 
 pytestmark = pytest.mark.integration
 

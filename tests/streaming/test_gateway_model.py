@@ -17,7 +17,7 @@ from gateway_support import chunks, next_message, open_ws, read_until_closed, sp
 
 from benchmarks.gateway import LABELS, write_linear_bundle
 from models.serving import ServingEngine
-from streaming.protocol import CLOSE_NORMAL
+from streaming.gateway.protocol import CLOSE_NORMAL
 
 pytestmark = pytest.mark.integration
 

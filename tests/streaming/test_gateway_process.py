@@ -14,7 +14,7 @@ from gateway_support import chunks, next_message, open_ws, read_until_closed
 from support import ServerProcess, free_port, python_module
 from websockets.exceptions import ConnectionClosed
 
-from streaming.protocol import CLOSE_GOING_AWAY
+from streaming.gateway.protocol import CLOSE_GOING_AWAY
 from streaming.spool import KIND_CHUNK, read_segment, recover_open_segments, sealed_segments
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,12 @@ from gateway_support import (
 
 from features.corpus import read_manifest, read_wav
 from features.pcm import encode_mulaw
-from streaming.protocol import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_OVERLOADED, CLOSE_POLICY
+from streaming.gateway.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_OVERLOADED,
+    CLOSE_POLICY,
+)
 from streaming.spool import KIND_CHUNK, KIND_SESSION_END
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.protocol import (
+from streaming.gateway.protocol import (
     CLOSE_BAD_DATA,
     ProtocolError,
     parse_client_message,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from features.pcm import encode_mulaw
-from streaming.protocol import ListenParams
-from streaming.session import Session
+from streaming.gateway.protocol import ListenParams
+from streaming.gateway.session import Session
 from streaming.vad import WINDOW_SAMPLES
 
 

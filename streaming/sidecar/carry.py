@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 
-from streaming.enrich import CHUNK_SCHEMA, SessionCarry
+from streaming.sidecar.enrich import CHUNK_SCHEMA, SessionCarry
 
 CARRY_SESSIONS_SCHEMA = pa.schema(
     [

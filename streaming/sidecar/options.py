@@ -1,8 +1,9 @@
 """Pipeline options for the two ways the landing transform runs.
 
 Locally: a bounded pipeline on Beam's in-process runner, one per micro-batch (measured start-up
-~0.8 s). On a cluster: the same :class:`~streaming.pipeline.LandSpool` under ``--streaming`` on
-Flink or Dataflow behind an unbounded source; only these options change (see docs/scaling.md).
+~0.8 s). On a cluster: the same :class:`~streaming.sidecar.pipeline.LandSpool` under
+``--streaming`` on Flink or Dataflow behind an unbounded source; only these options change
+(see docs/scaling.md).
 """
 
 from __future__ import annotations

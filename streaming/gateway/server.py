@@ -2,7 +2,8 @@
 
 One asyncio process serves every connection. Per chunk the receive path only validates the
 frame, gives it a sequence number, starts its spool write and queues its audio; the heavy work
-runs in batches elsewhere (:class:`~streaming.processing.SpeechProcessor` for VAD and results,
+runs in batches elsewhere
+(:class:`~streaming.gateway.processing.SpeechProcessor` for VAD and results,
 :class:`~streaming.spool.SpoolWriter` group commits for durability).
 
 Every queue is bounded: spool writes in flight per session (the receive loop waits, which is
@@ -33,16 +34,16 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from features.pcm import SAMPLE_RATE_HZ
-from streaming import protocol as proto
-from streaming.http import make_process_request
-from streaming.metrics import GatewayMetrics
-from streaming.outbox import spawn
-from streaming.processing import SpeechProcessor
-from streaming.protocol import ListenParams, ProtocolError
-from streaming.results import Classifier
-from streaming.session import Session
+from streaming.gateway import protocol as proto
+from streaming.gateway.http import make_process_request
+from streaming.gateway.metrics import GatewayMetrics
+from streaming.gateway.outbox import spawn
+from streaming.gateway.processing import SpeechProcessor
+from streaming.gateway.protocol import ListenParams, ProtocolError
+from streaming.gateway.results import Classifier
+from streaming.gateway.session import Session
+from streaming.gateway.stream import Stream
 from streaming.spool import SpoolRecord, SpoolWriter, records_to_batch
-from streaming.stream import Stream
 from streaming.vad import DEFAULT_GATE_DBFS, BatchedVad
 
 log = logging.getLogger("sonolake.gateway")

@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 
 from features.pcm import ENCODINGS, MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
 from lake_schemas.tables import DEAD_LETTERS
-from streaming.arrow_ipc import ipc_bytes, table_from_ipc
-from streaming.enrich import CHUNK_SCHEMA
+from streaming.sidecar.arrow_ipc import ipc_bytes, table_from_ipc
+from streaming.sidecar.enrich import CHUNK_SCHEMA
 from streaming.spool import KIND_CHUNK, KIND_SESSION_END, SpoolCorrupt, decode_segment
 
 MAX_DEAD_PAYLOAD_BYTES = 1 << 20

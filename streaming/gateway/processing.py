@@ -26,17 +26,17 @@ import numpy as np
 
 from features.pcm import SAMPLE_RATE_HZ
 from features.window import fit_window
-from streaming import protocol as proto
-from streaming.metrics import GatewayMetrics
-from streaming.results import (
+from streaming.gateway import protocol as proto
+from streaming.gateway.metrics import GatewayMetrics
+from streaming.gateway.results import (
     Classifier,
     Prediction,
     results_message,
     speech_started_message,
     utterance_end_message,
 )
-from streaming.session import Closed
-from streaming.stream import Stream
+from streaming.gateway.session import Closed
+from streaming.gateway.stream import Stream
 from streaming.vad import BatchedVad
 
 log = logging.getLogger("sonolake.gateway")

@@ -12,9 +12,9 @@ sessions from the previous micro-batch. It runs:
 and returns a dict of PCollections: ``bronze`` (bronze.audio_chunks rows), ``events``
 (silver.audio_events rows), ``sessions`` (per-batch deltas for silver.sessions),
 ``dead_letters`` (bronze.dead_letters rows) and ``carry`` (open sessions' state). Elements
-are :class:`~streaming.records.ArrowRows` tables, never single chunks.
+are :class:`~streaming.sidecar.records.ArrowRows` tables, never single chunks.
 
-The local driver (:mod:`streaming.sidecar`) stages the outputs with :class:`StageOutputs` and
+The local driver (:mod:`streaming.sidecar.driver`) stages the outputs with :class:`StageOutputs` and
 commits them; a cluster job would end in a Delta sink instead — only the ends change.
 """
 
@@ -36,9 +36,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import Sessions, TimestampedValue
 
 from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS
-from streaming import records
-from streaming.carry import carries_to_tables
-from streaming.enrich import (
+from streaming.sidecar import records
+from streaming.sidecar.carry import carries_to_tables
+from streaming.sidecar.enrich import (
     SESSION_DELTA_SCHEMA,
     SegmenterParams,
     SessionCarry,
@@ -49,8 +49,8 @@ from streaming.enrich import (
     session_delta,
     session_deltas_table,
 )
-from streaming.records import ArrowRows
-from streaming.staging import CARRY_FILES, write_table_atomic
+from streaming.sidecar.records import ArrowRows
+from streaming.sidecar.staging import CARRY_FILES, write_table_atomic
 
 ROWS, DEAD = "rows", "dead_letters"
 BRONZE, EVENTS, SESSIONS, CARRY = "bronze", "events", "sessions", "carry"

@@ -1,6 +1,6 @@
 """Per-session landing logic: dedup, audio assembly, speech segments and their measurements.
 
-Pure numpy/pyarrow over whole tables; the Beam transform (:mod:`streaming.pipeline`) only
+Pure numpy/pyarrow over whole tables; the Beam transform (:mod:`streaming.sidecar.pipeline`) only
 groups records per session and calls in here, so the same code runs under the local
 micro-batch driver and on a cluster runner.
 
@@ -35,7 +35,6 @@ import pyarrow.compute as pc
 from features import FEATURE_VERSION, fit_window, levels, snr_db
 from features.pcm import BYTES_PER_SAMPLE, MULAW_TO_PCM16, SAMPLE_RATE_HZ, resample
 from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS
-from streaming.arrow_ipc import ipc_bytes, table_from_ipc
 from streaming.segments import (
     VAD_WINDOW_SAMPLES,
     SegmenterParams,
@@ -43,6 +42,7 @@ from streaming.segments import (
     find_segments,
     seqs_in_ranges,
 )
+from streaming.sidecar.arrow_ipc import ipc_bytes, table_from_ipc
 from streaming.spool import KIND_CHUNK, KIND_SESSION_END, SPOOL_SCHEMA, TIMESTAMP_US_UTC
 
 US_PER_S = 1_000_000

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from streaming.enrich import SessionCarry
+    from streaming.sidecar.enrich import SessionCarry
 
 CARRY_FILES = ("carry_sessions", "carry_chunks")
 
@@ -45,8 +45,8 @@ def read_parts(folder: Path, name: str, schema: pa.Schema | None) -> pa.Table:
 def load_carries(folder: str) -> list[SessionCarry]:
     """The open sessions a batch staged for the next one (read inside the pipeline, so the
     carry never travels inside the pipeline's serialized graph)."""
-    from streaming.carry import CARRY_SESSIONS_SCHEMA, tables_to_carries
-    from streaming.enrich import CHUNK_SCHEMA
+    from streaming.sidecar.carry import CARRY_SESSIONS_SCHEMA, tables_to_carries
+    from streaming.sidecar.enrich import CHUNK_SCHEMA
 
     return tables_to_carries(
         read_parts(Path(folder), CARRY_FILES[0], CARRY_SESSIONS_SCHEMA),

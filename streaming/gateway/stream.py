@@ -1,4 +1,4 @@
-"""A live stream: one :class:`~streaming.session.Session` plus the asyncio plumbing around it.
+"""A live stream: one :class:`~streaming.gateway.session.Session` plus its asyncio plumbing.
 
 The session (pure state) survives reconnects; the connection, its outbox and sender task are
 swapped when a device resumes. Spool writes and result jobs belong to the stream, not to the
@@ -20,9 +20,9 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from streaming import protocol as proto
-from streaming.outbox import Outbox, spawn
-from streaming.session import Session
+from streaming.gateway import protocol as proto
+from streaming.gateway.outbox import Outbox, spawn
+from streaming.gateway.session import Session
 from streaming.spool import SpoolRecord
 
 

@@ -6,7 +6,7 @@ One cycle (:meth:`Sidecar.land_once`):
    ``batch N = these segments`` in a manifest (write, fsync, atomic rename, fsync the folder).
    N is one more than both the last manifest and every table's committed app transaction, so
    a lost state folder can never reuse a number the lake has already seen.
-2. **pipeline** — run :class:`~streaming.pipeline.LandSpool` as a bounded pipeline on the
+2. **pipeline** — run :class:`~streaming.sidecar.pipeline.LandSpool` as a bounded pipeline on the
    in-process runner over those segments plus the previous batch's carry; stage every output
    as an Arrow file and then a ``_DONE`` marker.
 3. **commit** — each table gets one commit tagged with the app transaction ``(app_id, N)``;
@@ -40,7 +40,8 @@ import pyarrow.compute as pc
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, Lake, TableSpec
 from streaming.segments import SegmenterParams
-from streaming.session_rows import merge_session_rows
+from streaming.sidecar.session_rows import merge_session_rows
+from streaming.sidecar.staging import read_parts
 from streaming.spool import (
     fsync_dir,
     purge_landed,
@@ -48,7 +49,6 @@ from streaming.spool import (
     retire_segment,
     sealed_segments,
 )
-from streaming.staging import read_parts
 
 log = logging.getLogger(__name__)
 
@@ -230,15 +230,15 @@ class Sidecar:
     def _run_pipeline(self, manifest: dict[str, Any], staging: Path) -> dict[str, int]:
         import apache_beam as beam  # lazy: a replay from staged outputs never needs Beam
 
-        from streaming.pipeline import (
+        from streaming.sidecar.options import local_options
+        from streaming.sidecar.pipeline import (
             METRICS_NAMESPACE,
             InProcessClassifier,
             LandSpool,
             ReadSegmentFiles,
             StageOutputs,
         )
-        from streaming.pipeline_options import local_options
-        from streaming.staging import load_carries
+        from streaming.sidecar.staging import load_carries
 
         if staging.exists():
             shutil.rmtree(staging)  # a half-written attempt: start it over

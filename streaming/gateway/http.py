@@ -3,7 +3,7 @@
 The ``websockets`` server parses every request; its ``process_request`` hook answers the
 non-WebSocket routes here and lets ``/v1/listen`` through to the WebSocket handshake. Static
 files come from a fixed table (never from a path the client names), so no request can read a
-file outside ``streaming/web/``.
+file outside ``streaming/gateway/web/``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from streaming.metrics import METRICS_CONTENT_TYPE
-from streaming.protocol import LISTEN_PATH
+from streaming.gateway.metrics import METRICS_CONTENT_TYPE
+from streaming.gateway.protocol import LISTEN_PATH
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC_FILES: dict[str, tuple[str, str]] = {

@@ -20,7 +20,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from streaming import protocol as proto
+from streaming.gateway import protocol as proto
 
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 

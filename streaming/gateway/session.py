@@ -18,7 +18,7 @@ import numpy as np
 
 from features.pcm import SAMPLE_RATE_HZ, StreamResampler, decode, to_float
 from streaming.endpointing import Endpointer, EndpointEvent
-from streaming.protocol import ListenParams
+from streaming.gateway.protocol import ListenParams
 from streaming.vad import WINDOW_SAMPLES
 
 PRE_ROLL_MS = 200

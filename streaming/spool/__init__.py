@@ -1,0 +1,92 @@
+"""The durable spool: the broker between the gateway and the sidecar.
+
+The gateway acknowledges a chunk to its client only once the chunk is on disk, so the spool
+is where "accepted" becomes a promise. Records are appended to Arrow IPC *stream* files
+(segments) under one directory:
+
+``<id>.arrow.open``
+    the one segment being written; a crash can leave it behind with a torn tail.
+``<id>.arrow``
+    a sealed segment: complete, fsync'd, ending with the IPC end-of-stream marker. Only sealed
+    segments are visible to readers (:func:`sealed_segments`).
+``landed/<id>.arrow``
+    a segment the sidecar has landed in the lake, kept for a retention period.
+``quarantine/<id>.arrow``
+    a segment the sidecar could not read (its reason is in bronze.dead_letters).
+
+Segment ids are microsecond timestamps made strictly increasing, so names sort in write order
+even after every older segment has been retired.
+
+Why the shape: many sessions append concurrently, and one ``fsync`` costs ~1–10 ms. The writer
+therefore *group-commits*: every ``append`` made while the previous write is in flight (or
+within ``commit_interval_ms``) joins one Arrow record batch, written and fsync'd once, and all
+of their awaits resolve together. File I/O runs on one dedicated thread, never on the event
+loop. Sealing is atomic (write ``*.open``, fsync, rename, fsync the directory), so a reader
+never sees a half-written sealed segment; on start the writer recovers an ``*.open`` segment
+left by a crash, keeping every complete record batch (every acknowledged record) and dropping a
+torn tail.
+"""
+
+from streaming.spool.format import (
+    KIND_CHUNK,
+    KIND_SESSION_END,
+    LANDED_DIR,
+    OPEN_SUFFIX,
+    QUARANTINE_DIR,
+    SEALED_SUFFIX,
+    SESSION_END_SEQ,
+    SPOOL_SCHEMA,
+    TIMESTAMP_US_UTC,
+    Segment,
+    SpoolCorrupt,
+    SpoolLocked,
+    SpoolRecord,
+    decode_segment,
+    fsync_dir,
+    records_to_batch,
+    segment_name,
+)
+from streaming.spool.reader import (
+    purge_landed,
+    quarantine_segment,
+    read_segment,
+    retire_segment,
+    sealed_segments,
+    spool_lag_s,
+)
+from streaming.spool.writer import (
+    SpoolStats,
+    SpoolWriter,
+    recover_open_segment,
+    recover_open_segments,
+)
+
+__all__ = [
+    "KIND_CHUNK",
+    "KIND_SESSION_END",
+    "LANDED_DIR",
+    "OPEN_SUFFIX",
+    "QUARANTINE_DIR",
+    "SEALED_SUFFIX",
+    "SESSION_END_SEQ",
+    "SPOOL_SCHEMA",
+    "TIMESTAMP_US_UTC",
+    "Segment",
+    "SpoolCorrupt",
+    "SpoolLocked",
+    "SpoolRecord",
+    "SpoolStats",
+    "SpoolWriter",
+    "decode_segment",
+    "fsync_dir",
+    "purge_landed",
+    "quarantine_segment",
+    "read_segment",
+    "records_to_batch",
+    "recover_open_segment",
+    "recover_open_segments",
+    "retire_segment",
+    "sealed_segments",
+    "segment_name",
+    "spool_lag_s",
+]

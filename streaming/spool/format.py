@@ -1,0 +1,219 @@
+"""The spool's format: one Arrow schema for every record, segment names and the end marker.
+
+Both sides depend on this module alone: the gateway's writer (:mod:`streaming.spool.writer`)
+and the sidecar's reader (:mod:`streaming.spool.reader`). See :mod:`streaming.spool` for the
+layout on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+
+TIMESTAMP_US_UTC = pa.timestamp("us", tz="UTC")
+
+SPOOL_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("session_id", pa.string(), nullable=False),
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("event_time", TIMESTAMP_US_UTC, nullable=False),
+        pa.field("received_at", TIMESTAMP_US_UTC, nullable=False),
+        pa.field("sample_rate", pa.int32(), nullable=False),
+        pa.field("encoding", pa.string(), nullable=False),
+        pa.field("pcm", pa.binary(), nullable=False),
+        pa.field("label", pa.string(), nullable=True),
+        pa.field("meta_json", pa.string(), nullable=True),
+    ]
+)
+"""One schema for every spool record: a chunk of audio, or the end of a session."""
+
+KIND_CHUNK: Literal["chunk"] = "chunk"
+KIND_SESSION_END: Literal["session_end"] = "session_end"
+SESSION_END_SEQ = -1
+"""``seq`` of a ``session_end`` record (it is not a chunk)."""
+
+SEALED_SUFFIX = ".arrow"
+OPEN_SUFFIX = ".arrow.open"
+LANDED_DIR = "landed"
+QUARANTINE_DIR = "quarantine"
+LOCK_FILE = "writer.lock"
+ID_DIGITS = 20
+IPC_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+"""The Arrow IPC end-of-stream marker (continuation token, zero length) a sealed file ends with."""
+
+
+class SpoolCorrupt(ValueError):
+    """A segment cannot be read as a complete spool segment (the reason is in the message)."""
+
+
+class SpoolLocked(RuntimeError):
+    """Another writer holds the spool directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRecord:
+    """One spool record; see :data:`SPOOL_SCHEMA` for the meaning of each field."""
+
+    kind: Literal["chunk", "session_end"]
+    session_id: str
+    device_id: str
+    seq: int
+    event_time: datetime
+    """UTC capture time of the chunk's first sample (session_end: when the session ended)."""
+    received_at: datetime
+    """UTC time the gateway received the chunk."""
+    sample_rate: int
+    """Hz, as negotiated for the session (8000–48000)."""
+    encoding: str
+    """``linear16`` or ``mulaw``."""
+    pcm: bytes
+    """Audio bytes exactly as received (empty for session_end)."""
+    label: str | None = None
+    meta_json: str | None = None
+    """session_end: JSON totals (chunks, dropped_chunks, interim/final results, …)."""
+
+    @classmethod
+    def chunk(
+        cls,
+        *,
+        session_id: str,
+        device_id: str,
+        seq: int,
+        event_time: datetime,
+        sample_rate: int,
+        encoding: str,
+        pcm: bytes,
+        label: str | None = None,
+        received_at: datetime | None = None,
+    ) -> SpoolRecord:
+        return cls(
+            KIND_CHUNK,
+            session_id,
+            device_id,
+            seq,
+            event_time,
+            received_at or datetime.now(UTC),
+            sample_rate,
+            encoding,
+            pcm,
+            label,
+            None,
+        )
+
+    @classmethod
+    def session_end(
+        cls,
+        *,
+        session_id: str,
+        device_id: str,
+        event_time: datetime,
+        sample_rate: int,
+        encoding: str,
+        meta_json: str,
+        received_at: datetime | None = None,
+    ) -> SpoolRecord:
+        return cls(
+            KIND_SESSION_END,
+            session_id,
+            device_id,
+            SESSION_END_SEQ,
+            event_time,
+            received_at or datetime.now(UTC),
+            sample_rate,
+            encoding,
+            b"",
+            None,
+            meta_json,
+        )
+
+
+def records_to_batch(records: Iterable[SpoolRecord]) -> pa.RecordBatch:
+    """Spool records → one Arrow record batch with :data:`SPOOL_SCHEMA` (column-wise build)."""
+    rows = list(records)
+    columns = {name: [getattr(r, name) for r in rows] for name in SPOOL_SCHEMA.names}
+    return pa.RecordBatch.from_pydict(columns, schema=SPOOL_SCHEMA)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A sealed segment file and its place in the spool's order."""
+
+    segment_id: int
+    path: Path
+    size_bytes: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def segment_name(segment_id: int, *, sealed: bool = True) -> str:
+    return f"{segment_id:0{ID_DIGITS}d}{SEALED_SUFFIX if sealed else OPEN_SUFFIX}"
+
+
+def parse_id(name: str, suffix: str) -> int | None:
+    if not name.endswith(suffix):
+        return None
+    stem = name[: -len(suffix)]
+    return int(stem) if stem.isdigit() else None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (creations, renames, deletions) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def batches_until_torn(data: pa.Buffer) -> tuple[list[pa.RecordBatch], str | None]:
+    """Every complete record batch of an IPC stream and, if it stops early, why."""
+    batches: list[pa.RecordBatch] = []
+    try:
+        reader = pa.ipc.open_stream(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        return batches, f"no readable schema: {exc}"
+    if not reader.schema.equals(SPOOL_SCHEMA):
+        return batches, f"schema is not the spool schema: {reader.schema}"
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return batches, None
+        except (pa.ArrowInvalid, OSError) as exc:
+            return batches, f"torn record batch: {exc}"
+        try:
+            batch.validate(full=True)
+        except pa.ArrowInvalid as exc:
+            return batches, f"invalid record batch: {exc}"
+        batches.append(batch)
+
+
+def decode_segment(data: bytes, *, source: str = "<bytes>") -> pa.Table:
+    """The records of a sealed segment's bytes (from a file, an object store or a message)."""
+    if len(data) == 0:
+        raise SpoolCorrupt(f"{source}: empty segment file")
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(data))
+        schema = reader.schema
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SpoolCorrupt(f"{source}: not an Arrow IPC stream ({exc})") from None
+    if not schema.equals(SPOOL_SCHEMA):
+        raise SpoolCorrupt(f"{source}: schema is not the spool schema: {schema}")
+    if not data.endswith(IPC_EOS):
+        raise SpoolCorrupt(f"{source}: truncated (no end-of-stream marker)")
+    try:
+        table = reader.read_all()
+        table.validate(full=True)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SpoolCorrupt(f"{source}: unreadable record batch ({exc})") from None
+    return table
