@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from lake_fixture import LakeEnv
+from real_lake import LakeEnv
 
 from features.corpus import read_manifest, read_wav
 from orchestration.instance import prepare_dagster_home
