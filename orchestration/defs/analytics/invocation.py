@@ -45,7 +45,7 @@ def generate_dbt_docs(defs: dg.Definitions) -> bool:
     needed = {name: resources[name] for name in ("lake", "paths", "dbt")}
     with dg.build_resources(needed) as built:  # EnvVar secrets resolved here
         invocation = built.dbt.cli(
-            ["docs", "generate", "--vars", dbt_vars(built.lake, built.paths)],
+            ["docs", "generate", "--quiet", "--vars", dbt_vars(built.lake, built.paths)],
             raise_on_error=False,
             target_path=Path(dbt_project.manifest_path).parent,
         )
