@@ -16,8 +16,8 @@ help:
 	@echo "make test         create .venv from uv.lock if needed, then run the suite"
 	@echo "make bench        every benchmark at full size (JSON in bench-results/)"
 	@echo "make bench-quick  every benchmark, quick sizes"
-	@echo "make dev          Dagster UI over workspace.yaml"
-	@echo "make lint         ruff + mypy"
+	@echo "make dev          Dagster UI and daemon (dg dev when dagster-dg-cli is installed)"
+	@echo "make lint         ruff + mypy + import contracts (lint-imports)"
 
 # The environment comes from the lock file only (--frozen): what CI installs is what was locked.
 $(VENV)/.synced: uv.lock pyproject.toml
@@ -48,16 +48,21 @@ bench: venv
 bench-quick: venv
 	$(PY) -m benchmarks all --quick --json bench-results
 
-# Dagster UI + daemon over workspace.yaml, SQLite storage under the state dir (dagster.yaml
-# written by orchestration/instance.py: freshness policies on, one writer per table).
+# Dagster UI + daemon, SQLite storage under the state dir (dagster.yaml written by
+# orchestration/instance.py: freshness policies on, one writer per table). `dg dev` (the
+# project layout in pyproject.toml's [tool.dg]) when dagster-dg-cli is in the environment,
+# otherwise `dagster dev` over workspace.yaml, the same code location. Either way the dbt
+# manifest is re-parsed at load (DbtProject.prepare_if_dev) with this environment's dbt.
 dev: venv
-	DAGSTER_HOME=$$($(PY) -m orchestration.instance) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
-	  $(VENV)/bin/dagster dev -w workspace.yaml
+	DAGSTER_HOME=$$($(PY) -m orchestration) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+	  $$(if [ -x $(VENV)/bin/dg ]; then echo "$(VENV)/bin/dg dev"; \
+	     else echo "$(VENV)/bin/dagster dev -w workspace.yaml"; fi)
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 fmt: venv
 	$(VENV)/bin/ruff format .

@@ -100,17 +100,14 @@ def _raise_fd_limit() -> None:
 def _load_engine(bundle_dir: str) -> tuple[Any, str]:
     """The registry's champion when there is one, else the untrained linear bundle."""
     from models.serving import ServingEngine
+    from sonolake import wiring
     from sonolake.settings import get_settings
 
     settings = get_settings()
-    uri = settings.mlflow_tracking_uri
-    no_store = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
     try:
-        if no_store:
-            raise FileNotFoundError(uri)  # do not create an empty registry just to look
-        engine = ServingEngine.from_registry(
-            settings.mlflow_tracking_uri, settings.model_name, providers=["CPUExecutionProvider"]
-        )
+        if not wiring.registry_exists(settings):
+            raise FileNotFoundError(settings.mlflow_tracking_uri)  # do not create an empty one
+        engine = wiring.serving_engine(settings, providers=["CPUExecutionProvider"], follow=False)
         if engine.loaded:
             return engine, f"champion version {engine.model_version}"
     except Exception:  # no registry here: fall back

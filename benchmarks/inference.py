@@ -10,7 +10,7 @@ measured alongside (``int8_dynamic_*``) to show why the bundle's INT8 is static 
 Goals: speedup ≥ 2.5, drop ≤ 0.01, INT8 batch-1 p99 ≤ 1 ms.
 
 The model is the full bundle that ``sonolake train`` leaves under the state folder; without
-one, a quick model is trained there first (and reused next time).
+one, a quick model is trained there first by the same pipeline (and reused next time).
 """
 
 from __future__ import annotations
@@ -31,16 +31,31 @@ BATCH = 64
 
 
 def _bundle(quick: bool) -> Path:
-    from sonolake.commands.training import default_bundle_dir, run_training
+    from features.corpus import SPEECH_COMMANDS, corpus_manifest
+    from models.candidate import train_candidate
+    from models.dataset import corpus_split
+    from models.evaluation import LIGHT_PROBE
+    from models.training import preset
+    from sonolake import wiring
     from sonolake.settings import get_settings
 
     settings = get_settings()
-    for preset in ("full", "quick"):
-        candidate = default_bundle_dir(settings.state_path, preset)
+    for name in ("full", "quick"):
+        candidate = wiring.bundle_dir(settings, name)
         if (candidate / "model.json").exists():
             return candidate
-    target = default_bundle_dir(settings.state_path, "quick")
-    run_training(settings.data_dir, target, "quick", epochs=None if not quick else 4)
+    target = wiring.bundle_dir(settings, "quick")
+    split = corpus_split(corpus_manifest(settings.data_dir, SPEECH_COMMANDS))
+    train_candidate(
+        split.train,
+        split.heldout,
+        preset_name="quick",
+        config=preset("quick", epochs=4 if quick else None),
+        bundle_dir=target,
+        registry=wiring.registry(settings),
+        speed=LIGHT_PROBE,
+        run_name="benchmark-quick",
+    )
     return target
 
 
@@ -88,13 +103,13 @@ def _measure(
 
 
 def run(quick: bool) -> BenchResult:
-    from models.bundle_files import artifact_path, read_manifest
-    from models.evaluation import open_session
+    from models.bundle import artifact_path, read_bundle_manifest
+    from models.onnx_session import file_session
 
     runs, seconds = (300, 0.5) if quick else (3000, 3.0)
     bundle = _bundle(quick)
     logmel, labels = _heldout()
-    manifest = read_manifest(bundle)
+    manifest = read_bundle_manifest(bundle)
     result = BenchResult(
         benchmark="inference",
         params={
@@ -123,7 +138,7 @@ def run(quick: bool) -> BenchResult:
                 if artifact == "int8_dynamic"
                 else artifact_path(bundle, artifact)
             )
-            session = open_session(path, [provider])
+            session = file_session(path, [provider])
             used = session.get_providers()[0]
             figures = _measure(session, logmel, labels, runs, seconds)
             key = artifact if provider == "CPUExecutionProvider" else f"{artifact}_cuda"

@@ -8,10 +8,10 @@ Nothing here reads settings or the environment.
 
 from features.levels import Levels, levels, snr_db
 from features.spectral import (
+    CLASSIFIER_WINDOW_SAMPLES,
     FEATURE_VERSION,
     N_MELS,
     WINDOW_FRAMES,
-    WINDOW_SAMPLES,
     LogMelStream,
     frame_signal,
     logmel,
@@ -22,11 +22,11 @@ from features.summary import SUMMARY_COLUMNS, summary_features, summary_features
 from features.window import fit_window, fit_windows
 
 __all__ = [
+    "CLASSIFIER_WINDOW_SAMPLES",
     "FEATURE_VERSION",
     "N_MELS",
     "SUMMARY_COLUMNS",
     "WINDOW_FRAMES",
-    "WINDOW_SAMPLES",
     "Levels",
     "LogMelStream",
     "fit_window",

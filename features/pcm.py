@@ -8,10 +8,13 @@ uses libsoxr (``soxr``): the batch path resamples a whole clip, the streaming pa
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import soxr
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SAMPLE_RATE_HZ = 16_000
 """The rate every model and feature works at."""
@@ -64,6 +67,51 @@ def decode(data: bytes, encoding: str) -> np.ndarray:
     if encoding == "mulaw":
         return MULAW_TO_PCM16[np.frombuffer(data, dtype=np.uint8)]
     raise ValueError(f"encoding={encoding!r} is not supported; use one of {', '.join(ENCODINGS)}")
+
+
+def decode_chunks(pcm: pa.Array | pa.ChunkedArray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """Many chunks' raw bytes (an Arrow binary column, in stream order) decoded at once.
+
+    Returns the int16 samples of all chunks back to back and each chunk's sample count. One
+    pass over the column's data buffer, no Python loop per chunk: a session's or a whole
+    batch's chunks decode in about the time of a memory copy. Raises ValueError on an unknown
+    encoding or a linear16 chunk with an odd byte count.
+    """
+    import pyarrow as pa
+
+    if encoding not in BYTES_PER_SAMPLE:
+        raise ValueError(
+            f"encoding={encoding!r} is not supported; use one of {', '.join(ENCODINGS)}"
+        )
+    column = pcm.combine_chunks() if isinstance(pcm, pa.ChunkedArray) else pcm
+    if not pa.types.is_large_binary(column.type):
+        column = column.cast(pa.large_binary())  # one offsets layout for binary, large, view
+    if len(column) == 0:
+        return np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.int64)
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[
+        column.offset : column.offset + len(column) + 1
+    ]
+    nbytes = np.diff(offsets)
+    width = BYTES_PER_SAMPLE[encoding]
+    if np.any(nbytes % width):
+        raise ValueError(f"{encoding} chunk of an odd byte count is not a whole number of samples")
+    if offsets[-1] == offsets[0]:
+        return np.zeros(0, dtype=np.int16), nbytes // width
+    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    samples = data.view("<i2") if encoding == "linear16" else MULAW_TO_PCM16[data]
+    return samples, nbytes // width
+
+
+def chunks_to_16k(
+    pcm: pa.Array | pa.ChunkedArray, encoding: str, sample_rate_hz: int
+) -> np.ndarray:
+    """Consecutive chunks of one stream → float32 mono at :data:`SAMPLE_RATE_HZ`.
+
+    The chunks are decoded together (:func:`decode_chunks`) and resampled as one signal, so
+    there are no filter edges between chunks: the result is what the stream sounded like.
+    """
+    samples, _ = decode_chunks(pcm, encoding)
+    return resample(to_float(samples), sample_rate_hz)
 
 
 _MULAW_SEGMENT_ENDS = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])

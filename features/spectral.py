@@ -14,18 +14,17 @@ Bump :data:`FEATURE_VERSION` whenever any number here changes: models and lake r
 from __future__ import annotations
 
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
-import scipy.fft
-import scipy.signal
 
 from features.pcm import SAMPLE_RATE_HZ
 
 FEATURE_VERSION = "logmel40-25ms-10ms-v1"
 """Identifies every number below; stored in model.json and in gold.audio_features rows."""
 
-WINDOW_SAMPLES = SAMPLE_RATE_HZ
-"""The model's input window: 1 s at 16 kHz."""
+CLASSIFIER_WINDOW_SAMPLES = SAMPLE_RATE_HZ
+"""The classifier's input window: 1 s at 16 kHz (the VAD's 32-ms window is another thing)."""
 FRAME_SAMPLES = 400
 """25 ms analysis frame at 16 kHz."""
 HOP_SAMPLES = 160
@@ -44,7 +43,7 @@ def frames_in(samples: int) -> int:
     return 0 if samples < FRAME_SAMPLES else 1 + (samples - FRAME_SAMPLES) // HOP_SAMPLES
 
 
-WINDOW_FRAMES = frames_in(WINDOW_SAMPLES)
+WINDOW_FRAMES = frames_in(CLASSIFIER_WINDOW_SAMPLES)
 """Frames per model window (98)."""
 
 
@@ -85,9 +84,23 @@ def mel_filterbank(n_mels: int = N_MELS) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _analysis_window() -> np.ndarray:
-    window = scipy.signal.get_window("hann", FRAME_SAMPLES, fftbins=True).astype(np.float32)
+    """The periodic ("FFT") Hann window of one frame, float32.
+
+    Written out instead of ``scipy.signal.get_window("hann", 400)``: same values (tested), and
+    importing scipy.signal costs about a second per process start.
+    """
+    n = np.arange(FRAME_SAMPLES, dtype=np.float64)
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / FRAME_SAMPLES)).astype(np.float32)
     window.setflags(write=False)
     return window
+
+
+def _fft() -> ModuleType:
+    """``scipy.fft``, imported on first use: ``import features`` stays cheap for processes
+    (the gateway's workers, the CLI) that only decode or resample."""
+    import scipy.fft
+
+    return scipy.fft
 
 
 def windowed_frames(audio: np.ndarray) -> np.ndarray:
@@ -119,7 +132,7 @@ _BLOCKS_PER_FRAME = -(-FRAME_SAMPLES // HOP_SAMPLES)
 
 def power_spectrum(frames: np.ndarray) -> np.ndarray:
     """Hann-windowed power spectrum ``[..., FFT_SIZE // 2 + 1]`` of raw frames ``[..., 400]``."""
-    return _power(scipy.fft.rfft(frames * _analysis_window(), n=FFT_SIZE, axis=-1))
+    return _power(_fft().rfft(frames * _analysis_window(), n=FFT_SIZE, axis=-1))
 
 
 def _power(spectrum: np.ndarray) -> np.ndarray:
@@ -144,7 +157,7 @@ def logmel_signal(audio: np.ndarray, n_mels: int = N_MELS) -> np.ndarray:
 
     The one code path behind :func:`logmel`, :func:`logmel_batch` and :class:`LogMelStream`.
     """
-    return _log_mel(_power(scipy.fft.rfft(windowed_frames(audio), axis=-1)), n_mels)
+    return _log_mel(_power(_fft().rfft(windowed_frames(audio), axis=-1)), n_mels)
 
 
 _BATCH_CHUNK = 256
@@ -171,7 +184,7 @@ def logmel_batch(windows: np.ndarray, n_mels: int = N_MELS) -> np.ndarray:
 
 def mfcc(audio_16k: np.ndarray, n_mfcc: int = N_MFCC, n_mels: int = N_MELS) -> np.ndarray:
     """MFCCs ``[frames, n_mfcc]``: orthonormal DCT-II of the log-mel bands."""
-    return scipy.fft.dct(logmel(audio_16k, n_mels), type=2, norm="ortho", axis=-1)[:, :n_mfcc]
+    return _fft().dct(logmel(audio_16k, n_mels), type=2, norm="ortho", axis=-1)[:, :n_mfcc]
 
 
 class LogMelStream:

@@ -1,20 +1,20 @@
-"""Fit a variable-length segment to the model's fixed 1-s window.
+"""Fit a variable-length segment to the classifier's fixed 1-s window.
 
 Speech events from the gateway, the lake and the corpora come in any length; the classifier
-sees exactly :data:`~features.spectral.WINDOW_SAMPLES` samples. A longer segment keeps its
-loudest stretch (the window with the most energy), a shorter one is zero-padded so its energy
-centroid sits at the window centre: a keyword that ends up half outside the window is the
-commonest cause of a wrong label.
+sees exactly :data:`~features.spectral.CLASSIFIER_WINDOW_SAMPLES` samples. A longer segment
+keeps its loudest stretch (the window with the most energy), a shorter one is zero-padded so
+its energy centroid sits at the window centre: a keyword that ends up half outside the window
+is the commonest cause of a wrong label.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from features.spectral import WINDOW_SAMPLES
+from features.spectral import CLASSIFIER_WINDOW_SAMPLES
 
 
-def fit_window(audio: np.ndarray, samples: int = WINDOW_SAMPLES) -> np.ndarray:
+def fit_window(audio: np.ndarray, samples: int = CLASSIFIER_WINDOW_SAMPLES) -> np.ndarray:
     """Crop or zero-pad ``audio`` to ``samples`` samples, centred on its energy (float32)."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     length = audio.shape[0]
@@ -35,7 +35,7 @@ def fit_window(audio: np.ndarray, samples: int = WINDOW_SAMPLES) -> np.ndarray:
     return out
 
 
-def fit_windows(segments: list[np.ndarray], samples: int = WINDOW_SAMPLES) -> np.ndarray:
+def fit_windows(segments: list[np.ndarray], samples: int = CLASSIFIER_WINDOW_SAMPLES) -> np.ndarray:
     """:func:`fit_window` over many segments → ``[len(segments), samples]`` float32."""
     out = np.zeros((len(segments), samples), dtype=np.float32)
     for row, segment in enumerate(segments):

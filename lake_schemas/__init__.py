@@ -10,7 +10,7 @@ See docs/lake.md for the one-writer rule, app transactions, time travel and SQL.
 
 from lake_schemas.catalog import MetadataCatalog, QualityResult, SchemaVersion, TableEntry
 from lake_schemas.errors import LakeError, SchemaMismatch, TableNotFound, VersionNotFound
-from lake_schemas.lake import CommitResult, Lake
+from lake_schemas.lake import CommitResult, Lake, TableSnapshot
 from lake_schemas.tables import (
     ALL_TABLES,
     AUDIO_CHUNKS,
@@ -48,6 +48,7 @@ __all__ = [
     "SchemaVersion",
     "TableEntry",
     "TableNotFound",
+    "TableSnapshot",
     "TableSpec",
     "VersionNotFound",
     "get_table",

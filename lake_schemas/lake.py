@@ -76,6 +76,18 @@ class CommitResult:
     operation: str = "append"
 
 
+@dataclass(frozen=True)
+class TableSnapshot:
+    """A table's current state as its Delta log tells it (no data file is read)."""
+
+    version: int
+    rows: int
+    """Sum of the data files' record counts (file statistics)."""
+    files: int
+    last_commit_at: datetime | None
+    location: str
+
+
 def _normalize_root(root: str | Path) -> str:
     text = str(root)
     if delta.is_remote(text):
@@ -167,6 +179,24 @@ class Lake:
         """The highest app-transaction version committed by ``app_id`` (None: never)."""
         table = self._open(spec)
         return None if table is None else table.transaction_version(app_id)
+
+    def table_snapshot(self, spec: TableSpec) -> TableSnapshot | None:
+        """Version, rows, files and last commit of the table, or None when it does not exist.
+
+        Read from the Delta log only, so observing a large table costs milliseconds.
+        """
+        table = self._open(spec)
+        if table is None:
+            return None
+        actions = pa.table(table.get_add_actions(flatten=True))
+        rows = 0
+        if actions.num_rows:
+            counts = actions.column("num_records").to_pylist()
+            rows = sum(int(count) for count in counts if count is not None)
+        history = table.history(1)
+        stamp = history[0].get("timestamp") if history else None
+        committed = datetime.fromtimestamp(stamp / 1000, tz=UTC) if stamp else None
+        return TableSnapshot(table.version(), rows, actions.num_rows, committed, self.uri(spec))
 
     def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
         """Delta commit infos, newest first, each with its lineage keys and ``version``."""

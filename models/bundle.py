@@ -1,9 +1,13 @@
-"""Write a MODEL BUNDLE folder: the three ONNX artifacts and ``model.json``.
+"""The MODEL BUNDLE: one folder, one format, written by training and read by everyone else.
 
-The layout is the contract between training and the registry/serving side
-(:mod:`models.bundle_files` reads it): ``model.onnx`` (FP32), ``model.int8.onnx``,
-``model.fp16.onnx`` and ``model.json`` with the labels in output order, the feature version,
-tensor names, the audio format and the evaluation metrics.
+A bundle holds ``model.onnx`` (FP32), ``model.int8.onnx`` (CPU and edge), ``model.fp16.onnx``
+(FP16 weights, float32 inputs/outputs, for the CUDA provider) and ``model.json``, the bundle
+manifest: labels in output order, feature version, tensor names, sample rate and window length,
+quantization notes and the evaluation metrics. The registry logs and restores exactly these
+files; the serving engine and the evaluator read them.
+
+Reading is cheap (json only). Writing exports ONNX, so the exporter (and with it JAX's
+parameter types) is imported only by :func:`write_bundle`: a serving process never pays for it.
 """
 
 from __future__ import annotations
@@ -12,30 +16,63 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from features import FEATURE_VERSION, N_MELS, WINDOW_FRAMES, WINDOW_SAMPLES
+from features import CLASSIFIER_WINDOW_SAMPLES, FEATURE_VERSION, N_MELS, WINDOW_FRAMES
 from features.pcm import SAMPLE_RATE_HZ
-from models.bundle_files import ARTIFACT_FILES, MANIFEST_FILE
-from models.export import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    convert_fp16,
-    quantize_int8,
-    save_fp32,
-)
-from models.training import TrainedModel
 
+if TYPE_CHECKING:
+    from models.training import TrainedModel
+
+ARTIFACT_FILES: dict[str, str] = {
+    "fp32": "model.onnx",
+    "int8": "model.int8.onnx",
+    "fp16": "model.fp16.onnx",
+}
+"""Artifact kind → file name inside a bundle folder."""
+MANIFEST_FILE = "model.json"
+REQUIRED_KEYS = ("labels", "feature_version")
 CALIBRATION_WINDOWS = 256
 """Training windows used to calibrate INT8 activation ranges (a stratified sample)."""
+
+
+class BundleInvalid(ValueError):
+    """A folder is not a usable model bundle (missing file or key)."""
+
+
+def read_bundle_manifest(bundle_dir: Path | str) -> dict[str, Any]:
+    """``model.json`` of a bundle, with a clear error when it is missing or incomplete."""
+    path = Path(bundle_dir) / MANIFEST_FILE
+    if not path.exists():
+        raise BundleInvalid(f"{path} not found: {Path(bundle_dir)} is not a model bundle")
+    manifest = json.loads(path.read_text())
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise BundleInvalid(f"{path} lacks {', '.join(missing)}")
+    return manifest
+
+
+def write_bundle_manifest(bundle_dir: Path | str, manifest: dict[str, Any]) -> None:
+    """(Re)write ``model.json`` (e.g. to add metrics after evaluation)."""
+    path = Path(bundle_dir) / MANIFEST_FILE
+    path.write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+
+
+def artifact_path(bundle_dir: Path | str, artifact: str) -> Path:
+    """Path of one artifact (``fp32``, ``int8``, ``fp16``) inside a bundle."""
+    if artifact not in ARTIFACT_FILES:
+        raise BundleInvalid(
+            f"unknown artifact {artifact!r}; use one of {', '.join(ARTIFACT_FILES)}"
+        )
+    return Path(bundle_dir) / ARTIFACT_FILES[artifact]
 
 
 def calibration_rows(
     labels: np.ndarray, count: int = CALIBRATION_WINDOWS, seed: int = 0
 ) -> np.ndarray:
-    """Rows spread evenly over the classes, so rare classes set ranges too."""
+    """Rows spread evenly over the classes, so rare classes set INT8 ranges too."""
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     per_class = max(1, count // max(len(classes), 1))
@@ -56,6 +93,8 @@ def write_bundle(
     Files are written to a sibling temporary folder and moved into place at the end, so a
     reader never sees a half-written bundle.
     """
+    from models.export import INPUT_NAME, OUTPUT_NAME, convert_fp16, quantize_int8, save_fp32
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
@@ -70,7 +109,7 @@ def write_bundle(
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
         "sample_rate": SAMPLE_RATE_HZ,
-        "window_samples": WINDOW_SAMPLES,
+        "window_samples": CLASSIFIER_WINDOW_SAMPLES,
         "frames": WINDOW_FRAMES,
         "n_mels": N_MELS,
         "metrics": metrics or {},
@@ -88,17 +127,11 @@ def write_bundle(
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
-    write_manifest(staging, manifest)
+    write_bundle_manifest(staging, manifest)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return out_dir
-
-
-def write_manifest(bundle_dir: Path | str, manifest: dict[str, Any]) -> None:
-    """(Re)write ``model.json`` (e.g. to add metrics after evaluation)."""
-    path = Path(bundle_dir) / MANIFEST_FILE
-    path.write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(value: object) -> object:

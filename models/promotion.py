@@ -9,7 +9,10 @@ A candidate passes when, scored on the SAME held-out set as the champion,
 
 With no champion yet, the candidate needs the latency budget and an accuracy floor only. The
 verdict is pure (:func:`judge`), so the rules are tested table-driven; :class:`PromotionGate`
-adds the scoring of both models on the held-out set.
+adds the scoring of both models on the held-out set (with :func:`models.evaluation.evaluate`,
+the evaluator training logs with). Deciding and applying are separate steps: a
+:class:`PromotionDecision` says what the gate found and moves nothing;
+:meth:`models.registry.Registry.apply` records it and, when it passed, moves the alias.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.dataset import HeldoutSet
+from models.evaluation import EvaluationReport, evaluate
 from models.evaluation_log import EvaluationRecord
-from models.scoring import HeldoutSet, ModelScore, score_bundle
 
 TIE_TOLERANCE = 1e-9
 """Accuracies closer than this are equal (they are ratios of counts, so exact in practice)."""
@@ -44,7 +48,13 @@ class Verdict:
     """Why it passed or failed, one line per rule, in the order the rules were applied."""
 
 
-def judge(candidate: ModelScore, champion: ModelScore | None, policy: GatePolicy) -> Verdict:
+class StaleDecision(RuntimeError):
+    """The champion moved between the decision and its application: decide again."""
+
+
+def judge(
+    candidate: EvaluationReport, champion: EvaluationReport | None, policy: GatePolicy
+) -> Verdict:
     """Apply the gate's rules to two scores from the same held-out set."""
     reasons: list[str] = []
     passed = True
@@ -98,8 +108,8 @@ class PromotionDecision:
     champion_before: str | None
     passed: bool
     reasons: tuple[str, ...]
-    candidate: ModelScore
-    champion: ModelScore | None
+    candidate: EvaluationReport
+    champion: EvaluationReport | None
     dataset: str
     artifact: str
 
@@ -111,21 +121,16 @@ class PromotionDecision:
     def reason(self) -> str:
         return "; ".join(self.reasons)
 
-    def records(self, dataset: str | None = None) -> list[EvaluationRecord]:
+    def records(self) -> list[EvaluationRecord]:
         """The champion's re-evaluation (if any) and the candidate's verdict, as lake rows."""
-        name = dataset or self.dataset
         rows: list[EvaluationRecord] = []
         if self.champion is not None and self.champion_before is not None:
             rows.append(
-                self.champion.record(
-                    self.champion_before, self.artifact, name, "evaluate", reason="gate baseline"
-                )
+                self.champion.record(self.champion_before, "evaluate", reason="gate baseline")
             )
         rows.append(
             self.candidate.record(
                 self.candidate_version,
-                self.artifact,
-                name,
                 "promote" if self.passed else "reject",
                 champion_before=self.champion_before,
                 champion_after=self.champion_after,
@@ -136,7 +141,7 @@ class PromotionDecision:
         return rows
 
 
-Scorer = Callable[[Path, HeldoutSet, str], ModelScore]
+Scorer = Callable[[Path, HeldoutSet, str], EvaluationReport]
 
 
 @dataclass
@@ -144,13 +149,13 @@ class PromotionGate:
     """Scores candidate and champion on one held-out set and judges them by ``policy``.
 
     ``artifact`` is the one both are scored with: INT8, what CPU serving runs (the gate's
-    latency rule is about it too). ``scorer`` defaults to :func:`models.scoring.score_bundle`.
+    latency rule is about it too). ``scorer`` defaults to :func:`models.evaluation.evaluate`.
     """
 
     heldout: HeldoutSet
     policy: GatePolicy = field(default_factory=GatePolicy)
     artifact: str = "int8"
-    scorer: Scorer = score_bundle
+    scorer: Scorer = evaluate
 
     def decide(
         self,

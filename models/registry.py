@@ -5,12 +5,15 @@ MLflow ONNX model: FP32, INT8, FP16), ``model.json``, the confusion-matrix image
 evaluation table. The FP32 model is registered as a version of the registered model (default
 ``audio-event-classifier``); the version's tags point at its INT8 and FP16 siblings, so a
 version resolves back to a complete bundle folder (see the MODEL BUNDLE layout in
-:mod:`models.bundle_files`).
+:mod:`models.bundle`). Training curves (one point per epoch) are the run's step metrics.
 
 Aliases carry the lifecycle: ``challenger`` (newest candidate), ``champion`` (served) and
-``previous-champion`` (what :meth:`Registry.rollback` puts back). Every promotion pushes the
-outgoing champion onto a history kept as a registered-model tag, so repeated rollbacks walk back
-through earlier champions instead of toggling between two versions.
+``previous-champion`` (what :meth:`Registry.rollback` puts back). A promotion is decided
+(:meth:`Registry.decide`: the gate scores candidate and champion, nothing moves) and then
+applied (:meth:`Registry.apply`: the verdict is recorded and, if it passed, the alias moves),
+so a blocking check can sit between the two. Every promotion pushes the outgoing champion onto
+a history kept as a registered-model tag, so repeated rollbacks walk back through earlier
+champions instead of toggling between two versions.
 
 MLflow takes seconds to import, so it is imported inside the methods that need it: a process
 that only serves a bundle folder never pays for it.
@@ -30,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.bundle_files import ARTIFACT_FILES, MANIFEST_FILE, read_manifest
+from models.bundle import ARTIFACT_FILES, MANIFEST_FILE, read_bundle_manifest
 from models.evaluation_log import EvaluationRecord, evaluation_table
 
 if TYPE_CHECKING:
@@ -50,6 +53,8 @@ ARTIFACT_TAG_PREFIX = "sonolake.artifact."
 BUNDLE_RUN_DIR = "bundle"
 """Run artifact folder that holds model.json (and the evaluation files beside it)."""
 WRITER = "models.registry"
+CURVE_BATCH = 1000
+"""Metric points per ``log_batch`` call (MLflow accepts at most 1,000)."""
 NOISY_LOGGERS = ("mlflow.utils.environment", "mlflow.utils.uv_utils")
 """MLflow warns on every log_model that this uv environment has no pip, and that it found a
 uv project; neither matters with explicit requirements, so log_bundle silences them."""
@@ -182,14 +187,16 @@ class Registry:
         *,
         run_name: str | None = None,
         set_challenger: bool = True,
+        curves: Mapping[str, Sequence[float]] | None = None,
     ) -> str:
         """Log a trained bundle as one MLflow run, register it, alias it ``challenger``.
 
         ``evaluation`` is the evaluation table: a pandas DataFrame, a dict of columns, a list of
-        row dicts, or a path to a CSV/JSON file. Returns the new version number (as a string).
+        row dicts, or a path to a CSV/JSON file. ``curves`` are learning curves, one value per
+        epoch, logged as step metrics (step = epoch, from 1). Returns the new version number.
         """
         bundle = Path(bundle_dir)
-        manifest = read_manifest(bundle)
+        manifest = read_bundle_manifest(bundle)
         artifacts = {kind: bundle / name for kind, name in ARTIFACT_FILES.items()}
         if not artifacts["fp32"].exists():
             raise FileNotFoundError(
@@ -207,6 +214,7 @@ class Registry:
                 numeric = {k: float(v) for k, v in metrics.items() if _is_number(v)}
                 if numeric:
                     mlflow.log_metrics(numeric)
+                _log_curves(self.client, run.info.run_id, curves or {})
                 mlflow.set_tags(
                     {
                         "feature_version": manifest.get("feature_version", ""),
@@ -411,13 +419,11 @@ class Registry:
         else:
             self._delete_alias(PREVIOUS_CHAMPION)
 
-    def promote(
-        self, version: str | None, gate: PromotionGate, *, dataset: str | None = None
-    ) -> PromotionDecision:
-        """Gate ``version`` (default: the challenger); move ``champion`` to it if it passes.
+    def decide(self, version: str | None, gate: PromotionGate) -> PromotionDecision:
+        """Judge ``version`` (default: the challenger) against the current champion.
 
-        The candidate and the current champion are scored by ``gate`` on the same held-out set;
-        both scores and the verdict land in ``monitoring.model_evaluations``.
+        The gate scores both on its held-out set. Nothing moves and nothing is recorded: hand
+        the decision to :meth:`apply` (perhaps after a check has looked at it).
         """
         if version is None:
             version = self.alias_version(CHALLENGER)
@@ -427,15 +433,34 @@ class Registry:
         champion = self.alias_version(CHAMPION)
         candidate_dir = self.resolve(version).bundle_dir
         champion_dir = self.resolve(champion).bundle_dir if champion is not None else None
-        decision = gate.decide(version, candidate_dir, champion, champion_dir)
+        return gate.decide(version, candidate_dir, champion, champion_dir)
+
+    def apply(self, decision: PromotionDecision) -> PromotionDecision:
+        """Record a decision in ``monitoring.model_evaluations``; if it passed, move ``champion``.
+
+        Raises :class:`~models.promotion.StaleDecision`, moving nothing, when a passed decision
+        was made against a champion that is no longer the champion.
+        """
+        from models.promotion import StaleDecision
+
+        champion = self.alias_version(CHAMPION)
         if decision.passed:
+            if champion != decision.champion_before:
+                raise StaleDecision(
+                    f"the champion changed from {decision.champion_before} to {champion} since "
+                    f"version {decision.candidate_version} was evaluated; evaluate it again"
+                )
             history = self.champion_history()
             if champion is not None:
                 history.append(champion)
             self._set_history(history)
-            self.set_alias(CHAMPION, version)
-        self.record(*decision.records(dataset))
+            self.set_alias(CHAMPION, decision.candidate_version)
+        self.record(*decision.records())
         return decision
+
+    def promote(self, version: str | None, gate: PromotionGate) -> PromotionDecision:
+        """:meth:`decide`, then :meth:`apply`: the gate and the alias move in one call."""
+        return self.apply(self.decide(version, gate))
 
     def rollback(self, *, reason: str | None = None) -> tuple[str, str]:
         """Put the previous champion back; returns (version rolled back, version restored)."""
@@ -541,6 +566,20 @@ def _signature(path: Path, manifest: Mapping[str, Any]) -> Any:
     if not inputs or not outputs:
         return None
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def _log_curves(client: MlflowClient, run_id: str, curves: Mapping[str, Sequence[float]]) -> None:
+    """Each curve as one metric with a value per epoch (step 1 = the first epoch)."""
+    from mlflow.entities import Metric
+
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    points = [
+        Metric(name, float(value), now_ms, step)
+        for name, values in curves.items()
+        for step, value in enumerate(values, start=1)
+    ]
+    for start in range(0, len(points), CURVE_BATCH):
+        client.log_batch(run_id, metrics=points[start : start + CURVE_BATCH])
 
 
 def _log_evaluation(mlflow: Any, evaluation: Any) -> None:

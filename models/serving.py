@@ -6,7 +6,7 @@ Why it looks like this:
   a GPU (or without the CUDA libraries) and then silently falls back to the CPU, so the engine
   asks the session what it actually got (``session.get_providers()``) and picks the artifact
   from that: FP16 on CUDA (the CUDA provider has no fast kernels for dynamically quantized INT8),
-  INT8 on CPU. See :func:`choose_artifact` and :mod:`models.session`.
+  INT8 on CPU. See :func:`choose_artifact` and :mod:`models.onnx_session`.
 - Micro-batching. Many streams call :meth:`ServingEngine.classify` at once; one window per
   ``session.run`` wastes the runtime's per-call overhead. Calls queue up and one batch runs as
   soon as ``max_batch`` windows wait or the oldest has waited ``max_wait_us``. Inference runs in a
@@ -18,7 +18,7 @@ Why it looks like this:
   on the new one, and none fails. Every :class:`Prediction` carries the version that made it.
 - One feature code path: windows go through :func:`features.logmel_batch`, as in training.
   The engine caps NumPy's BLAS threads to ``intra_op_threads`` for the process (see
-  :func:`models.session.limit_blas_threads`: 90× faster log-mel for one window on a busy box).
+  :func:`models.onnx_session.limit_blas_threads`: 90× faster log-mel for one window on a busy box).
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from features import logmel_batch
-from models.serving_metrics import EngineMetrics
-from models.session import (
+from models.onnx_session import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
     IncompatibleModel,
@@ -47,6 +46,7 @@ from models.session import (
     limit_blas_threads,
     load_model,
 )
+from models.serving_metrics import EngineMetrics
 
 if TYPE_CHECKING:
     from models.registry import Registry
@@ -178,11 +178,9 @@ class ServingEngine:
     @classmethod
     def from_registry(
         cls,
-        tracking_uri: str,
-        model_name: str,
+        registry: Registry,
         alias: str = "champion",
         *,
-        cache_dir: Path | None = None,
         providers: Sequence[str] | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_wait_us: int = DEFAULT_MAX_WAIT_US,
@@ -191,9 +189,6 @@ class ServingEngine:
         top_k: int = DEFAULT_TOP_K,
     ) -> ServingEngine:
         """An engine on the version ``alias`` points at; empty (``loaded`` False) if none."""
-        from models.registry import Registry
-
-        registry = Registry(tracking_uri, model_name, cache_dir=cache_dir)
         engine = cls(
             None,
             max_batch=max_batch,

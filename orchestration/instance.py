@@ -1,6 +1,7 @@
 """The Dagster instance on one machine: SQLite storage under ``Settings.dagster_home``.
 
-``make dev`` and ``sonolake demo`` call :func:`prepare_dagster_home` before starting Dagster,
+``make dev`` (through ``python -m orchestration``) and ``sonolake demo`` call
+:func:`prepare_dagster_home` before starting Dagster,
 so the UI, the daemon and in-process runs share one instance (run history, asset
 materializations, check results, sensor cursors). ``dagster.yaml`` also turns on the
 freshness policies (off by default in open-source Dagster) and gives every concurrency pool a
@@ -9,10 +10,9 @@ limit of one, which is how the lake's one-writer-per-table rule holds inside Dag
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from sonolake.settings import Settings, get_settings
+from sonolake.settings import Settings
 
 DAGSTER_YAML = """\
 # Written by orchestration/instance.py; storage defaults to SQLite files in this folder.
@@ -37,8 +37,3 @@ def prepare_dagster_home(settings: Settings) -> Path:
     if not config.exists():
         config.write_text(DAGSTER_YAML)
     return home
-
-
-if __name__ == "__main__":
-    # `python -m orchestration.instance` prints the home for `DAGSTER_HOME=$(...) dagster dev`.
-    sys.stdout.write(f"{prepare_dagster_home(get_settings())}\n")

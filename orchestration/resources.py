@@ -2,14 +2,14 @@
 
 ``Settings.environment`` decides which implementation the assets get; assets only ever see
 the interface (:class:`LakeResource`, :class:`ModelRegistryResource`, :class:`PlatformPaths`).
-Secrets never appear as literals: the S3 credentials are :class:`dagster.EnvVar` references
-to the same ``SONOLAKE_`` variables the settings read, so the Dagster UI shows the variable's
-name, never its value.
+The objects behind them are built by :mod:`sonolake.wiring`, as the command line builds them,
+from the resources' configured fields. Secrets never appear as literals: the S3 credentials are
+:class:`dagster.EnvVar` references to the same ``SONOLAKE_`` variables the settings read, so
+the Dagster UI shows the variable's name, never its value.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -19,21 +19,14 @@ from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtCliResource
 from pydantic import PrivateAttr
 
+from orchestration.defs.analytics.project import dbt_executable, dbt_project
 from orchestration.defs.training.resources import ModelLifecycleResource
+from sonolake import wiring
 from sonolake.settings import Settings
 
 if TYPE_CHECKING:
     from lake_schemas import Lake
     from models.registry import Registry
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DBT_PROJECT_DIR = REPO_ROOT / "dbt"
-
-
-def dbt_executable() -> str:
-    """The ``dbt`` of the interpreter running Dagster (the project's .venv), not one on PATH."""
-    candidate = Path(sys.executable).parent / "dbt"
-    return str(candidate) if candidate.exists() else "dbt"
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -41,8 +34,8 @@ class LakeResource(dg.ConfigurableResource):
 
     root: str
     """Absolute path of the lake root."""
-    catalog_file: str
-    """DuckDB catalog file analysts open."""
+    catalog_path: str | None = None
+    """DuckDB catalog file analysts open (None: the lake's default, ``<root>/catalog.duckdb``)."""
 
     _lake: Any = PrivateAttr(default=None)
 
@@ -53,22 +46,16 @@ class LakeResource(dg.ConfigurableResource):
     def open(self) -> Lake:
         """The lake, opened once per resource instance (one run) and reused by its assets."""
         if self._lake is None:
-            from lake_schemas import Lake
-
-            self._lake = Lake(
-                self.root,
-                storage_options=self.storage_options() or None,
-                catalog_file=Path(self.catalog_file),
-            )
+            self._lake = wiring.open_lake(self.root, self.storage_options(), self.catalog_path)
         return self._lake
 
-    def table_uri(self, relative_path: str) -> str:
-        """``<root>/<relative_path>``: where a table or file lives in the lake."""
+    def location(self, relative_path: str) -> str:
+        """``<root>/<relative_path>``: where a file beside the tables lives."""
         return f"{self.root.rstrip('/')}/{relative_path.strip('/')}"
 
     def save_file(self, relative_path: str, data: bytes, content_type: str) -> str:
         """Store a report (HTML, PNG) in the lake beside the tables; returns its location."""
-        target = Path(self.table_uri(relative_path))
+        target = Path(self.location(relative_path))
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".tmp")
         tmp.write_bytes(data)
@@ -88,23 +75,20 @@ class S3LakeResource(LakeResource):
     """Plain-HTTP endpoints (test stores such as moto or MinIO without TLS)."""
 
     def storage_options(self) -> dict[str, str]:
-        options = {"AWS_REGION": self.s3.region_name or "us-east-1"}
-        if self.s3.endpoint_url:
-            options["AWS_ENDPOINT_URL"] = self.s3.endpoint_url
-        if self.s3.aws_access_key_id:
-            options["AWS_ACCESS_KEY_ID"] = self.s3.aws_access_key_id
-        if self.s3.aws_secret_access_key:
-            options["AWS_SECRET_ACCESS_KEY"] = self.s3.aws_secret_access_key
-        if self.allow_http:
-            options["AWS_ALLOW_HTTP"] = "true"
-        return options
+        return wiring.s3_storage_options(
+            region=self.s3.region_name,
+            endpoint_url=self.s3.endpoint_url,
+            access_key_id=self.s3.aws_access_key_id,
+            secret_access_key=self.s3.aws_secret_access_key,
+            allow_http=self.allow_http,
+        )
 
     def _bucket_key(self, location: str) -> tuple[str, str]:
         parsed = urlparse(location)
         return parsed.netloc, parsed.path.lstrip("/")
 
     def save_file(self, relative_path: str, data: bytes, content_type: str) -> str:
-        location = self.table_uri(relative_path)
+        location = self.location(relative_path)
         bucket, key = self._bucket_key(location)
         self.s3.get_client().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         return location
@@ -120,13 +104,15 @@ class ModelRegistryResource(dg.ConfigurableResource):
     tracking_uri: str
     model_name: str
     artifact_root: str
+    cache_dir: str
+    """Downloaded bundles, shared with the command line and the gateway."""
     ui_url: str = "http://127.0.0.1:5000"
     """Where ``mlflow ui`` serves this store; used for links in asset metadata."""
 
     def open(self, lake: Lake) -> Registry:
-        from models.registry import Registry
-
-        return Registry(self.tracking_uri, self.model_name, self.artifact_root, lake=lake)
+        return wiring.open_registry(
+            self.tracking_uri, self.model_name, self.artifact_root, self.cache_dir, lake
+        )
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """Link to an MLflow run in the MLflow UI."""
@@ -154,6 +140,8 @@ class PlatformPaths(dg.ConfigurableResource):
 
 
 def _lake_resource(settings: Settings) -> LakeResource:
+    path = wiring.catalog_path(settings)
+    catalog = str(path) if path is not None else None
     if settings.environment == "s3":
         s3 = S3Resource(
             region_name=settings.aws_region,
@@ -162,12 +150,9 @@ def _lake_resource(settings: Settings) -> LakeResource:
             aws_secret_access_key=dg.EnvVar("SONOLAKE_AWS_SECRET_ACCESS_KEY"),
         )
         return S3LakeResource(
-            root=settings.lake_root,
-            catalog_file=str(settings.catalog_file),
-            s3=s3,
-            allow_http=settings.aws_allow_http,
+            root=settings.lake_root, catalog_path=catalog, s3=s3, allow_http=settings.aws_allow_http
         )
-    return LakeResource(root=settings.lake_root, catalog_file=str(settings.catalog_file))
+    return LakeResource(root=settings.lake_root, catalog_path=catalog)
 
 
 def resources_for(settings: Settings) -> dict[str, Any]:
@@ -178,13 +163,14 @@ def resources_for(settings: Settings) -> dict[str, Any]:
             tracking_uri=settings.mlflow_tracking_uri,
             model_name=settings.model_name,
             artifact_root=str(settings.mlflow_artifact_root),
+            cache_dir=str(settings.model_cache_dir),
         ),
         "paths": PlatformPaths(
             state_dir=str(settings.state_path),
             spool_dir=str(settings.spool_path),
             data_dir=str(settings.data_dir),
         ),
-        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
         "lifecycle": ModelLifecycleResource(
             training_preset=settings.training_preset,
             latency_budget_us=settings.promotion_latency_budget_us,

@@ -26,6 +26,9 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Sonolake: audio lakehouse and MLOps platform with a streaming sidecar."""
+    from sonolake.settings import get_settings
+
+    get_settings()  # every bad setting is reported before any command starts (exit code 2)
 
 
 for module in (lake, streaming, sidecar, training, models, demo):
@@ -39,14 +42,17 @@ def show_config() -> None:
     """Print the effective settings (secrets masked) and where each derived path points."""
     from rich.table import Table
 
+    from sonolake import wiring
     from sonolake.settings import get_settings
 
     settings = get_settings()
     table = Table("setting", "value")
     for name, value in settings.model_dump().items():
         table.add_row(name, "***" if "secret" in name and value else str(value))
-    for name in ("lake_root", "catalog_file", "spool_path", "mlflow_tracking_uri", "dagster_home"):
+    for name in ("lake_root", "spool_path", "mlflow_tracking_uri", "dagster_home"):
         table.add_row(f"-> {name}", str(getattr(settings, name)))
+    catalog = wiring.lake(settings).catalog_file
+    table.add_row("-> catalog_file", str(catalog) if catalog else "none (an s3:// lake has none)")
     Console().print(table)
 
 
@@ -55,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except BadInput as exc:
-        _err.print(f"[bold red]error:[/] {exc}")
+        _err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # one line per problem
         return 2
     except WorkFailed as exc:
-        _err.print(f"[bold red]failed:[/] {exc}")
+        _err.print(f"[bold red]failed:[/] {exc}", soft_wrap=True)
         return 1
     except typer.Exit as exc:
         return int(exc.exit_code or 0)

@@ -3,8 +3,9 @@
 Every configurable value comes from here: environment variables with the ``SONOLAKE_`` prefix
 (or a ``.env`` file), with defaults that run on one machine with no services. Packages below
 the composition root (``lake_schemas``, ``features``, ``models``, ``streaming``) never read the
-environment themselves; the CLI, the Dagster resources and the benchmarks build a
-:class:`Settings` and pass plain values down.
+environment themselves; :mod:`sonolake.wiring` turns a :class:`Settings` into the objects they
+offer. Settings are checked when they are read (:func:`get_settings`): a bad value stops the
+command with one line per problem, naming the variable, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sonolake.errors import BadInput
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 """The checkout that holds this package: defaults that point at shared data hang off it."""
@@ -39,8 +42,8 @@ class Settings(BaseSettings):
     )
     catalog_path: Path | None = Field(
         None,
-        description="DuckDB catalog file for analysts (default: <lake>/catalog.duckdb for a "
-        "local lake, <state_dir>/catalog.duckdb for a remote one).",
+        description="DuckDB catalog file for analysts (default: <lake>/catalog.duckdb; an "
+        "s3:// lake has none, `sonolake sql` registers its tables in-process).",
     )
 
     # S3 (or an S3-compatible store). Credentials are read from these variables only.
@@ -80,7 +83,7 @@ class Settings(BaseSettings):
     promotion_accuracy_floor: float = Field(
         0.5, description="Promotion gate: min held-out accuracy of a first champion (0..1)."
     )
-    training_preset: str = Field(
+    training_preset: Literal["quick", "full"] = Field(
         "full", description="Preset of scheduled and drift-triggered retraining (quick|full)."
     )
     serving_max_batch: int = Field(64, description="Serving: most windows per inference batch.")
@@ -93,7 +96,9 @@ class Settings(BaseSettings):
     )
 
     gateway_host: str = Field("127.0.0.1", description="Gateway bind address.")
-    gateway_port: int = Field(8765, description="Gateway port (WebSocket and HTTP).")
+    gateway_port: int = Field(
+        8765, ge=0, le=65535, description="Gateway port (WebSocket and HTTP)."
+    )
     auth_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Accepted API tokens, comma separated. Empty: only loopback clients, "
@@ -157,14 +162,6 @@ class Settings(BaseSettings):
         return str(Path(self.lake_uri.removeprefix("file://")).expanduser().resolve())
 
     @cached_property
-    def catalog_file(self) -> Path:
-        if self.catalog_path is not None:
-            return self.catalog_path.expanduser().resolve()
-        if self.is_remote_lake:
-            return self.state_path / "catalog.duckdb"
-        return Path(self.lake_root) / "catalog.duckdb"
-
-    @cached_property
     def spool_path(self) -> Path:
         return (self.spool_dir or self.state_path / "spool").expanduser().resolve()
 
@@ -177,25 +174,40 @@ class Settings(BaseSettings):
         return self.state_path / "mlartifacts"
 
     @cached_property
+    def model_cache_dir(self) -> Path:
+        """Registered bundles, downloaded once and shared by the CLI, Dagster and the gateway."""
+        return self.state_path / "model-cache"
+
+    @cached_property
     def dagster_home(self) -> Path:
         return self.state_path / "dagster"
 
-    def storage_options(self) -> dict[str, str]:
-        """delta-rs / object_store options for the lake; empty for a local lake."""
-        if not self.is_remote_lake:
-            return {}
-        options = {"AWS_REGION": self.aws_region}
-        if self.s3_endpoint_url:
-            options["AWS_ENDPOINT_URL"] = self.s3_endpoint_url
-        if self.aws_access_key_id:
-            options["AWS_ACCESS_KEY_ID"] = self.aws_access_key_id
-        if self.aws_secret_access_key is not None:
-            options["AWS_SECRET_ACCESS_KEY"] = self.aws_secret_access_key.get_secret_value()
-        if self.aws_allow_http:
-            options["AWS_ALLOW_HTTP"] = "true"
-        return options
+
+class BadSettings(BadInput):
+    """One or more settings have values that cannot be used (exit code 2)."""
+
+
+SECRET_FIELDS = ("aws_secret_access_key", "aws_access_key_id", "auth_tokens")
+"""Settings whose values are never printed, not even in an error."""
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per bad setting: the variable, the value and what is allowed."""
+    lines = []
+    for problem in error.errors():
+        name = str(problem["loc"][0]) if problem["loc"] else "?"
+        value = "***" if name in SECRET_FIELDS else repr(problem.get("input"))
+        allowed = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"SONOLAKE_{name.upper()}={value} is not allowed: {allowed}")
+    return "\n".join(lines)
 
 
 def get_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment, with explicit overrides winning (CLI flags)."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Build settings from the environment, with explicit overrides winning (CLI flags).
+
+    Raises :class:`BadSettings` (a :class:`~sonolake.errors.BadInput`) listing every bad value.
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise BadSettings(describe_errors(exc)) from None

@@ -1,9 +1,11 @@
-"""Fixtures every suite shares: isolated settings, the real-data folder, server helpers."""
+"""Fixtures every suite shares: isolated settings, the real-data folder, a small real lake."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support import REPO_ROOT
 
 from sonolake.settings import Settings
+
+if TYPE_CHECKING:
+    from real_lake import LakeEnv  # imports the sidecar (Beam): only where a test needs a lake
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -34,3 +39,29 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("SONOLAKE_LAKE_URI", str(tmp_path / "lakehouse"))
     monkeypatch.setenv("SONOLAKE_DATA_DIR", str(SHARED_DATA))
     return Settings(_env_file=None)
+
+
+@pytest.fixture(scope="session")
+def small_lake_template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The small real lake (real recordings landed by the sidecar), built once per session."""
+    from real_lake import build_small_lake
+
+    return build_small_lake(tmp_path_factory.getbasetemp(), shared_data)
+
+
+@pytest.fixture
+def small_lake(small_lake_template: Path, tmp_path: Path) -> LakeEnv:
+    """A private copy of the small real lake (bronze, silver, sessions, spool state)."""
+    from real_lake import LakeEnv
+
+    root = tmp_path / "env"
+    shutil.copytree(small_lake_template, root)
+    return LakeEnv(root)
+
+
+@pytest.fixture
+def empty_env(tmp_path: Path) -> LakeEnv:
+    """Settings over an empty state folder and lake."""
+    from real_lake import LakeEnv
+
+    return LakeEnv(tmp_path / "empty")

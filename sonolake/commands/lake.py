@@ -50,10 +50,9 @@ def _console() -> Console:
 
 
 def _lake() -> Lake:
-    from lake_schemas import Lake
+    from sonolake import wiring
 
-    settings = get_settings()
-    return Lake(settings.lake_root, settings.storage_options(), settings.catalog_file)
+    return wiring.lake(get_settings())
 
 
 def _jsonable(value: Any) -> Any:

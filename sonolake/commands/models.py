@@ -21,8 +21,9 @@ from sonolake.errors import BadInput, WorkFailed
 from sonolake.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from models.dataset import HeldoutSet
+    from models.evaluation import EvaluationReport
     from models.registry import Registry
-    from models.scoring import HeldoutSet, ModelScore
 
 _out = Console()
 _err = Console(stderr=True)
@@ -44,22 +45,14 @@ class Artifact(StrEnum):
 
 
 def _registry(settings: Settings) -> Registry:
-    from lake_schemas import Lake
-    from models.registry import Registry
+    from sonolake import wiring
 
-    lake = Lake(settings.lake_root, settings.storage_options() or None, settings.catalog_file)
-    return Registry(
-        settings.mlflow_tracking_uri,
-        settings.model_name,
-        settings.mlflow_artifact_root,
-        cache_dir=settings.state_path / "model-cache",
-        lake=lake,
-    )
+    return wiring.registry(settings)
 
 
 def _heldout(manifest: Path | None, settings: Settings, all_clips: bool) -> HeldoutSet:
     from features.corpus import SPEECH_COMMANDS, DataMissing, corpus_manifest
-    from models.scoring import heldout_from_manifest
+    from models.dataset import heldout_from_manifest
 
     try:
         path = manifest or corpus_manifest(settings.data_dir, SPEECH_COMMANDS)
@@ -73,7 +66,7 @@ def _heldout(manifest: Path | None, settings: Settings, all_clips: bool) -> Held
         raise BadInput(f"cannot use manifest {manifest}: {exc}") from None
 
 
-def _score_table(title: str, scores: dict[str, ModelScore]) -> Table:
+def _score_table(title: str, scores: dict[str, EvaluationReport]) -> Table:
     table = Table(title=title)
     table.add_column("metric")
     for name in scores:
@@ -118,10 +111,10 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score any model on any labelled audio set: accuracy, macro-F1, per-class F1, latency."""
-    from models.bundle_files import BundleInvalid
+    from models.bundle import BundleInvalid
+    from models.evaluation import evaluate as evaluate_model
+    from models.onnx_session import IncompatibleModel
     from models.registry import UnknownModel
-    from models.scoring import score_bundle
-    from models.session import IncompatibleModel
 
     if not manifest.exists():
         raise BadInput(f"manifest {manifest} not found; pass a CSV with path,label[,speaker]")
@@ -134,13 +127,13 @@ def evaluate(
     heldout = _heldout(manifest, settings, all_clips)
     try:
         with _err.status(f"scoring {model} ({artifact.value}) on {len(heldout.labels)} windows …"):
-            score = score_bundle(
+            score = evaluate_model(
                 resolved.bundle_dir, heldout, artifact.value, model_version=resolved.version
             )
     except (BundleInvalid, IncompatibleModel) as exc:
         raise BadInput(f"model {model!r} cannot be scored: {exc}") from None
     version = resolved.version or score.model_version or "-"
-    registry.record(score.record(version, artifact.value, heldout.name, "evaluate"))
+    registry.record(score.record(version, "evaluate"))
 
     _out.print(f"model {registry.model_name} version [bold]{version}[/] ({model}), {heldout.name}")
     _out.print(_score_table("evaluation", {artifact.value: score}))

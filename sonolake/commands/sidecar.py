@@ -41,13 +41,12 @@ def phase_printer(settings: Settings) -> Any:
 
 def classifier_for(settings: Settings) -> Any:
     """The engine following the champion, or None (no registry yet, or no champion)."""
-    uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+    from sonolake import wiring
+
+    if not wiring.registry_exists(settings):
         return None  # no registry has been created: nothing to load (and no MLflow import)
     try:
-        from models.serving import ServingEngine
-
-        engine = ServingEngine.from_registry(uri, settings.model_name)
+        engine = wiring.serving_engine(settings, follow=False)
     except Exception as exc:
         log.warning("no serving engine (%s); events land without predictions", exc)
         return None
@@ -58,10 +57,10 @@ def classifier_for(settings: Settings) -> Any:
 
 
 def build_sidecar(settings: Settings) -> Any:
-    from lake_schemas import Lake
+    from sonolake import wiring
     from streaming.sidecar.driver import Sidecar, SidecarConfig
 
-    lake = Lake(settings.lake_root, settings.storage_options() or None, settings.catalog_file)
+    lake = wiring.lake(settings)
     config = SidecarConfig(
         spool_dir=settings.spool_path,
         state_dir=settings.state_path / "sidecar",

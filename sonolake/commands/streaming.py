@@ -46,17 +46,9 @@ def gateway_config(settings: Settings, host: str | None = None, port: int | None
 def serving_engine(settings: Settings) -> Any:
     """The engine following the champion alias, or None when serving cannot start at all."""
     try:
-        from models.serving import ServingEngine
+        from sonolake import wiring
 
-        engine = ServingEngine.from_registry(
-            settings.mlflow_tracking_uri,
-            settings.model_name,
-            max_batch=settings.serving_max_batch,
-            max_wait_us=settings.serving_max_wait_us,
-            intra_op_threads=settings.serving_intra_op_threads,
-        )
-        engine.follow(settings.serving_poll_interval_s)
-        return engine
+        return wiring.serving_engine(settings)
     except Exception as exc:  # no registry yet, or serving unavailable: run without a model
         log.warning("no serving engine (%s); the gateway runs VAD and segmentation only", exc)
         return None

@@ -1,16 +1,21 @@
-"""``sonolake train``: train on the real recordings, export the bundle, evaluate held-out speakers.
+"""``sonolake train``: train on the real recordings, export, evaluate, register a ``challenger``.
 
-The held-out side is fixed (20 % of speakers, split seed 0) so the accuracy printed here is the
-one ``sonolake evaluate`` and the promotion gate see. ``--seed`` changes the training run
-(initialisation, augmentation), never the split.
+The work is :func:`models.candidate.train_candidate`, the pipeline the Dagster ``candidate_model``
+asset runs too: the version lands in the registry as ``challenger`` with the same params,
+metrics, learning curves, evaluation table and INT8 confusion matrix, so ``sonolake promote``
+can move it through the gate next. The held-out side is fixed (20 % of speakers, split seed 0)
+and named as ``sonolake evaluate`` and the gate name it, so the accuracy printed here is the
+one they see. ``--seed`` changes the training run (initialisation, augmentation), never the
+split.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,16 +24,11 @@ from rich.table import Table
 
 from sonolake.errors import BadInput, WorkFailed
 
+if TYPE_CHECKING:
+    from sonolake.settings import Settings
+
 _out = Console()
 _err = Console(stderr=True)
-
-EVALUATION_FILE = "evaluation.json"
-CONFUSION_FILE = "confusion.png"
-
-
-def default_bundle_dir(state_path: Path, preset: str) -> Path:
-    """Where ``sonolake train`` leaves a preset's bundle (benchmarks and the demo look here)."""
-    return state_path / "models" / preset
 
 
 def register(app: typer.Typer) -> None:
@@ -62,13 +62,14 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--json", help="Also write the summary as JSON here.")
         ] = None,
     ) -> None:
-        """Train the keyword classifier on the real recordings and export its ONNX bundle."""
+        """Train the keyword classifier on the real recordings and register it as challenger."""
+        from sonolake import wiring
         from sonolake.settings import get_settings
 
         settings = get_settings(data_dir=data_dir)
-        bundle_dir = (out or default_bundle_dir(settings.state_path, preset)).expanduser().resolve()
+        bundle_dir = (out or wiring.bundle_dir(settings, preset)).expanduser().resolve()
         summary = run_training(
-            settings.data_dir, bundle_dir, preset, epochs=epochs, seed=seed, ensemble=ensemble
+            settings, bundle_dir, preset, epochs=epochs, seed=seed, ensemble=ensemble
         )
         _print_summary(summary)
         if json_path is not None:
@@ -77,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
 
 def run_training(
-    data_dir: Path,
+    settings: Settings,
     bundle_dir: Path,
     preset_name: str,
     *,
@@ -85,33 +86,30 @@ def run_training(
     seed: int | None = None,
     ensemble: int | None = None,
 ) -> dict[str, Any]:
-    """Load → split by speaker → train → export → evaluate every artifact; returns the summary."""
-    import numpy as np
-
-    from features import logmel_batch
-    from features.corpus import SPEECH_COMMANDS, DataMissing, corpus_manifest, read_manifest
-    from models.bundle import calibration_rows, write_bundle, write_manifest
-    from models.bundle_files import read_manifest as read_bundle_manifest
-    from models.dataset import LabelledWindows, split_by_group
-    from models.evaluation import LIGHT_SPEED, SpeedSettings, evaluate_artifacts, save_confusion_png
-    from models.training import EpochReport, preset, train
+    """Load → split by speaker → the training pipeline; returns the summary."""
+    from features.corpus import SPEECH_COMMANDS, DataMissing, corpus_manifest
+    from models.candidate import train_candidate
+    from models.dataset import corpus_split
+    from models.evaluation import LIGHT_PROBE, SpeedProbe
+    from models.training import EpochReport, preset
+    from sonolake import wiring
 
     try:
         config = preset(preset_name, epochs=epochs, seed=seed, ensemble=ensemble)
-        manifest = corpus_manifest(data_dir, SPEECH_COMMANDS)
+        manifest = corpus_manifest(settings.data_dir, SPEECH_COMMANDS)
     except (ValueError, DataMissing) as exc:
         raise BadInput(str(exc)) from exc
     started = time.perf_counter()
+    registry = wiring.registry(settings)
     with _progress() as progress:
-        clips = read_manifest(manifest)
         loading = progress.add_task("load recordings", total=1)
-        data = LabelledWindows.from_clips(clips)
+        split = corpus_split(manifest)
         progress.update(loading, completed=1)
-        train_rows, test_rows = split_by_group(data.groups)
-        train_set, test_set = data.subset(train_rows), data.subset(test_rows)
         training = progress.add_task(
-            f"train {preset_name} ({len(train_set)} windows)", total=config.epochs * config.ensemble
+            f"train {preset_name} ({len(split.train)} windows)",
+            total=config.epochs * config.ensemble,
         )
+        stages: dict[str, Any] = {}
 
         def on_epoch(report: EpochReport) -> None:
             progress.update(
@@ -121,56 +119,50 @@ def run_training(
                 f"epoch {report.epoch}/{report.epochs} loss {report.loss:.3f}",
             )
 
-        model = train(train_set, config, on_epoch=on_epoch)
-        exporting = progress.add_task("export ONNX fp32/int8/fp16", total=1)
-        calibration = logmel_batch(train_set.windows[calibration_rows(train_set.labels)])
-        write_bundle(bundle_dir, model, calibration)
-        progress.update(exporting, completed=1)
-        evaluating = progress.add_task("evaluate held-out speakers", total=1)
-        test_logmel = logmel_batch(test_set.windows)
+        def on_stage(name: str) -> None:
+            for task in stages.values():
+                progress.update(task, completed=1)
+            stages[name] = progress.add_task(STAGE_TITLES[name], total=1)
+
         try:
-            reports = evaluate_artifacts(
-                bundle_dir,
-                test_set.windows,
-                test_set.labels,
-                logmel=test_logmel,
-                speed=LIGHT_SPEED if preset_name == "quick" else SpeedSettings(),
+            candidate = train_candidate(
+                split.train,
+                split.heldout,
+                preset_name=preset_name,
+                config=config,
+                bundle_dir=bundle_dir,
+                registry=registry,
+                speed=LIGHT_PROBE if preset_name == "quick" else SpeedProbe(),
+                params={"data": str(manifest)},
+                run_name=f"recordings-{preset_name}",
+                on_epoch=on_epoch,
+                on_stage=on_stage,
             )
-        except Exception as exc:  # an artifact that does not load is a failed run
-            raise WorkFailed(f"evaluating {bundle_dir} failed: {exc}") from exc
-        progress.update(evaluating, completed=1)
-    metrics: dict[str, float] = {}
-    for artifact, report in reports.items():
-        metrics.update(report.metrics("" if artifact == "fp32" else f"{artifact}_"))
-    speakers = _speakers(test_set.groups)
-    dataset = f"speech_commands held-out speakers: {len(test_set)} windows, {speakers} speakers"
-    for report in reports.values():
-        report.dataset = dataset
-    save_confusion_png(reports["fp32"], bundle_dir / CONFUSION_FILE)
-    (bundle_dir / EVALUATION_FILE).write_text(
-        json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=2) + "\n"
-    )
-    bundle_manifest = read_bundle_manifest(bundle_dir)
-    bundle_manifest["metrics"] = metrics
-    bundle_manifest["evaluation"] = {"dataset": dataset, "split": "speaker 20 %, seed 0"}
-    write_manifest(bundle_dir, bundle_manifest)
+        except (OSError, RuntimeError, ValueError) as exc:  # an artifact that does not load
+            raise WorkFailed(f"training into {bundle_dir} failed: {exc}") from exc
+        for task in stages.values():
+            progress.update(task, completed=1)
+    fp32 = candidate.reports["fp32"]
+    labels = split.heldout.labels
     return {
         "bundle": str(bundle_dir),
+        "model_version": candidate.version,
         "preset": preset_name,
-        "train_windows": len(train_set),
-        "test_windows": len(test_set),
-        "test_speakers": speakers,
-        "train_seconds": round(model.train_seconds, 1),
+        **split.describe(),
+        "train_seconds": round(candidate.train_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
-        "metrics": metrics,
-        "per_class_f1": reports["fp32"].per_class_f1,
-        "chance_accuracy": float(np.max(np.bincount(test_set.labels)) / len(test_set)),
+        "metrics": candidate.metrics,
+        "per_class_f1": fp32.per_class_f1,
+        "chance_accuracy": Counter(labels).most_common(1)[0][1] / len(labels),
+        "heldout_dataset": split.heldout.name,
     }
 
 
-def _speakers(groups: Any) -> int:
-    """Distinct speakers among group ids (noise clips carry a per-clip ``anon-`` id)."""
-    return len({g for g in groups if not str(g).startswith("anon-")})
+STAGE_TITLES = {
+    "export": "export ONNX fp32/int8/fp16",
+    "evaluate": "evaluate held-out speakers",
+    "register": "register in MLflow as challenger",
+}
 
 
 def _progress() -> Progress:
@@ -201,6 +193,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     _out.print(table)
     _out.print(
-        f"bundle: {summary['bundle']}  (trained in {summary['train_seconds']} s, "
+        f"version {summary['model_version']} registered as challenger; bundle: "
+        f"{summary['bundle']}  (trained in {summary['train_seconds']} s, "
         f"total {summary['total_seconds']} s)"
     )

@@ -7,7 +7,10 @@ Three manifests, written under the demo's state folder with absolute paths:
     the first replay lands and the first model learns from.
 ``serving``
     Clips of held-out speakers only, replayed a second time at real-time pace: the served model
-    has never heard these voices, so the accuracy the clients see is honest.
+    has never heard these voices, so the accuracy the clients see is honest. Training from the
+    lake holds out *devices* (:mod:`models.lake_dataset`); the replay streams each speaker as
+    the device :func:`streaming.replay.device_id_for` names, so the held-out speakers are those
+    whose device falls on the held-out side.
 ``drift``
     FSDD: spoken digits from a telephone channel (8 kHz, replayed as mu-law). Another microphone,
     band and vocabulary: a real distribution shift for the drift report.
@@ -38,6 +41,7 @@ from features.corpus import (
 )
 from features.pcm import to_pcm16
 from models.dataset import LABELS
+from streaming.replay import device_id_for
 
 MANIFEST_COLUMNS = ("path", "label", "speaker", "sample_rate")
 
@@ -164,7 +168,9 @@ def _corpora(
     synthetic: bool,
 ) -> DemoCorpora:
     """Write the three manifests: serving replays only held-out speakers, drift the digits."""
-    heldout = [c for c in speech if c.label != "_silence_" and in_test_split(c.speaker)]
+    heldout = [
+        c for c in speech if c.label != "_silence_" and in_test_split(device_id_for(c.speaker))
+    ]
     serving = _interleave(heldout, serving_limit)
     drift = _interleave(digits, drift_limit)
     return DemoCorpora(

@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from lake_schemas import AUDIO_EVENTS, Lake
-from orchestration.definitions import build_definitions
-from orchestration.defs.monitoring.sensors import drift_retraining_sensor
+from lake_schemas import AUDIO_EVENTS, AUDIO_FEATURES
+from orchestration import CANDIDATE_MODEL, DRIFT_SENSOR, build_definitions, table_key
+from sonolake import wiring
 from sonolake.settings import Settings
 
 T = TypeVar("T")
@@ -37,14 +37,14 @@ def candidate_config(*, epochs: int | None, light_timing: bool = True) -> dict[s
     config: dict[str, Any] = {"light_timing": light_timing}
     if epochs is not None:
         config["epochs"] = epochs
-    return {"ops": {"training__candidate_model": {"config": config}}}
+    return {"ops": {CANDIDATE_MODEL.to_python_identifier(): {"config": config}}}
 
 
-def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict[str, Any]:
+def metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, Any]:
     """Metadata values of the last materialization of ``key`` in a run ({} if none)."""
     found: dict[str, Any] = {}
     for event in result.get_asset_materialization_events():
-        if event.materialization.asset_key == dg.AssetKey.from_user_string(key):
+        if event.materialization.asset_key == key:
             found = {k: v.value for k, v in event.materialization.metadata.items()}
     return found
 
@@ -93,15 +93,14 @@ class DemoGraph:
 
     def materialize(
         self,
-        keys: Iterable[str],
+        keys: Iterable[dg.AssetKey],
         *,
         partition_key: str | None = None,
         run_config: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> dg.ExecuteInProcessResult:
-        selection = {dg.AssetKey.from_user_string(k) for k in keys}
         job = self.defs.resolve_implicit_global_asset_job_def().get_subset(
-            asset_selection=selection
+            asset_selection=set(keys)
         )
         return in_worker_thread(
             lambda: job.execute_in_process(
@@ -127,11 +126,7 @@ class DemoGraph:
         )
 
     def event_dates(self) -> list[str]:
-        lake = Lake(
-            self.settings.lake_root,
-            self.settings.storage_options() or None,
-            self.settings.catalog_file,
-        )
+        lake = wiring.lake(self.settings)
         if not lake.exists(AUDIO_EVENTS):
             return []
         days: set[date] = set(lake.read(AUDIO_EVENTS, columns=["event_date"]).column(0).to_pylist())
@@ -140,7 +135,7 @@ class DemoGraph:
     def features(self) -> list[dg.ExecuteInProcessResult]:
         """gold.audio_features for every event date in the lake (idempotent)."""
         return [
-            self.materialize(["gold/audio_features"], partition_key=day)
+            self.materialize([table_key(AUDIO_FEATURES)], partition_key=day)
             for day in self.event_dates()
         ]
 
@@ -150,11 +145,13 @@ class DemoGraph:
 
     def sensor_tick(self) -> dg.SensorResult | dg.SkipReason:
         """One evaluation of the drift sensor, carrying its cursor like the daemon does."""
-        lake = self.resource("lake")
+        sensor = self.defs.resolve_sensor_def(DRIFT_SENSOR)
         with dg.build_sensor_context(
-            instance=self.instance, cursor=self.sensor_cursor, resources={"lake": lake}
+            instance=self.instance,
+            cursor=self.sensor_cursor,
+            resources={"lake": self.resource("lake")},
         ) as context:
-            result = drift_retraining_sensor(context)
+            result = sensor(context)
         if isinstance(result, dg.SensorResult) and result.cursor is not None:
             self.sensor_cursor = result.cursor
         return result  # type: ignore[return-value]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -29,11 +28,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from features import SUMMARY_COLUMNS
 from features.corpus import read_manifest
-from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS, Lake
-from models.registry import CHAMPION, Registry
-from orchestration.defs.analytics.assets import ANALYTICS_DATABASE, dbt_vars
-from orchestration.instance import prepare_dagster_home
-from orchestration.resources import DBT_PROJECT_DIR, dbt_executable
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DRIFT_REPORTS, SESSIONS
+from models.registry import CHAMPION
+from orchestration import (
+    CANDIDATE_MODEL,
+    MODEL_EVALUATION,
+    OBSERVE_JOB,
+    RETRAIN_JOB,
+    TRAINING_SET,
+    TRIGGER_TAG,
+    analytics_database,
+    generate_dbt_docs,
+    prepare_dagster_home,
+    prepare_dbt_project,
+    table_key,
+)
+from sonolake import wiring
 from sonolake.demo.corpora import DemoCorpora, demo_corpora
 from sonolake.demo.graph import DemoGraph, cancel_unfinished_runs, candidate_config, metadata
 from sonolake.demo.options import DemoOptions
@@ -112,15 +122,8 @@ class Demo:
         self.port = free_port()
         self.env = child_env(settings, self.port)
         self.logs = settings.state_path / "demo-logs"
-        self.lake = Lake(
-            settings.lake_root, settings.storage_options() or None, settings.catalog_file
-        )
-        self.registry = Registry(
-            settings.mlflow_tracking_uri,
-            settings.model_name,
-            settings.mlflow_artifact_root,
-            lake=self.lake,
-        )
+        self.lake = wiring.lake(settings)
+        self.registry = wiring.registry(settings, self.lake)
         self.url = f"ws://127.0.0.1:{self.port}/v1/listen"
         self.children: Children | None = None
         self.sidecar: Child | None = None
@@ -249,13 +252,13 @@ class Demo:
             f"gold.audio_features for {len(results)} event date(s): {[r.success for r in results]}"
         )
         run = graph.run_job(
-            "retrain",
+            RETRAIN_JOB,
             run_config=candidate_config(epochs=self.options.epochs),
-            tags={"sonolake/trigger": "demo"},
+            tags={TRIGGER_TAG: "demo"},
         )
-        training = metadata(run, "training/training_set")
-        evaluation = metadata(run, "training/model_evaluation")
-        candidate = metadata(run, "training/candidate_model")
+        training = metadata(run, TRAINING_SET)
+        evaluation = metadata(run, MODEL_EVALUATION)
+        candidate = metadata(run, CANDIDATE_MODEL)
         if not candidate:
             raise WorkFailed(
                 f"training failed (run {run.run_id}); open the Dagster UI (make dev) for the logs"
@@ -280,8 +283,8 @@ class Demo:
 
     def drift_report(self, graph: DemoGraph) -> dict[str, Any]:
         graph.features()
-        run = graph.materialize(["monitoring/drift_reports"])
-        report = metadata(run, "monitoring/drift_reports")
+        run = graph.materialize([table_key(DRIFT_REPORTS)])
+        report = metadata(run, table_key(DRIFT_REPORTS))
         if "skipped" in report:
             self.say(f"drift report skipped: {report['skipped']}")
         else:
@@ -304,12 +307,12 @@ class Demo:
 
     def run_requested(self, graph: DemoGraph, request: dg.RunRequest) -> None:
         run = graph.run_job(
-            "retrain", run_config=candidate_config(epochs=self.options.epochs), tags=request.tags
+            RETRAIN_JOB, run_config=candidate_config(epochs=self.options.epochs), tags=request.tags
         )
-        evaluation = metadata(run, "training/model_evaluation")
-        candidate = metadata(run, "training/candidate_model")
+        evaluation = metadata(run, MODEL_EVALUATION)
+        candidate = metadata(run, CANDIDATE_MODEL)
         self.summary.retraining_run_id = run.run_id
-        self.summary.retraining_trigger = request.tags.get("sonolake/trigger")
+        self.summary.retraining_trigger = request.tags.get(TRIGGER_TAG)
         self.summary.retrained_model_version = candidate.get("model_version")
         self.summary.retrained_gate_passed = evaluation.get("gate_passed")
         self.summary.retrained_accuracy = evaluation.get("accuracy")
@@ -322,7 +325,7 @@ class Demo:
 
     def analytics(self, graph: DemoGraph) -> None:
         keys = [
-            k.to_user_string()
+            k
             for k in graph.defs.resolve_asset_graph().get_all_asset_keys()
             if k.path[0] == "analytics"
         ]
@@ -335,32 +338,16 @@ class Demo:
             f"dbt build: {len(keys)} models, "
             f"{sum(c.passed for c in checks)}/{len(checks)} tests passed"
         )
-        quality = graph.run_job(
-            "observe_sidecar_tables", run_config={}, tags={"sonolake/trigger": "demo"}
-        )
+        quality = graph.run_job(OBSERVE_JOB, run_config={}, tags={TRIGGER_TAG: "demo"})
         evaluations = quality.get_asset_check_evaluations()
         self.summary.quality_checks_passed = (
             f"{sum(e.passed for e in evaluations)}/{len(evaluations)}"
         )
         self.say(f"lake quality checks: {self.summary.quality_checks_passed} passed")
-        docs = subprocess.run(
-            [
-                dbt_executable(),
-                "docs",
-                "generate",
-                "--quiet",
-                "--vars",
-                _json(dbt_vars(graph.resource("lake"), graph.resource("paths"))),
-            ],
-            cwd=DBT_PROJECT_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        with (self.logs / "dbt.log").open("a") as log, redirect_stdout(log):
+            docs_ok = generate_dbt_docs(graph.defs)
         self.say(
-            "dbt docs generated"
-            if docs.returncode == 0
-            else f"dbt docs failed: {docs.stdout[-500:]}"
+            "dbt docs generated" if docs_ok else f"dbt docs failed; see {self.logs / 'dbt.log'}"
         )
 
     def fill_counts(self) -> None:
@@ -372,15 +359,15 @@ class Demo:
         self.summary.chunks_landed = self._count(AUDIO_CHUNKS)
         self.summary.events = self._count(AUDIO_EVENTS)
 
-    def where_to_look(self) -> dict[str, str]:
-        state = self.settings.state_path
+    def where_to_look(self, graph: DemoGraph) -> dict[str, str]:
+        paths = graph.resource("paths")
         return {
             "Dagster UI (assets, checks, runs, sensors)": "make dev  →  http://127.0.0.1:3000",
             "MLflow UI (runs, versions, aliases)": ".venv/bin/mlflow ui --backend-store-uri "
             f"{self.settings.mlflow_tracking_uri}",
-            "DuckDB catalog (raw tables)": f"duckdb {self.settings.catalog_file}  or  "
+            "DuckDB catalog (raw tables)": f"duckdb {self.lake.catalog_file}  or  "
             'sonolake sql "select * from silver.audio_events limit 5"',
-            "analytics marts (dbt)": f"duckdb {state / ANALYTICS_DATABASE}  →  "
+            "analytics marts (dbt)": f"duckdb {analytics_database(paths)}  →  "
             "select * from marts.model_accuracy_daily",
             "dbt docs": "cd dbt && ../.venv/bin/dbt docs serve --port 8080",
             "drift report (Evidently HTML)": self.summary.drift_report_html or "–",
@@ -388,17 +375,12 @@ class Demo:
         }
 
 
-def _json(value: object) -> str:
-    import json
-
-    return json.dumps(value)
-
-
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> DemoSummary:
     """The whole loop; children are stopped whatever happens (also on Ctrl-C)."""
     started = time.perf_counter()
     prepare_locations(settings, options.reset)
     os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(settings))
+    prepare_dbt_project()  # the analytics assets load from the dbt manifest
     demo = Demo(settings, options, console)
     summary = demo.summary
     corpora: DemoCorpora = demo_corpora(
@@ -415,13 +397,14 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
             "using generated, labelled audio[/]"
         )
     with dg.DagsterInstance.get() as instance, Children(PROJECT_ROOT) as children:
+        graph = DemoGraph(settings, instance)
         try:
-            _stages(demo, corpora, DemoGraph(settings, instance), children)
+            _stages(demo, corpora, graph, children)
         except KeyboardInterrupt:
             cancel_unfinished_runs(instance, "interrupted: the demo was stopped (Ctrl-C)")
             raise
     summary.total_seconds = round(time.perf_counter() - started, 1)
-    summary.where_to_look = demo.where_to_look()
+    summary.where_to_look = demo.where_to_look(graph)
     summary.write(summary_path(settings))
     return summary
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import duckdb
-from lake_fixture import LakeEnv
 from materialize import check_results, run_assets
+from real_lake import LakeEnv
 
-from lake_schemas import AUDIO_EVENTS, SESSIONS, Lake
-from orchestration.defs.analytics.assets import ANALYTICS_DATABASE
+from lake_schemas import ALL_TABLES, AUDIO_EVENTS, SESSIONS
+from orchestration import analytics_database, build_definitions, generate_dbt_docs
+from sonolake import wiring
 
 MARTS = (
     "dim_devices",
@@ -20,9 +23,9 @@ MARTS = (
 )
 
 
-def test_dbt_build_passes_inside_a_materialization(analytics_lake: LakeEnv) -> None:
-    settings = analytics_lake.settings
-    lake = Lake(settings.lake_root, catalog_file=settings.catalog_file)
+def test_dbt_build_passes_inside_a_materialization(small_lake: LakeEnv) -> None:
+    settings = small_lake.settings
+    lake = wiring.lake(settings)
     defs_keys = [f"analytics/{name}" for name in MARTS] + [
         "analytics/stg_audio_chunks",
         "analytics/stg_audio_events",
@@ -43,7 +46,7 @@ def test_dbt_build_passes_inside_a_materialization(analytics_lake: LakeEnv) -> N
     failed = {name: e.description for name, e in checks.items() if not e.passed}
     assert not failed, failed
 
-    database = settings.state_path / ANALYTICS_DATABASE
+    database = analytics_database(build_definitions(settings).resources["paths"])
     with duckdb.connect(str(database), read_only=True) as con:
         devices = con.execute("select count(*) from marts.dim_devices").fetchone()[0]
         activity = con.execute(
@@ -62,3 +65,23 @@ def test_dbt_build_passes_inside_a_materialization(analytics_lake: LakeEnv) -> N
     assert labels == labelled > 0
     assert health[1] == sessions.num_rows
     assert health[0] >= activity[1]
+
+
+def test_a_lake_nothing_has_written_builds_and_documents(
+    empty_env: LakeEnv, dbt_manifest: Path
+) -> None:
+    """No dead letter, no drift report, no event at all: dbt still builds and documents, and
+    the build creates no lake table (the sources read as empty in dbt itself)."""
+    settings = empty_env.settings
+    defs = build_definitions(settings)
+    analytics = [
+        k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] == "analytics"
+    ]
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = run_assets(settings, instance, analytics)
+    assert result.success
+    assert all(e.passed for e in check_results(result).values())
+    lake = wiring.lake(settings)
+    assert not [spec.name for spec in ALL_TABLES if lake.exists(spec)]
+    assert generate_dbt_docs(defs)
+    assert (Path(dbt_manifest.parent) / "catalog.json").exists()

@@ -7,9 +7,9 @@ import pytest
 import scipy.fft
 
 from features import (
+    CLASSIFIER_WINDOW_SAMPLES,
     N_MELS,
     WINDOW_FRAMES,
-    WINDOW_SAMPLES,
     LogMelStream,
     frame_signal,
     logmel,
@@ -41,7 +41,7 @@ def band_of(freq_hz: float) -> int:
 
 
 def test_one_second_gives_98_frames_of_40_bands() -> None:
-    assert frames_in(WINDOW_SAMPLES) == WINDOW_FRAMES == 98
+    assert frames_in(CLASSIFIER_WINDOW_SAMPLES) == WINDOW_FRAMES == 98
     assert logmel(sine(1000)).shape == (98, N_MELS)
     assert frames_in(FRAME_SAMPLES - 1) == 0
     assert logmel(np.zeros(FRAME_SAMPLES - 1, np.float32)).shape == (0, N_MELS)
@@ -76,7 +76,7 @@ def test_log_mel_scales_with_level_and_floors_silence() -> None:
 
 def test_batch_equals_one_by_one() -> None:
     rng = np.random.default_rng(1)
-    windows = (rng.standard_normal((5, WINDOW_SAMPLES)) * 0.1).astype(np.float32)
+    windows = (rng.standard_normal((5, CLASSIFIER_WINDOW_SAMPLES)) * 0.1).astype(np.float32)
     batch = logmel_batch(windows)
     assert batch.shape == (5, 98, N_MELS)
     for row in range(5):

@@ -13,6 +13,7 @@ import pytest
 from support import REPO_ROOT
 
 from lake_schemas import AUDIO_EVENTS, SESSIONS, Lake
+from sonolake import wiring
 from sonolake.cli import main
 from sonolake.settings import Settings
 
@@ -20,7 +21,7 @@ from sonolake.settings import Settings
 @pytest.fixture
 def populated(settings: Settings, make_events) -> Lake:
     """The lake the settings point at: events v1 (6 rows), v2 (12 rows) over 2 days."""
-    lake = Lake(settings.lake_root, settings.storage_options(), settings.catalog_file)
+    lake = wiring.lake(settings)
     lake.append(AUDIO_EVENTS, make_events(6, days=2), writer="sidecar")
     lake.append(AUDIO_EVENTS, make_events(6, start=6, days=2), writer="sidecar")
     return lake

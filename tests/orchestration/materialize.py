@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from orchestration.definitions import build_definitions
+from orchestration import build_definitions
 from sonolake.settings import Settings
 
 
@@ -38,12 +38,13 @@ def run_assets(
     )
 
 
-def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict[str, Any]:
+def metadata_of(result: dg.ExecuteInProcessResult, key: dg.AssetKey | str) -> dict[str, Any]:
     """Metadata values of the (last) materialization of ``key`` in a run."""
+    wanted = dg.AssetKey.from_user_string(key) if isinstance(key, str) else key
     found: dict[str, Any] = {}
     for event in result.get_asset_materialization_events():
         materialization = event.materialization
-        if materialization.asset_key == dg.AssetKey.from_user_string(key):
+        if materialization.asset_key == wanted:
             found = {k: v.value for k, v in materialization.metadata.items()}
     return found
 

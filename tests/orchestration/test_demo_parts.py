@@ -9,10 +9,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from lake_fixture import LakeEnv
+from real_lake import LakeEnv
 
 from features.corpus import read_manifest, read_wav
-from orchestration.instance import prepare_dagster_home
+from orchestration import prepare_dagster_home
 from sonolake.demo.corpora import LABELS, synthetic_corpora
 from sonolake.demo.processes import Child, Children
 from sonolake.demo.run import MARKER_FILE, prepare_locations

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dagster as dg
-from lake_fixture import LakeEnv
 from materialize import check_results, run_assets
+from real_lake import LakeEnv
 
-from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS, Lake
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS
+from orchestration import OBSERVE_JOB
+from sonolake import wiring
 
 
 def _observations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
@@ -23,9 +25,9 @@ def _observations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, obje
 
 def test_observe_and_check_the_landed_tables(small_lake: LakeEnv) -> None:
     settings = small_lake.settings
-    lake = Lake(settings.lake_root, catalog_file=settings.catalog_file)
+    lake = wiring.lake(settings)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = run_assets(settings, instance, [], job_name="observe_sidecar_tables")
+        result = run_assets(settings, instance, [], job_name=OBSERVE_JOB)
     assert result.success
 
     observed = _observations(result)
@@ -53,12 +55,12 @@ def test_observe_and_check_the_landed_tables(small_lake: LakeEnv) -> None:
 
 def test_duplicate_keys_fail_the_check(small_lake: LakeEnv) -> None:
     settings = small_lake.settings
-    lake = Lake(settings.lake_root, catalog_file=settings.catalog_file)
+    lake = wiring.lake(settings)
     # a second writer appending a session row the sidecar already landed: a real duplicate
     sessions = lake.read(SESSIONS)
     lake.append(SESSIONS, sessions.slice(0, 1), writer="test-intruder")
     with dg.DagsterInstance.ephemeral() as instance:
-        result = run_assets(settings, instance, [], job_name="observe_sidecar_tables")
+        result = run_assets(settings, instance, [], job_name=OBSERVE_JOB)
     checks = check_results(result)
     duplicate = checks["silver/sessions:primary_key_unique"]
     assert not duplicate.passed
@@ -71,7 +73,7 @@ def test_duplicate_keys_fail_the_check(small_lake: LakeEnv) -> None:
 
 def test_checks_on_an_empty_lake_pass_with_nothing_to_check(empty_env: LakeEnv) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
-        result = run_assets(empty_env.settings, instance, [], job_name="observe_sidecar_tables")
+        result = run_assets(empty_env.settings, instance, [], job_name=OBSERVE_JOB)
     assert result.success
     checks = check_results(result)
     assert len(checks) == 15 and all(e.passed for e in checks.values())

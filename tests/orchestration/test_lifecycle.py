@@ -14,24 +14,20 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from lake_fixture import LakeEnv, fsdd_clips, isolated_settings, land_clips
 from materialize import check_results, metadata_of, run_assets
+from real_lake import LakeEnv, fsdd_clips, isolated_settings, land_clips
 
 from lake_schemas import AUDIO_EVENTS, DRIFT_REPORTS, MODEL_EVALUATIONS, Lake
-from models.registry import CHALLENGER, CHAMPION, Registry
+from models.drift_reference import load_reference
+from models.registry import CHALLENGER, CHAMPION
+from orchestration import CANDIDATE_MODEL, CHAMPION_MODEL, MODEL_EVALUATION, RETRAIN_JOB
 from orchestration.defs.monitoring.sensors import BEGINNING, REPORT_TAG, drift_retraining_sensor
-from orchestration.drift_reference import load_reference
 from orchestration.resources import LakeResource
+from sonolake import wiring
 
 TRAINING_RUN_CONFIG = {
-    "ops": {"training__candidate_model": {"config": {"epochs": 6, "light_timing": True}}}
+    "ops": {CANDIDATE_MODEL.to_python_identifier(): {"config": {"epochs": 6, "light_timing": True}}}
 }
-LIFECYCLE = (
-    "training/training_set",
-    "training/candidate_model",
-    "training/model_evaluation",
-    "training/champion_model",
-)
 
 
 def _feature_partitions(settings: object, instance: dg.DagsterInstance, lake: Lake) -> None:
@@ -57,23 +53,21 @@ def test_train_promote_then_drift_triggers_a_gated_retraining(
     strict = isolated_settings(
         small_lake.root, promotion_min_improvement=1.0, promotion_latency_budget_us=1e6
     )
-    lake = Lake(lenient.lake_root, catalog_file=lenient.catalog_file)
-    registry = Registry(
-        lenient.mlflow_tracking_uri, lenient.model_name, lenient.mlflow_artifact_root
-    )
+    lake = wiring.lake(lenient)
+    registry = wiring.registry(lenient, lake)
     (tmp_path / "dagster").mkdir()
     with dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
         _feature_partitions(lenient, instance, lake)
         first = run_assets(
-            lenient, instance, [], job_name="retrain", run_config=TRAINING_RUN_CONFIG
+            lenient, instance, [], job_name=RETRAIN_JOB, run_config=TRAINING_RUN_CONFIG
         )
         assert first.success
         assert check_results(first)["training/model_evaluation:promotion_gate"].passed
-        candidate = metadata_of(first, "training/candidate_model")
+        candidate = metadata_of(first, CANDIDATE_MODEL)
         version = candidate["model_version"]
         assert registry.alias_version(CHAMPION) == version
-        assert metadata_of(first, "training/champion_model")["champion_version"] == version
-        evaluation = metadata_of(first, "training/model_evaluation")
+        assert metadata_of(first, CHAMPION_MODEL)["champion_version"] == version
+        evaluation = metadata_of(first, MODEL_EVALUATION)
         assert 0.0 <= evaluation["accuracy"] <= 1.0 and evaluation["latency_us_p99"] > 0
         assert (
             candidate["mlflow_run"].startswith("http")
@@ -99,7 +93,7 @@ def test_train_promote_then_drift_triggers_a_gated_retraining(
         assert Path(report["evidently_report"]).read_bytes().lstrip().startswith(b"<!DOCTYPE html>")
         assert lake.read(DRIFT_REPORTS).num_rows == 1
 
-        resource = LakeResource(root=lenient.lake_root, catalog_file=str(lenient.catalog_file))
+        resource = LakeResource(root=lenient.lake_root)
         with dg.build_sensor_context(cursor=BEGINNING, resources={"lake": resource}) as context:
             sensed = drift_retraining_sensor(context)
         assert isinstance(sensed, dg.SensorResult) and len(sensed.run_requests) == 1
@@ -110,16 +104,16 @@ def test_train_promote_then_drift_triggers_a_gated_retraining(
             strict,
             instance,
             [],
-            job_name="retrain",
+            job_name=RETRAIN_JOB,
             run_config=TRAINING_RUN_CONFIG,
             tags=request.tags,
             raise_on_error=False,
         )
         gate = check_results(retrain)["training/model_evaluation:promotion_gate"]
         assert not gate.passed
-        new_version = metadata_of(retrain, "training/candidate_model")["model_version"]
+        new_version = metadata_of(retrain, CANDIDATE_MODEL)["model_version"]
         assert new_version != version
-        assert not metadata_of(retrain, "training/champion_model"), "blocked by the gate"
+        assert not metadata_of(retrain, CHAMPION_MODEL), "blocked by the gate"
         assert registry.alias_version(CHAMPION) == version, "the champion alias did not move"
         assert registry.alias_version(CHALLENGER) == new_version
         actions = lake.read(MODEL_EVALUATIONS, columns=["model_version", "action"]).to_pylist()

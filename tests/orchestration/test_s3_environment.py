@@ -1,7 +1,8 @@
 """The ``s3`` environment against a real S3 API (moto's server): same graph, S3 resources.
 
 Credentials reach the resources only as ``EnvVar("SONOLAKE_AWS_*")``; dbt gets the region and
-endpoint through ``--vars`` and the credentials as AWS_* environment variables.
+endpoint through ``--vars`` and the credentials through its profile's lake plugin, which reads
+the same ``SONOLAKE_AWS_*`` variables (nothing is put into ``os.environ`` for it).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from lake_fixture import isolated_settings, land_clips, small_lake_clips
 from materialize import check_results, run_assets
+from real_lake import isolated_settings, land_clips, small_lake_clips
 from support import ServerProcess, free_port, python_module
 
-from lake_schemas import AUDIO_EVENTS, AUDIO_FEATURES, Lake
-from orchestration.definitions import build_definitions
+from lake_schemas import AUDIO_EVENTS, AUDIO_FEATURES
+from orchestration import OBSERVE_JOB, build_definitions
 from orchestration.resources import S3LakeResource
+from sonolake import wiring
 
 BUCKET = "sonolake-orchestration"
 KEY_ID = "testing"
@@ -68,14 +70,14 @@ def test_the_graph_runs_on_an_s3_lake(
         shared_data, train_speakers=2, heldout_speakers=1, per_speaker=3, silence_clips=0
     )
     land_clips(settings, clips)
-    lake = Lake(settings.lake_root, settings.storage_options(), settings.catalog_file)
+    lake = wiring.lake(settings)
     events = lake.read(AUDIO_EVENTS)
     assert events.num_rows == len(clips)
 
     resource = build_definitions(settings).resources["lake"]
     assert isinstance(resource, S3LakeResource)
     with dg.DagsterInstance.ephemeral() as instance:
-        observed = run_assets(settings, instance, [], job_name="observe_sidecar_tables")
+        observed = run_assets(settings, instance, [], job_name=OBSERVE_JOB)
         assert observed.success
         assert all(e.passed for e in check_results(observed).values())
 

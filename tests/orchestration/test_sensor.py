@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from lake_fixture import LakeEnv
+from real_lake import LakeEnv
 
 from lake_schemas import DRIFT_REPORTS, Lake
 from models.drift import ColumnDrift, DriftResult, report_row, report_table
@@ -16,6 +16,7 @@ from orchestration.defs.monitoring.sensors import (
     drift_retraining_sensor,
 )
 from orchestration.resources import LakeResource
+from sonolake import wiring
 
 
 def _report(lake: Lake, *, drifted: bool, at: datetime, report_id: str) -> None:
@@ -44,14 +45,14 @@ def _report(lake: Lake, *, drifted: bool, at: datetime, report_id: str) -> None:
 
 def _evaluate(env: LakeEnv, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
     settings = env.settings
-    resource = LakeResource(root=settings.lake_root, catalog_file=str(settings.catalog_file))
+    resource = LakeResource(root=settings.lake_root)
     with dg.build_sensor_context(cursor=cursor, resources={"lake": resource}) as context:
         return drift_retraining_sensor(context)  # type: ignore[return-value]
 
 
 def test_drift_turns_into_one_retraining_run_and_moves_the_cursor(empty_env: LakeEnv) -> None:
     settings = empty_env.settings
-    lake = Lake(settings.lake_root, catalog_file=settings.catalog_file)
+    lake = wiring.lake(settings)
     first = _evaluate(empty_env, None)  # no table yet: start from the beginning of time
     assert isinstance(first, dg.SensorResult) and not first.run_requests
     assert first.cursor == BEGINNING
@@ -79,7 +80,7 @@ def test_drift_turns_into_one_retraining_run_and_moves_the_cursor(empty_env: Lak
 
 def test_a_new_sensor_does_not_act_on_history(empty_env: LakeEnv) -> None:
     settings = empty_env.settings
-    lake = Lake(settings.lake_root, catalog_file=settings.catalog_file)
+    lake = wiring.lake(settings)
     at = datetime(2026, 2, 1, tzinfo=UTC)
     _report(lake, drifted=True, at=at, report_id="old-drift")
     started = _evaluate(empty_env, None)

@@ -10,8 +10,8 @@ import pytest
 from serving_bundles import LABELS, fit_linear, random_linear, tone_windows, write_bundle
 
 from lake_schemas import Lake
+from models.dataset import HeldoutSet
 from models.registry import Registry
-from models.scoring import HeldoutSet
 
 
 @pytest.fixture(scope="session")

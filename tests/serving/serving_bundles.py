@@ -18,9 +18,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from features import FEATURE_VERSION, N_MELS, WINDOW_FRAMES, WINDOW_SAMPLES, logmel_batch
+from features import CLASSIFIER_WINDOW_SAMPLES, FEATURE_VERSION, N_MELS, WINDOW_FRAMES, logmel_batch
 from models.dataset import LABELS
-from models.scoring import SpeedProbe
+from models.evaluation import SpeedProbe
 
 TONE_HZ = tuple(250.0 * 1.3**i for i in range(len(LABELS)))
 """One pitch per label, 250 Hz to ~4.5 kHz: far enough apart for a linear model on log-mel."""
@@ -36,7 +36,7 @@ def tone_windows(
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Noisy 1-s tones at random level and phase: ``[N, 16000]`` float32 and their labels."""
     rng = np.random.default_rng(seed)
-    t = np.arange(WINDOW_SAMPLES) / 16000.0
+    t = np.arange(CLASSIFIER_WINDOW_SAMPLES) / 16000.0
     windows, names = [], []
     for label, hz in zip(labels, TONE_HZ, strict=False):
         for _ in range(n_per_label):
@@ -44,7 +44,7 @@ def tone_windows(
             tone = amplitude * np.sin(
                 2 * np.pi * hz * rng.uniform(0.98, 1.02) * t + rng.uniform(0, 6.3)
             )
-            windows.append(tone + rng.normal(0, 0.01, WINDOW_SAMPLES))
+            windows.append(tone + rng.normal(0, 0.01, CLASSIFIER_WINDOW_SAMPLES))
             names.append(label)
     return np.asarray(windows, np.float32), tuple(names)
 
@@ -116,7 +116,7 @@ def write_bundle(folder: Path, weights: np.ndarray, bias: np.ndarray, **metrics:
                 "input_name": "logmel",
                 "output_name": "probs",
                 "sample_rate": 16000,
-                "window_samples": WINDOW_SAMPLES,
+                "window_samples": CLASSIFIER_WINDOW_SAMPLES,
                 "metrics": metrics,
             }
         )

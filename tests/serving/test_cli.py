@@ -12,8 +12,8 @@ import pytest
 from serving_bundles import tone_windows
 
 from features.corpus import write_wav
-from lake_schemas import MODEL_EVALUATIONS, Lake
-from models.registry import Registry
+from lake_schemas import MODEL_EVALUATIONS
+from sonolake import wiring
 from sonolake.cli import main
 from sonolake.settings import Settings
 
@@ -70,12 +70,7 @@ def test_lifecycle_through_the_cli(
     assert run("evaluate", *data, "--model", "champion") == 2
     assert "neither an alias" in said(capsys)[1]
 
-    registry = Registry(
-        cli_settings.mlflow_tracking_uri,
-        cli_settings.model_name,
-        cli_settings.mlflow_artifact_root,
-        cache_dir=cli_settings.state_path / "model-cache",
-    )
+    registry = wiring.registry(cli_settings)
     weak = registry.log_bundle(weak_bundle, {}, {"accuracy": 0.66})
     good = registry.log_bundle(good_bundle, {}, {"accuracy": 1.0})
 
@@ -108,7 +103,7 @@ def test_lifecycle_through_the_cli(
     assert listed[good]["aliases"] == ["challenger"]
     assert listed[good]["metrics"]["accuracy"] == 1.0
 
-    lake = Lake(cli_settings.lake_root)
+    lake = wiring.lake(cli_settings)
     rows = lake.read(MODEL_EVALUATIONS).sort_by("evaluated_at").to_pylist()
     assert [r["action"] for r in rows] == [
         "promote",

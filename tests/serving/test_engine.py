@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from serving_bundles import tone_windows
 
+from models.onnx_session import provider_plan
 from models.serving import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
@@ -20,7 +21,6 @@ from models.serving import (
     choose_artifact,
 )
 from models.serving_metrics import EngineCollector
-from models.session import provider_plan
 
 ALL_ARTIFACTS = ("fp32", "int8", "fp16")
 
@@ -164,9 +164,7 @@ def test_wrong_window_shape_is_refused_before_queueing(good_bundle: Path) -> Non
 
 
 def test_empty_engine_says_no_model_is_loaded(registry) -> None:
-    engine = ServingEngine.from_registry(
-        registry.tracking_uri, registry.model_name, cache_dir=registry.cache_dir
-    )
+    engine = ServingEngine.from_registry(registry)
     assert not engine.loaded
     assert engine.model_version is None and engine.provider is None
     with pytest.raises(NoModelLoaded):

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from models.dataset import LABELS
+from models.evaluation import EvaluationReport
 from models.promotion import GatePolicy, judge
-from models.scoring import ModelScore
 
 
-def score(accuracy: float, macro_f1: float, p99_us: float | None = 300.0) -> ModelScore:
-    return ModelScore(
+def score(accuracy: float, macro_f1: float, p99_us: float | None = 300.0) -> EvaluationReport:
+    return EvaluationReport(
+        artifact="int8",
+        dataset="heldout",
+        labels=LABELS,
+        n_windows=600,
         accuracy=accuracy,
         macro_f1=macro_f1,
         per_class_f1={},
-        n_windows=600,
-        artifact="int8",
+        confusion=[],
         provider="CPUExecutionProvider",
         latency_us_p50=None if p99_us is None else p99_us / 2,
         latency_us_p99=p99_us,

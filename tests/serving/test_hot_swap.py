@@ -42,9 +42,7 @@ def test_swap_under_concurrent_load_fails_nothing(
     }
     assert expected[old] != expected[new]  # so a result shows which model made it
     engine = ServingEngine.from_registry(
-        registry.tracking_uri,
-        registry.model_name,
-        cache_dir=registry.cache_dir,
+        registry,
         providers=[CPU_PROVIDER],
         max_batch=8,
         max_wait_us=500,
@@ -94,9 +92,7 @@ def test_swap_under_concurrent_load_fails_nothing(
 def test_follow_picks_up_promotion_and_rollback(registry: Registry, two_versions) -> None:
     old, new = two_versions
     engine = ServingEngine.from_registry(
-        registry.tracking_uri,
-        registry.model_name,
-        cache_dir=registry.cache_dir,
+        registry,
         providers=[CPU_PROVIDER],
     )
     engine.follow(poll_interval_s=0.05)

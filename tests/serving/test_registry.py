@@ -11,7 +11,8 @@ import pytest
 from serving_bundles import QUICK_SPEED, tone_windows
 
 from lake_schemas import MODEL_EVALUATIONS
-from models.promotion import GatePolicy, PromotionGate
+from models.evaluation import evaluate
+from models.promotion import GatePolicy, PromotionGate, StaleDecision
 from models.registry import (
     CHALLENGER,
     CHAMPION,
@@ -20,11 +21,10 @@ from models.registry import (
     Registry,
     UnknownModel,
 )
-from models.scoring import score_bundle
 from models.serving import CPU_PROVIDER, ServingEngine
 
 GENEROUS = GatePolicy(latency_budget_us=1e6, min_improvement=0.0, accuracy_floor=0.5)
-QUICK_SCORER = partial(score_bundle, speed=QUICK_SPEED)
+QUICK_SCORER = partial(evaluate, speed=QUICK_SPEED)
 
 
 def _rows(registry: Registry) -> list[dict]:
@@ -166,3 +166,31 @@ def test_gate_refuses_a_better_model_over_the_latency_budget(
     assert registry.alias_version(CHAMPION) is None
     (row,) = _rows(registry)
     assert row["action"] == "reject" and row["gate_passed"] is False
+
+
+def test_a_decision_moves_nothing_until_it_is_applied(
+    registry: Registry, good_bundle: Path, weak_bundle: Path, tone_heldout
+) -> None:
+    gate = PromotionGate(tone_heldout, GENEROUS, scorer=QUICK_SCORER)
+    weak = registry.log_bundle(weak_bundle, {}, {})
+    decision = registry.decide(weak, gate)
+    assert decision.passed and decision.champion_before is None
+    assert registry.alias_version(CHAMPION) is None, "deciding moves no alias"
+    assert not registry.lake.exists(MODEL_EVALUATIONS), "and records nothing"
+    registry.apply(decision)
+    assert registry.alias_version(CHAMPION) == weak
+    assert [(r["action"], r["model_version"]) for r in _rows(registry)] == [("promote", weak)]
+
+
+def test_a_decision_made_against_another_champion_is_refused(
+    registry: Registry, good_bundle: Path, weak_bundle: Path, tone_heldout
+) -> None:
+    gate = PromotionGate(tone_heldout, GENEROUS, scorer=QUICK_SCORER)
+    weak = registry.log_bundle(weak_bundle, {}, {})
+    good = registry.log_bundle(good_bundle, {}, {})
+    stale = registry.decide(good, gate)  # judged against no champion
+    registry.promote(weak, gate)  # meanwhile, another version became champion
+    with pytest.raises(StaleDecision, match="evaluate it again"):
+        registry.apply(stale)
+    assert registry.alias_version(CHAMPION) == weak
+    assert [r["action"] for r in _rows(registry)] == ["promote"], "the stale one left no row"

@@ -11,31 +11,35 @@ import pytest
 from conftest import Corpus  # type: ignore[import-not-found]
 
 from features import FEATURE_VERSION, N_MELS, WINDOW_FRAMES, LogMelStream, logmel_batch
-from models.bundle_files import ARTIFACT_FILES, read_manifest
-from models.dataset import LABELS
+from models.bundle import ARTIFACT_FILES, read_bundle_manifest
+from models.dataset import LABELS, HeldoutSet
 from models.evaluation import (
-    LIGHT_SPEED,
-    evaluate_bundle,
+    LIGHT_PROBE,
+    evaluate,
     evaluate_manifest,
-    open_session,
     predict_probs,
     save_confusion_png,
 )
+from models.onnx_session import file_session
 from models.training import TrainedModel
 
 CHANCE = 1 / len(LABELS)
 
 
+def _heldout(corpus: Corpus, name: str) -> HeldoutSet:
+    return HeldoutSet(name, corpus.heldout.windows, tuple(LABELS[i] for i in corpus.heldout.labels))
+
+
 def test_bundle_follows_the_contract(bundle: Path) -> None:
     for name in ARTIFACT_FILES.values():
         assert (bundle / name).is_file()
-    manifest = read_manifest(bundle)
+    manifest = read_bundle_manifest(bundle)
     assert manifest["labels"] == list(LABELS)
     assert manifest["feature_version"] == FEATURE_VERSION
     assert (manifest["input_name"], manifest["output_name"]) == ("logmel", "probs")
     assert (manifest["sample_rate"], manifest["window_samples"]) == (16_000, 16_000)
     assert manifest["metrics"] == {"accuracy": 0.0}
-    session = open_session(bundle / "model.onnx")
+    session = file_session(bundle / "model.onnx")
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
     assert (inp.name, inp.type, inp.shape[1:]) == (
         "logmel",
@@ -50,16 +54,16 @@ def test_onnx_equals_the_jax_forward_pass(
 ) -> None:
     features = corpus.heldout_logmel[:128]
     reference = tiny_model.predict_proba(features)
-    onnx_probs = predict_probs(open_session(bundle / "model.onnx"), features)
+    onnx_probs = predict_probs(file_session(bundle / "model.onnx"), features)
     np.testing.assert_allclose(onnx_probs, reference, atol=2e-5)
     np.testing.assert_allclose(onnx_probs.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_int8_and_fp16_load_and_agree_with_fp32(bundle: Path, corpus: Corpus) -> None:
     features = corpus.heldout_logmel
-    fp32 = predict_probs(open_session(bundle / "model.onnx"), features)
-    int8_session = open_session(bundle / "model.int8.onnx")
-    fp16_session = open_session(bundle / "model.fp16.onnx")
+    fp32 = predict_probs(file_session(bundle / "model.onnx"), features)
+    int8_session = file_session(bundle / "model.int8.onnx")
+    fp16_session = file_session(bundle / "model.fp16.onnx")
     assert int8_session.get_providers()[0] == "CPUExecutionProvider"
     int8, fp16 = predict_probs(int8_session, features), predict_probs(fp16_session, features)
     assert int8.dtype == fp16.dtype == np.float32  # float32 in and out for every artifact
@@ -75,13 +79,11 @@ def test_int8_and_fp16_load_and_agree_with_fp32(bundle: Path, corpus: Corpus) ->
 def test_held_out_speakers_score_clearly_above_chance(
     bundle: Path, corpus: Corpus, tmp_path: Path
 ) -> None:
-    report = evaluate_bundle(
+    report = evaluate(
         bundle,
-        corpus.heldout.windows,
-        [LABELS[i] for i in corpus.heldout.labels],
+        _heldout(corpus, "held-out speakers"),
         "int8",
-        dataset="held-out speakers",
-        speed=LIGHT_SPEED,
+        speed=LIGHT_PROBE,
         logmel=corpus.heldout_logmel,
     )
     assert report.n_windows == len(corpus.heldout) and report.artifact == "int8"
@@ -121,7 +123,7 @@ def test_streamed_features_give_the_batch_prediction(bundle: Path, corpus: Corpu
     stream = LogMelStream()
     for start in range(0, window.size, 1600):  # 100 ms chunks
         stream.push(window[start : start + 1600])
-    session = open_session(bundle / "model.onnx")
+    session = file_session(bundle / "model.onnx")
     streamed = predict_probs(session, stream.recent()[None])
     batch = predict_probs(session, logmel_batch(window[None]))
     np.testing.assert_allclose(streamed, batch, atol=1e-5)
@@ -129,12 +131,7 @@ def test_streamed_features_give_the_batch_prediction(bundle: Path, corpus: Corpu
 
 @pytest.mark.parametrize("artifact", ["fp32", "fp16"])
 def test_every_artifact_scores_the_same_set(bundle: Path, corpus: Corpus, artifact: str) -> None:
-    report = evaluate_bundle(
-        bundle,
-        corpus.heldout.windows,
-        corpus.heldout.labels,
-        artifact,
-        speed=None,
-        logmel=corpus.heldout_logmel,
+    report = evaluate(
+        bundle, _heldout(corpus, "held-out"), artifact, speed=None, logmel=corpus.heldout_logmel
     )
     assert report.n_windows == len(corpus.heldout) and report.accuracy > 3 * CHANCE

@@ -1,67 +1,36 @@
-"""The dbt project as Dagster sees it, with a manifest that is always current.
+"""The dbt project as Dagster sees it, prepared the dagster-dbt way.
 
-``@dbt_assets`` needs ``target/manifest.json`` when the code location loads. It is a build
-output (not committed), so on a fresh clone, or after a model changed, it is rebuilt here with
-``dbt parse`` run by the project environment's own ``dbt`` (never one found on PATH). A file
-lock keeps two processes (the webserver's code server and a run worker) from parsing at once.
+``@dbt_assets`` reads ``target/manifest.json`` when the code location loads. Under ``dagster
+dev`` / ``dg dev`` (``DAGSTER_IS_DEV_CLI``), :meth:`DbtProject.prepare_if_dev` re-parses the
+project at every load, so an edited model shows up at once. Everywhere else the manifest is a
+build step, as in a deployment: ``dagster-dbt project prepare-and-package --file
+orchestration/defs/analytics/project.py``, or :func:`prepare_dbt_project` (what the demo and the
+test suite call before they load the definitions).
 """
 
 from __future__ import annotations
 
-import fcntl
-import subprocess
+import sys
 from pathlib import Path
 
-from dagster_dbt import DbtProject
+from dagster_dbt import DbtCliResource, DbtProject
 
-from orchestration.resources import DBT_PROJECT_DIR, dbt_executable
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt"
 
-DBT_SOURCES = ("dbt_project.yml", "profiles.yml", "models", "macros", "tests")
-"""What the manifest is parsed from: a change to any of them means a re-parse."""
 
-PARSE_TIMEOUT_S = 300
+def dbt_executable() -> str:
+    """The ``dbt`` of the interpreter running Dagster (the project's .venv), not one on PATH."""
+    candidate = Path(sys.executable).parent / "dbt"
+    return str(candidate) if candidate.exists() else "dbt"
+
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+dbt_project.prepare_if_dev()  # `make dev` puts this environment's dbt first on PATH
 
 
-def _newest_source_mtime(project_dir: Path) -> float:
-    newest = 0.0
-    for name in DBT_SOURCES:
-        path = project_dir / name
-        files = [path] if path.is_file() else list(path.rglob("*")) if path.is_dir() else []
-        for file in files:
-            if file.is_file():
-                newest = max(newest, file.stat().st_mtime)
-    return newest
-
-
-def manifest_is_current(project: DbtProject) -> bool:
-    manifest = Path(project.manifest_path)
-    return manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime(
-        Path(project.project_dir)
-    )
-
-
-def ensure_manifest(project: DbtProject = dbt_project) -> Path:
-    """Parse the project when its manifest is missing or older than its sources."""
-    manifest = Path(project.manifest_path)
-    if manifest_is_current(project):
-        return manifest
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    with open(manifest.parent / ".parse.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if manifest_is_current(project):
-            return manifest
-        result = subprocess.run(
-            [dbt_executable(), "parse", "--quiet", "--profiles-dir", str(project.profiles_dir)],
-            cwd=project.project_dir,
-            capture_output=True,
-            text=True,
-            timeout=PARSE_TIMEOUT_S,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"`dbt parse` failed in {project.project_dir} (exit {result.returncode}):\n"
-                f"{result.stdout[-4000:]}{result.stderr[-4000:]}"
-            )
-    return manifest
+def prepare_dbt_project() -> Path:
+    """Parse the dbt project now with this environment's dbt (``dbt parse``; partial parsing
+    makes a re-run cheap); returns the manifest the code location will load."""
+    dbt = DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())
+    dbt.cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
+    return Path(dbt_project.manifest_path)

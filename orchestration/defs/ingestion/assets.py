@@ -12,8 +12,8 @@ from datetime import timedelta
 import dagster as dg
 
 from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, TableSpec
-from orchestration.lake_keys import table_key
-from orchestration.lake_stats import snapshot_metadata, table_definition_metadata, table_snapshot
+from orchestration.keys import table_key
+from orchestration.lake_metadata import snapshot_metadata, table_definition_metadata
 from orchestration.resources import LakeResource
 
 SIDECAR_TABLES: tuple[TableSpec, ...] = (AUDIO_CHUNKS, DEAD_LETTERS, AUDIO_EVENTS, SESSIONS)
@@ -49,7 +49,7 @@ def sidecar_tables(context: dg.AssetExecutionContext, lake: LakeResource):
         key = table_key(spec)
         if key not in context.selected_asset_keys:
             continue
-        snapshot = table_snapshot(lake, spec)
+        snapshot = lake.open().table_snapshot(spec)
         version = "absent" if snapshot is None else str(snapshot.version)
         yield dg.ObserveResult(
             asset_key=key,

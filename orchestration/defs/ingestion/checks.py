@@ -1,5 +1,6 @@
 """Asset checks on the sidecar's tables; every result is also recorded in the lake's catalog.
 
+The rules are the lake's (:mod:`lake_schemas.quality`); each check reads, calls and reports.
 Per table: the schema matches the spec, key columns hold no nulls, the primary key is unique.
 On bronze: each session keeps one sample rate and encoding, and the sidecar keeps up with the
 spool (lag). On silver events: each event's rate agrees with its session's. Results land in
@@ -12,10 +13,11 @@ from collections.abc import Callable
 import dagster as dg
 import pyarrow as pa
 
+from features.pcm import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
+from lake_schemas import quality
 from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS, TableSpec
-from orchestration.defs.ingestion import quality
 from orchestration.defs.ingestion.assets import SIDECAR_TABLES
-from orchestration.lake_keys import table_key
+from orchestration.keys import table_key
 from orchestration.resources import LakeResource, PlatformPaths
 from streaming.spool import spool_lag_s
 
@@ -133,7 +135,8 @@ def _unique_check(spec: TableSpec) -> dg.AssetChecksDefinition:
 
 @dg.asset_check(
     asset=table_key(AUDIO_CHUNKS),
-    description="Each session keeps one sample rate and encoding, within 8–48 kHz.",
+    description="Each session keeps one sample rate and encoding, within "
+    f"{MIN_SAMPLE_RATE_HZ // 1000}–{MAX_SAMPLE_RATE_HZ // 1000} kHz.",
 )
 def sample_rate_consistent(lake: LakeResource) -> dg.AssetCheckResult:
     data = _read(lake, AUDIO_CHUNKS, ["session_id", "sample_rate", "encoding"])
@@ -145,9 +148,8 @@ def sample_rate_consistent(lake: LakeResource) -> dg.AssetCheckResult:
             _missing(AUDIO_CHUNKS),
             dg.AssetCheckSeverity.WARN,
         )
-    return _result(
-        lake, AUDIO_CHUNKS, "sample_rate_consistent", quality.sample_rates_consistent(data)
-    )
+    outcome = quality.sample_rates_consistent(data, MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ)
+    return _result(lake, AUDIO_CHUNKS, "sample_rate_consistent", outcome)
 
 
 @dg.asset_check(

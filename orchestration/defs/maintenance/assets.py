@@ -15,8 +15,8 @@ import dagster as dg
 
 from lake_schemas.errors import TableNotFound
 from lake_schemas.tables import ALL_TABLES, PREDICTIONS, TableSpec
-from orchestration.lake_keys import table_key
-from orchestration.lake_stats import snapshot_metadata, table_snapshot
+from orchestration.keys import table_key, writer_pool
+from orchestration.lake_metadata import snapshot_metadata
 from orchestration.resources import LakeResource
 
 WRITER = "dagster:maintenance"
@@ -35,11 +35,6 @@ class MaintenanceConfig(dg.Config):
     """Compaction's target file size (MB)."""
 
 
-def pool_for(spec: TableSpec) -> str:
-    """The concurrency pool shared by every Dagster writer of one table."""
-    return f"lake_writer_{spec.layer}_{spec.table}"
-
-
 def maintenance_key(spec: TableSpec) -> dg.AssetKey:
     return dg.AssetKey(["maintenance", f"{spec.layer}_{spec.table}"])
 
@@ -53,7 +48,7 @@ def _maintenance_asset(spec: TableSpec) -> dg.AssetsDefinition:
         description=f"Compact {spec.name}'s small files, then vacuum files older than the "
         "retention period.",
         automation_condition=NIGHTLY_AFTER_CHANGES,
-        pool=pool_for(spec),
+        pool=writer_pool(spec),
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
         freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8)),
         tags={"layer": spec.layer},
@@ -62,7 +57,7 @@ def _maintenance_asset(spec: TableSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: MaintenanceConfig, lake: LakeResource
     ) -> dg.MaterializeResult:
         opened = lake.open()
-        before = table_snapshot(lake, spec)
+        before = opened.table_snapshot(spec)
         try:
             compacted = opened.compact(
                 spec, writer=WRITER, target_size_bytes=config.target_file_mb * 1024 * 1024
@@ -70,7 +65,7 @@ def _maintenance_asset(spec: TableSpec) -> dg.AssetsDefinition:
             deleted = opened.vacuum(spec, config.retention_hours, writer=WRITER)
         except TableNotFound:
             return dg.MaterializeResult(metadata={"skipped": f"{spec.name} does not exist yet"})
-        after = table_snapshot(lake, spec)
+        after = opened.table_snapshot(spec)
         context.log.info(f"{spec.name}: {compacted.operation}; vacuum deleted {len(deleted)} files")
         return dg.MaterializeResult(
             metadata={

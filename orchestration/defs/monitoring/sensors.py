@@ -15,40 +15,20 @@ lake with no report yet it starts from the beginning of time, so the first repor
 from datetime import UTC, datetime
 
 import dagster as dg
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake_schemas.tables import DRIFT_REPORTS
+from models.drift_monitor import reports_after
 from orchestration.defs.training.jobs import retrain_job
+from orchestration.keys import DRIFT_SENSOR, TRIGGER_TAG
 from orchestration.resources import LakeResource
 
-TRIGGER_TAG = "sonolake/trigger"
 REPORT_TAG = "sonolake/drift_report"
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC).isoformat()
 """Cursor of a sensor that has seen an empty lake: every report from now on is new."""
-REPORT_COLUMNS = [
-    "report_id",
-    "created_at",
-    "dataset_drift",
-    "drift_share",
-    "reference_model_version",
-]
-
-
-def reports_after(lake: LakeResource, cursor: str | None) -> pa.Table:
-    """Drift reports created after the cursor (an ISO time), oldest first."""
-    opened = lake.open()
-    if not opened.exists(DRIFT_REPORTS):
-        return DRIFT_REPORTS.schema.empty_table().select(REPORT_COLUMNS)
-    flt = None
-    if cursor:
-        after = pa.scalar(datetime.fromisoformat(cursor), pa.timestamp("us", tz="UTC"))
-        flt = pc.field("created_at") > after
-    reports = opened.read(DRIFT_REPORTS, columns=REPORT_COLUMNS, filter=flt)
-    return reports.sort_by("created_at")
 
 
 @dg.sensor(
+    name=DRIFT_SENSOR,
     job=retrain_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -57,7 +37,8 @@ def reports_after(lake: LakeResource, cursor: str | None) -> pa.Table:
 def drift_retraining_sensor(
     context: dg.SensorEvaluationContext, lake: LakeResource
 ) -> dg.SensorResult | dg.SkipReason:
-    reports = reports_after(lake, context.cursor)
+    after = datetime.fromisoformat(context.cursor) if context.cursor else None
+    reports = reports_after(lake.open(), after)
     if reports.num_rows == 0:
         if context.cursor is None:
             return dg.SensorResult(skip_reason="no drift report yet", cursor=BEGINNING)

@@ -1,40 +1,44 @@
 """The model lifecycle as assets: training set → candidate → evaluation → (gate) → champion.
 
-``candidate_model`` trains on the training side of the set, exports the ONNX bundle (FP32, INT8,
-FP16) and registers it in MLflow as the ``challenger``. ``model_evaluation`` scores candidate
-and champion on the SAME held-out devices with the promotion gate's rules; its blocking check
-``promotion_gate`` stops the run before ``champion_model`` when the candidate does not beat
-the champion or misses the latency budget. ``champion_model`` moves the ``champion`` alias; the
-gateway's engine follows that alias and hot-swaps to the new version without dropping streams.
+``training_set`` reads the labelled events from the lake (:mod:`models.lake_dataset`).
+``candidate_model`` runs the one training pipeline (:func:`models.candidate.train_candidate`,
+what ``sonolake train`` runs too): train on the training devices, export the ONNX bundle
+(FP32, INT8, FP16), evaluate it, register it in MLflow as the ``challenger``.
+``model_evaluation`` decides the promotion (:meth:`models.registry.Registry.decide`: candidate
+and champion scored on the SAME held-out devices); its blocking check ``promotion_gate`` stops
+the run before ``champion_model`` when the candidate does not beat the champion or misses the
+latency budget. ``champion_model`` applies that decision (:meth:`~models.registry.Registry.apply`)
+and moves the ``champion`` alias; the gateway's engine follows it and hot-swaps.
 """
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, AUDIO_FEATURES, MODEL_EVALUATIONS
-from models.promotion import PromotionDecision
+from models.candidate import Candidate, train_candidate
+from models.evaluation import LIGHT_PROBE, SpeedProbe
+from models.lake_dataset import TrainingSet, reference_features, write_training_set
+from models.promotion import PromotionDecision, PromotionGate
 from orchestration.defs.training.candidate import (
-    CandidateModel,
     TrainingConfig,
-    train_candidate,
+    candidate_metadata,
+    evaluation_metadata,
 )
-from orchestration.defs.training.keys import (
+from orchestration.defs.training.resources import ModelLifecycleResource
+from orchestration.keys import (
     CANDIDATE_MODEL,
     CHAMPION_MODEL,
     MODEL_EVALUATION,
     TRAINING_SET,
+    table_key,
+    writer_pool,
 )
-from orchestration.defs.training.resources import ModelLifecycleResource
-from orchestration.lake_keys import table_key
-from orchestration.lake_stats import snapshot_metadata, table_snapshot
-from orchestration.promotion import ApprovedGate, decide, evaluation_metadata, heldout_of
+from orchestration.lake_metadata import snapshot_metadata
 from orchestration.resources import LakeResource, ModelRegistryResource, PlatformPaths
-from orchestration.training_data import TrainingSet, write_training_set
 
-EVALUATIONS_POOL = "lake_writer_monitoring_model_evaluations"
+EVALUATIONS_POOL = writer_pool(MODEL_EVALUATIONS)
 """monitoring.model_evaluations is appended by the gate and by promotion: one at a time."""
 
 
@@ -98,31 +102,35 @@ def candidate_model(
     registry: ModelRegistryResource,
     paths: PlatformPaths,
     lifecycle: ModelLifecycleResource,
-) -> dg.Output[CandidateModel]:
+) -> dg.Output[Candidate]:
+    from models.training import preset  # JAX: imported by the run that trains, not at load
+
+    name = config.preset or lifecycle.training_preset
+    training, event_ids = training_set.training_side()
+    heldout = training_set.heldout()
+    context.log.info(f"training preset {name!r} on {len(training)} windows")
+    opened = lake.open()
     candidate = train_candidate(
-        training_set,
-        config,
-        default_preset=lifecycle.training_preset,
-        lake=lake.open(),
-        registry=registry.open(lake.open()),
-        work_dir=paths.work_dir("bundles", context.run_id),
-        log=context.log.info,
-    )
-    metadata: dict[str, Any] = {
-        "model_version": candidate.version,
-        "preset": candidate.preset,
-        "accuracy": dg.MetadataValue.float(candidate.metrics["accuracy"]),
-        "macro_f1": dg.MetadataValue.float(candidate.metrics["macro_f1"]),
-        "train_seconds": dg.MetadataValue.float(candidate.train_seconds),
-        "mlflow_run": dg.MetadataValue.url(
-            registry.run_url(candidate.experiment_id, candidate.run_id)
+        training,
+        heldout,
+        preset_name=name,
+        config=preset(name, epochs=config.epochs, ensemble=config.ensemble, seed=config.seed),
+        bundle_dir=paths.work_dir("bundles", context.run_id) / "bundle",
+        registry=registry.open(opened),
+        speed=LIGHT_PROBE if config.light_timing else SpeedProbe(),
+        params={"training_set": training_set.set_id},
+        run_name=f"lake-{training_set.set_id}-{name}",
+        drift_reference=reference_features(opened, event_ids),
+        snapshot_at=training_set.built_at,
+        on_epoch=lambda r: context.log.info(
+            f"member {r.member} epoch {r.epoch}/{r.epochs} loss {r.loss:.3f}"
         ),
-        "mlflow_model": dg.MetadataValue.url(registry.model_url(candidate.version)),
-        "bundle": dg.MetadataValue.path(candidate.bundle_dir),
-    }
-    if candidate.confusion_png:
-        metadata["confusion_matrix"] = dg.MetadataValue.md(candidate.confusion_markdown())
-    return dg.Output(candidate, metadata=metadata)
+    )
+    context.log.info(
+        f"registered version {candidate.version}: accuracy "
+        f"{candidate.metrics['accuracy']:.3f} on {heldout.name}"
+    )
+    return dg.Output(candidate, metadata=candidate_metadata(candidate, registry))
 
 
 @dg.asset(
@@ -139,15 +147,14 @@ def candidate_model(
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
-    candidate_model: CandidateModel,
+    candidate_model: Candidate,
     training_set: TrainingSet,
     lake: LakeResource,
     registry: ModelRegistryResource,
     lifecycle: ModelLifecycleResource,
 ) -> dg.Output[PromotionDecision]:
-    models = registry.open(lake.open())
-    heldout = heldout_of(training_set)
-    decision = decide(models, candidate_model.version, heldout, lifecycle.gate_policy())
+    gate = PromotionGate(training_set.heldout(), lifecycle.gate_policy())
+    decision = registry.open(lake.open()).decide(candidate_model.version, gate)
     context.log.info(f"gate for version {decision.candidate_version}: {decision.reason}")
     return dg.Output(decision, metadata=evaluation_metadata(decision))
 
@@ -166,12 +173,13 @@ def promotion_gate(
     registry: ModelRegistryResource,
 ) -> dg.AssetCheckResult:
     if not model_evaluation.passed:
-        # a rejection is recorded here, because champion_model will not run
-        registry.open(lake.open()).record(*model_evaluation.records())
+        # the rejection is recorded here, because champion_model will not run
+        opened = lake.open()
+        registry.open(opened).apply(model_evaluation)
         context.op_execution_context.log_event(
             dg.AssetMaterialization(
                 asset_key=table_key(MODEL_EVALUATIONS),
-                metadata=snapshot_metadata(table_snapshot(lake, MODEL_EVALUATIONS)),
+                metadata=snapshot_metadata(opened.table_snapshot(MODEL_EVALUATIONS)),
             )
         )
     return dg.AssetCheckResult(
@@ -186,10 +194,7 @@ def promotion_gate(
 
 @dg.asset(
     key=CHAMPION_MODEL,
-    ins={
-        "model_evaluation": dg.AssetIn(MODEL_EVALUATION),
-        "training_set": dg.AssetIn(TRAINING_SET),
-    },
+    ins={"model_evaluation": dg.AssetIn(MODEL_EVALUATION)},
     group_name="training",
     kinds={"mlflow"},
     description="Move the MLflow alias `champion` to the candidate that passed the gate (the "
@@ -200,28 +205,24 @@ def promotion_gate(
 def champion_model(
     context: dg.AssetExecutionContext,
     model_evaluation: PromotionDecision,
-    training_set: TrainingSet,
     lake: LakeResource,
     registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
-    models = registry.open(lake.open())
-    gate = ApprovedGate(heldout=heldout_of(training_set), decision=model_evaluation)
-    decision = models.promote(model_evaluation.candidate_version, gate)
+    opened = lake.open()
+    models = registry.open(opened)
+    decision = models.apply(model_evaluation)
     context.log.info(f"champion: {decision.champion_before or 'none'} → {decision.champion_after}")
     context.log_event(
         dg.AssetMaterialization(
             asset_key=table_key(MODEL_EVALUATIONS),
-            metadata=snapshot_metadata(table_snapshot(lake, MODEL_EVALUATIONS)),
+            metadata=snapshot_metadata(opened.table_snapshot(MODEL_EVALUATIONS)),
         )
     )
-    return dg.MaterializeResult(
-        metadata={
-            "champion_version": decision.champion_after or "none",
-            "previous_champion": decision.champion_before or "none",
-            "accuracy": dg.MetadataValue.float(decision.candidate.accuracy),
-            "mlflow_model": dg.MetadataValue.url(registry.model_url(decision.candidate_version)),
-            "bundle": dg.MetadataValue.path(
-                str(Path(models.resolve(decision.candidate_version).bundle_dir))
-            ),
-        }
-    )
+    metadata: dict[str, Any] = {
+        "champion_version": decision.champion_after or "none",
+        "previous_champion": decision.champion_before or "none",
+        "accuracy": dg.MetadataValue.float(decision.candidate.accuracy),
+        "mlflow_model": dg.MetadataValue.url(registry.model_url(decision.candidate_version)),
+        "bundle": dg.MetadataValue.path(str(models.resolve(decision.candidate_version).bundle_dir)),
+    }
+    return dg.MaterializeResult(metadata=metadata)

@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from orchestration.defs.training.keys import LIFECYCLE
+from orchestration.keys import LIFECYCLE, RETRAIN_JOB
 
 retrain_job = dg.define_asset_job(
-    name="retrain",
+    name=RETRAIN_JOB,
     selection=dg.AssetSelection.assets(*LIFECYCLE),
     description="Rebuild the training set from the lake, train, export, evaluate and promote "
     "through the gate. Started nightly and by the drift sensor.",

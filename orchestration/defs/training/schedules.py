@@ -3,6 +3,7 @@
 import dagster as dg
 
 from orchestration.defs.training.jobs import retrain_job
+from orchestration.keys import TRIGGER_TAG
 
 NIGHTLY_CRON = "0 3 * * *"
 """03:00 UTC, after the day's data has landed and before the morning's traffic."""
@@ -13,6 +14,6 @@ nightly_retrain_schedule = dg.ScheduleDefinition(
     cron_schedule=NIGHTLY_CRON,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    tags={"sonolake/trigger": "schedule"},
+    tags={TRIGGER_TAG: "schedule"},
     description="Retrain from the lake every night; the promotion gate decides what is served.",
 )

@@ -1,8 +1,11 @@
-"""Data-quality rules for the sidecar's tables, as pure functions over Arrow data.
+"""Data-quality rules for the lake's tables, as pure functions over Arrow data.
 
-The asset checks in :mod:`orchestration.defs.ingestion.checks` read the tables and call these;
-keeping the rules pure lets them be tested table-driven on hand-made Arrow tables, and keeps
-each check's Dagster code to reading, calling and reporting.
+The rules are part of the lake's contract, next to the specs they check: the Dagster asset
+checks read a table and call them, and so can anything else that wants to know whether a
+table is healthy. Pure functions over hand-made Arrow tables are also what makes them easy to
+test table-driven. Types are compared the way writes compare them
+(:func:`lake_schemas.schema_check.same_type`), so a column the lake accepts on write is never
+reported as mismatched, and the other way round.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.pcm import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
+from lake_schemas.schema_check import same_type
 
 MAX_EXAMPLES = 5
 """Offending keys quoted in a failed check's details (enough to find them, short to read)."""
@@ -39,7 +42,7 @@ def schema_matches(expected: pa.Schema, actual: pa.Schema) -> RuleResult:
     mismatched = {
         f.name: f"expected {f.type}, found {actual_types[f.name]}"
         for f in expected
-        if f.name in actual_types and not _same_type(f.type, actual_types[f.name])
+        if f.name in actual_types and not same_type(f.type, actual_types[f.name])
     }
     extra = sorted(set(actual_types) - set(expected.names))
     passed = not missing and not mismatched
@@ -51,24 +54,6 @@ def schema_matches(expected: pa.Schema, actual: pa.Schema) -> RuleResult:
     return RuleResult(
         passed, summary, {"missing": missing, "mismatched": mismatched, "extra": extra}
     )
-
-
-def _same_type(expected: pa.DataType, actual: pa.DataType) -> bool:
-    if expected.equals(actual):
-        return True
-    # delta-rs may hand back large_* or view variants of strings and binaries
-    families = (
-        (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view),
-        (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view),
-    )
-    for family in families:
-        if any(test(expected) for test in family) and any(test(actual) for test in family):
-            return True
-    if pa.types.is_timestamp(expected) and pa.types.is_timestamp(actual):
-        return expected.unit == actual.unit and (expected.tz is None) == (actual.tz is None)
-    if pa.types.is_list(expected) and (pa.types.is_list(actual) or pa.types.is_large_list(actual)):
-        return _same_type(expected.value_type, actual.value_type)
-    return False
 
 
 def no_nulls(data: pa.Table, columns: tuple[str, ...]) -> RuleResult:
@@ -95,19 +80,18 @@ def no_duplicate_keys(data: pa.Table, key: tuple[str, ...]) -> RuleResult:
     )
 
 
-def sample_rates_consistent(chunks: pa.Table) -> RuleResult:
-    """One sample rate and encoding per session, within the supported 8–48 kHz range.
+def sample_rates_consistent(chunks: pa.Table, min_hz: int, max_hz: int) -> RuleResult:
+    """One sample rate and encoding per session, within ``min_hz``–``max_hz``.
 
     ``chunks`` needs ``session_id``, ``sample_rate`` and ``encoding``. A session whose rate
     changes mid-stream would be decoded at the wrong speed; a rate outside the range was
-    accepted by mistake.
+    accepted by mistake. The range is the audio front end's (``features.pcm``), passed in:
+    the lake's contract does not decide which rates the platform decodes.
     """
     if chunks.num_rows == 0:
         return RuleResult(True, "table is empty", {"sessions": 0})
     rates = chunks.column("sample_rate")
-    out_of_range = pc.sum(
-        pc.or_(pc.less(rates, MIN_SAMPLE_RATE_HZ), pc.greater(rates, MAX_SAMPLE_RATE_HZ))
-    ).as_py()
+    out_of_range = pc.sum(pc.or_(pc.less(rates, min_hz), pc.greater(rates, max_hz))).as_py()
     per_session = chunks.group_by("session_id").aggregate(
         [("sample_rate", "count_distinct"), ("encoding", "count_distinct")]
     )

@@ -1,11 +1,12 @@
-"""The data-quality rules behind the sidecar tables' checks, table-driven on Arrow tables."""
+"""The lake's data-quality rules (behind the sidecar tables' checks), table-driven on Arrow."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pytest
 
-from orchestration.defs.ingestion import quality
+from lake_schemas import quality
+from lake_schemas.schema_check import same_type
 
 
 def _chunks(rows: list[tuple[str, int, str]]) -> pa.Table:
@@ -33,10 +34,30 @@ def _chunks(rows: list[tuple[str, int, str]]) -> pa.Table:
             ["t"],
         ),
         ([("l", pa.list_(pa.float32()))], [("l", pa.large_list(pa.float32()))], True, [], []),
+        (
+            [("t", pa.timestamp("us", tz="UTC"))],
+            [("t", pa.timestamp("us", tz="Europe/Paris"))],
+            False,
+            [],
+            ["t"],
+        ),
+        (
+            [("t", pa.timestamp("us", tz="UTC"))],
+            [("t", pa.timestamp("us", tz="+00:00"))],
+            True,
+            [],
+            [],
+        ),
     ],
 )
 def test_schema_matches(expected, actual, passed, missing, mismatched) -> None:  # type: ignore[no-untyped-def]
     outcome = quality.schema_matches(pa.schema(expected), pa.schema(actual))
+    # one notion of "the same type" for the check and for writes
+    assert all(
+        same_type(e, dict(actual)[n]) == (n not in mismatched)
+        for n, e in expected
+        if n in dict(actual)
+    )
     assert outcome.passed is passed
     assert outcome.details["missing"] == missing
     assert sorted(outcome.details["mismatched"]) == mismatched
@@ -82,7 +103,7 @@ def test_no_duplicate_keys(keys: list[tuple[str, int]], duplicates: int) -> None
     ],
 )
 def test_sample_rates_consistent(rows, passed, mixed, out_of_range) -> None:  # type: ignore[no-untyped-def]
-    outcome = quality.sample_rates_consistent(_chunks(rows))
+    outcome = quality.sample_rates_consistent(_chunks(rows), 8000, 48000)
     assert outcome.passed is passed
     assert outcome.details["sessions_with_mixed_format"] == mixed
     assert outcome.details["chunks_out_of_range"] == out_of_range

@@ -1,18 +1,20 @@
-"""The training set: labelled events from the lake, split so no device is on both sides.
+"""The training set from the lake: labelled events as windows, split so no device is on both sides.
 
 Every event in silver.audio_events whose client sent a ground-truth label becomes one example:
-its audio, reassembled from bronze, fitted to the model's 1-s window. Labels outside the
-model's vocabulary (e.g. the digits of telephone traffic) count as ``_unknown_``, which is what
-they are to a keyword spotter. A device is a speaker (``spk-<speaker>``), and the split hashes
-the speaker exactly as the corpus split does, so the held-out devices are the held-out speakers
-of the real recordings and accuracy always means "on voices the model never heard".
+its audio, reassembled from bronze (:mod:`models.lake_audio`), fitted to the classifier's 1-s
+window. Labels outside the model's vocabulary (e.g. the digits of telephone traffic) count as
+``_unknown_``, which is what they are to a keyword spotter. The group of an example is its
+device, whatever the device is called: the split hashes the device id with the corpus split's
+hash (:func:`models.dataset.split_by_group`), so held-out accuracy always means "on devices the
+model never heard". A client that streams each speaker as one device (the replay tool does)
+gets a speaker-disjoint split; which speakers are held out follows from their device ids.
 
 Background noise has no speech, so the sidecar finds no event in it; the ``_silence_`` class is
 built from bronze directly: each run of consecutive chunks a client labelled ``_silence_`` gives
 one window. Without it a model trained from the lake could never answer "nothing was said".
 
-The windows are stored once as int16 PCM in a ``.npz`` under the state folder (they are audio,
-and a 3,000-clip set is ~100 MB); the asset's value is a small reference to that file.
+The windows are stored once as int16 PCM in a ``.npz`` under the caller's folder (they are
+audio, and a 3,000-clip set is ~100 MB); :class:`TrainingSet` is a small reference to that file.
 """
 
 from __future__ import annotations
@@ -26,22 +28,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features import FEATURE_VERSION, SUMMARY_COLUMNS, fit_window
-from features.pcm import SAMPLE_RATE_HZ, decode, resample, to_float, to_pcm16
-from features.spectral import WINDOW_SAMPLES
-from lake_schemas import Lake
-from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, AUDIO_FEATURES
-from models.dataset import LABELS, SILENCE, LabelledWindows, label_index, split_by_group
-from orchestration.event_audio import CHUNK_COLUMNS, EVENT_COLUMNS, event_segments
-from streaming.replay import device_id_for
-
-DEVICE_PREFIX = device_id_for("")
-"""``spk-``: replayed devices are named after their speaker."""
+from features import CLASSIFIER_WINDOW_SAMPLES, FEATURE_VERSION, SUMMARY_COLUMNS, fit_window
+from features.pcm import to_float, to_pcm16
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, AUDIO_FEATURES, Lake
+from models.dataset import (
+    LABELS,
+    SILENCE,
+    HeldoutSet,
+    LabelledWindows,
+    label_index,
+    split_by_group,
+)
+from models.lake_audio import (
+    CHUNK_COLUMNS,
+    EVENT_COLUMNS,
+    consecutive_runs,
+    read_event_audio,
+    run_audio_16k,
+)
 
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """Where the windows are and what they hold (the asset's value)."""
+    """Where the windows are and what they hold."""
 
     path: str
     set_id: str
@@ -62,10 +71,19 @@ class TrainingSet:
             labelled = LabelledWindows(windows, data["labels"], data["groups"])
             return labelled, data["train"], data["test"], data["event_ids"]
 
+    def training_side(self) -> tuple[LabelledWindows, list[str]]:
+        """The training devices' windows and their event ids (for the drift reference)."""
+        labelled, train, _, event_ids = self.load()
+        return labelled.subset(train), [str(event_ids[i]) for i in train]
 
-def speaker_of(device_id: str) -> str:
-    """The speaker a replayed device stands for (the device id itself for other devices)."""
-    return device_id.removeprefix(DEVICE_PREFIX)
+    def heldout(self) -> HeldoutSet:
+        """The held-out devices' windows, named after the set (what the gate scores on)."""
+        labelled, _, test, _ = self.load()
+        return HeldoutSet(
+            name=f"lake:training-set-{self.set_id}#heldout-devices",
+            windows=labelled.windows[test].astype(np.float32),
+            labels=tuple(LABELS[i] for i in labelled.labels[test]),
+        )
 
 
 def labelled_events(lake: Lake) -> pa.Table:
@@ -78,19 +96,17 @@ def labelled_events(lake: Lake) -> pa.Table:
     return events.sort_by("start_time")
 
 
-def build_windows(lake: Lake, events: pa.Table) -> tuple[list[str], np.ndarray]:
+def _no_windows() -> np.ndarray:
+    return np.zeros((0, CLASSIFIER_WINDOW_SAMPLES), np.float32)
+
+
+def event_windows(lake: Lake, events: pa.Table) -> tuple[list[str], np.ndarray]:
     """(event ids, windows [N, 16000] float32) of the events whose chunks are all in bronze."""
-    if events.num_rows == 0:
-        return [], np.zeros((0, WINDOW_SAMPLES), np.float32)
-    sessions = pa.array(sorted(set(events.column("session_id").to_pylist())), pa.string())
-    chunks = lake.read(
-        AUDIO_CHUNKS, columns=CHUNK_COLUMNS, filter=pc.field("session_id").isin(sessions)
-    )
     ids, windows = [], []
-    for event in event_segments(events, chunks):
+    for event in read_event_audio(lake, events):
         ids.append(event.event_id)
         windows.append(fit_window(event.audio_16k))
-    return ids, np.stack(windows) if windows else np.zeros((0, WINDOW_SAMPLES), np.float32)
+    return ids, np.stack(windows) if windows else _no_windows()
 
 
 def silence_windows(lake: Lake) -> tuple[list[dict[str, object]], np.ndarray]:
@@ -100,24 +116,13 @@ def silence_windows(lake: Lake) -> tuple[list[dict[str, object]], np.ndarray]:
         columns=[*CHUNK_COLUMNS, "device_id"],
         filter=pc.field("label") == SILENCE,
     )
-    if chunks.num_rows == 0:
-        return [], np.zeros((0, WINDOW_SAMPLES), np.float32)
-    chunks = chunks.sort_by([("session_id", "ascending"), ("seq", "ascending")])
-    sessions = chunks.column("session_id").to_numpy(zero_copy_only=False)
-    seqs = chunks.column("seq").to_numpy()
-    new_run = np.ones(len(seqs), dtype=bool)
-    new_run[1:] = (sessions[1:] != sessions[:-1]) | (seqs[1:] != seqs[:-1] + 1)
-    starts = np.flatnonzero(new_run)
-    ends = np.append(starts[1:], len(seqs))
     rows, windows = [], []
-    for start, end in zip(starts, ends, strict=True):
-        run = chunks.slice(start, end - start)
-        encoding = run.column("encoding")[0].as_py()
-        rate = int(run.column("sample_rate")[0].as_py())
-        samples = np.concatenate([decode(b, encoding) for b in run.column("pcm").to_pylist()])
-        audio = resample(to_float(samples), rate, SAMPLE_RATE_HZ)
+    for run in consecutive_runs(chunks):
+        audio = run_audio_16k(run)
         windows.append(
-            audio[:WINDOW_SAMPLES] if audio.size >= WINDOW_SAMPLES else fit_window(audio)
+            audio[:CLASSIFIER_WINDOW_SAMPLES]
+            if audio.size >= CLASSIFIER_WINDOW_SAMPLES
+            else fit_window(audio)
         )
         first = run.slice(0, 1).to_pylist()[0]
         rows.append(
@@ -128,14 +133,14 @@ def silence_windows(lake: Lake) -> tuple[list[dict[str, object]], np.ndarray]:
                 "start_time": first["event_time"],
             }
         )
-    return rows, np.stack(windows).astype(np.float32)
+    return rows, np.stack(windows).astype(np.float32) if windows else _no_windows()
 
 
 def write_training_set(lake: Lake, out_dir: Path) -> TrainingSet:
     """Build the set from the lake, store it under ``out_dir`` and describe it."""
     built_at = datetime.now(UTC)
     events = labelled_events(lake)
-    ids, windows = build_windows(lake, events)
+    ids, windows = event_windows(lake, events)
     info = {
         r["event_id"]: r
         for r in events.select(["event_id", "device_id", "label", "start_time"]).to_pylist()
@@ -145,7 +150,7 @@ def write_training_set(lake: Lake, out_dir: Path) -> TrainingSet:
     ids += [str(r["event_id"]) for r in silence_rows]
     windows = np.concatenate([windows, silence]) if len(silence) else windows
     labels = [info[i]["label"] for i in ids]
-    groups = np.asarray([speaker_of(info[i]["device_id"]) for i in ids], dtype=object)
+    groups = np.asarray([info[i]["device_id"] for i in ids], dtype=object)
     labelled = LabelledWindows.from_arrays(windows, labels, groups)
     train, test = split_by_group(labelled.groups)
     digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]

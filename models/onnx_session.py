@@ -1,4 +1,7 @@
-"""One bundle loaded into an ONNX Runtime session on the best provider that really works.
+"""ONNX Runtime sessions: a bundle loaded on the best provider that really works.
+
+Every ONNX Runtime session of a model is opened here (serving, evaluation, benchmarks), with the
+same options: one inter-op thread, ``intra_op_threads`` intra-op threads, no spinning.
 
 ``onnxruntime-gpu`` reports ``CUDAExecutionProvider`` in ``get_available_providers()`` whenever
 the wheel was built with it, even with no GPU or no CUDA libraries; creating a session then logs
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from features import FEATURE_VERSION
-from models.bundle_files import ARTIFACT_FILES, artifact_path, read_manifest
+from models.bundle import ARTIFACT_FILES, artifact_path, read_bundle_manifest
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,23 @@ def provider_plan(requested: Sequence[str] | None, available: Sequence[str]) -> 
     return plan
 
 
+def file_session(
+    model_path: Path | str,
+    providers: Sequence[str] = (CPU_PROVIDER,),
+    intra_op_threads: int = 1,
+) -> Any:
+    """A session of one ONNX file (evaluation on the CPU, benchmarks on any provider).
+
+    With one intra-op thread ONNX Runtime computes in the calling thread, so that thread's CPU
+    clock measures the model alone (:mod:`models.evaluation` times it that way).
+    """
+    import onnxruntime as ort
+
+    return ort.InferenceSession(
+        str(model_path), session_options(intra_op_threads), providers=list(providers)
+    )
+
+
 def session_options(intra_op_threads: int) -> Any:
     import onnxruntime as ort
 
@@ -92,6 +112,7 @@ def session_options(intra_op_threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initializers are not the user's
     # Spinning worker threads burn a core between batches; the gateway needs it for sockets.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
@@ -165,7 +186,7 @@ def load_model(
     warmup_batch: int = 1,
 ) -> LoadedModel:
     """Open, check and warm up a bundle (batch 1 and ``warmup_batch`` zero windows)."""
-    manifest = read_manifest(bundle_dir)
+    manifest = read_bundle_manifest(bundle_dir)
     if manifest["feature_version"] != FEATURE_VERSION:
         raise IncompatibleModel(
             f"{bundle_dir} was trained on features {manifest['feature_version']!r} but this code "

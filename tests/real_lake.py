@@ -1,10 +1,10 @@
-"""A small real lake for the orchestration tests: real recordings, landed by the real sidecar.
+"""A small real lake for the tests that read one: real recordings, landed by the real sidecar.
 
 Clips are written to a spool the way the gateway writes them (100 ms chunks at the clip's
 rate, a ``Label`` per clip, 700 ms of silence after each clip, one session per speaker with
-``device_id = "spk-<speaker>"``, a ``session_end`` record with totals), then the sidecar lands
-the spool into bronze and silver. Nothing here fakes a table: what the assets read is what the
-production path writes.
+the device id the replay tool gives it, a ``session_end`` record with totals), then the
+sidecar lands the spool into bronze and silver. Nothing here fakes a table: what the assets
+and the lake readers read is what the production path writes.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from features.corpus import (
 )
 from features.pcm import encode_mulaw
 from lake_schemas import Lake
+from sonolake import wiring
 from sonolake.settings import Settings
 from streaming.replay import device_id_for, group_by_speaker
 from streaming.sidecar.driver import Sidecar, SidecarConfig
@@ -110,7 +111,7 @@ def land_clips(
     for speaker, group in group_by_speaker(clips):
         records += _session_records(speaker, group, start, encoding)
     asyncio.run(_write_spool(settings.spool_path, records))
-    lake = Lake(settings.lake_root, settings.storage_options() or None, settings.catalog_file)
+    lake = wiring.lake(settings)
     sidecar = Sidecar(
         lake,
         SidecarConfig(spool_dir=settings.spool_path, state_dir=settings.state_path / "sidecar"),
@@ -142,14 +143,16 @@ def small_lake_clips(
 ) -> list[Clip]:
     """Real Speech Commands clips: speakers on both sides of the split, varied labels, noise.
 
-    Speakers are chosen by the same hash the training split uses, so the held-out side is
-    never empty; ``_silence_`` clips (no speaker: one device each) give the silence class.
+    Speakers are chosen by the hash the training split applies to their devices, so the
+    held-out side is never empty; ``_silence_`` clips (no speaker: one device each) give the
+    silence class.
     """
     clips = read_manifest(corpus_manifest(data_dir, SPEECH_COMMANDS))
     groups = group_by_speaker([c for c in clips if c.label != "_silence_"])
     groups.sort(key=lambda g: (-len({c.label for c in g[1]}), g[0]))
-    train = [g for s, g in groups if not in_test_split(s)][:train_speakers]
-    test = [g for s, g in groups if in_test_split(s)][:heldout_speakers]
+    held = {s: in_test_split(device_id_for(s)) for s, _ in groups}
+    train = [g for s, g in groups if not held[s]][:train_speakers]
+    test = [g for s, g in groups if held[s]][:heldout_speakers]
     chosen = [clip for group in train + test for clip in _varied(group, per_speaker)]
     noise = sorted((c for c in clips if c.label == "_silence_"), key=lambda c: c.path)
     return chosen + noise[:silence_clips]
@@ -177,7 +180,7 @@ def isolated_settings(root: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "state_dir": root / "state",
         "lake_uri": str(root / "lakehouse"),
-        "data_dir": Path(__file__).resolve().parents[3] / "shared" / "data",
+        "data_dir": Path(__file__).resolve().parents[2] / "shared" / "data",
         "mlflow_uri": f"sqlite:///{root / 'state' / 'mlflow.db'}",
         "training_preset": "quick",
         **overrides,

@@ -1,7 +1,7 @@
 """The champion's drift reference: the summary features of the events it was trained on.
 
 Drift is measured against what the *serving* model saw in training, so the reference travels
-with the model: the training asset logs the training events' feature vectors as a Parquet
+with the model: training from the lake logs the training events' feature vectors as a Parquet
 artifact of the model's MLflow run (``drift_reference/features.parquet``), and tags the run
 with the time the training set was taken from the lake. Features computed after that time
 belong to events the model never saw. (Processing time, not event time: event times come
