@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo         the whole loop end to end on the embedded defaults"
+	@echo "make venv         create .venv from uv.lock (then: source .venv/bin/activate)"
 	@echo "make test         create .venv from uv.lock if needed, then run the suite"
 	@echo "make bench        every benchmark at full size (JSON in bench-results/)"
 	@echo "make bench-quick  every benchmark, quick sizes"
