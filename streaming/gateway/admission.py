@@ -176,8 +176,6 @@ class Admission:
         return Credential(ANONYMOUS)
 
 
-def select_subprotocol(
-    _connection: Any, subprotocols: Sequence[Subprotocol]
-) -> Subprotocol | None:
+def select_subprotocol(_connection: Any, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
     """Answer ``token`` to a client that authenticates with it; no subprotocol otherwise."""
     return Subprotocol(TOKEN_SUBPROTOCOL) if TOKEN_SUBPROTOCOL in subprotocols else None
