@@ -91,16 +91,18 @@ def test_malformed_json_is_bad_json_with_one_log_line(
 ) -> None:
     gateway = make_gateway()
     huge = '{"type":"KeepAlive","n":' + "9" * 5000 + "}"  # past Python's int digit limit
-    with caplog.at_level(logging.INFO, logger="sonolake.gateway"):
-        with open_ws(gateway.url("device_id=d")) as ws:
-            next_message(ws)
-            errors = []
-            for text in (huge, huge, "{", '{"type":"Label","label":"\\ud800"}', huge):
-                ws.send(text)
-                errors.append(next_message(ws))
-            ws.send(np.zeros(1600, np.int16).tobytes())
-            ws.send(json.dumps({"type": "CloseStream"}))
-            transcript = read_until_closed(ws)
+    with (
+        caplog.at_level(logging.INFO, logger="sonolake.gateway"),
+        open_ws(gateway.url("device_id=d")) as ws,
+    ):
+        next_message(ws)
+        errors = []
+        for text in (huge, huge, "{", '{"type":"Label","label":"\\ud800"}', huge):
+            ws.send(text)
+            errors.append(next_message(ws))
+        ws.send(np.zeros(1600, np.int16).tobytes())
+        ws.send(json.dumps({"type": "CloseStream"}))
+        transcript = read_until_closed(ws)
     assert transcript.close_code == CLOSE_NORMAL and transcript.max_ack == 0
     codes = [e["code"] for e in errors]
     assert codes == ["bad_json", "bad_json", "bad_json", "bad_label", "bad_json"]
