@@ -521,6 +521,7 @@ class Gateway:
             return False
         samples = len(pcm) // bytes_per_sample
         rate = session.params.sample_rate
+        session.last_activity = time.monotonic()  # valid audio: the connection is alive
         wait_s = stream.bucket.take(samples / rate)
         if wait_s > 0:  # over the audio rate limit: stop reading this socket for a while
             self.metrics.rate_limited_frames += 1

@@ -98,3 +98,43 @@ def test_only_audio_or_keepalive_keeps_a_connection_alive(make_gateway: Any) -> 
         transcript = read_until_closed(ws, timeout_s=5)
     assert transcript.of("Error")[-1]["code"] == "idle_timeout"
     assert transcript.close_code == CLOSE_POLICY
+
+
+def test_the_spool_queue_is_bounded_in_bytes_not_chunks() -> None:
+    from datetime import UTC, datetime
+
+    from streaming.gateway.protocol import ListenParams
+    from streaming.gateway.quota import AudioBucket
+    from streaming.gateway.session import Session
+    from streaming.gateway.stream import Stream
+    from streaming.spool import SpoolRecord
+
+    session = Session(
+        "s",
+        ListenParams(device_id="d"),
+        credential="c",
+        resume_digest="r",
+        max_pending_ms=100,
+        max_utterance_ms=1000,
+    )
+    stream = Stream(session, 1024 * 1024, AudioBucket(1.0, 1.0))
+    now = datetime.now(UTC)
+
+    def record(seq: int, size: int) -> SpoolRecord:
+        return SpoolRecord.chunk(
+            session_id="s",
+            device_id="d",
+            seq=seq,
+            event_time=now,
+            sample_rate=16000,
+            encoding="linear16",
+            pcm=b"\0" * size,
+            received_at=now,
+        )
+
+    for seq in range(1000):  # many small chunks: far more than the old 256-chunk bound
+        stream.queue_for_spool(record(seq, 2), 0.0)
+    assert stream.spool_room.is_set()
+    for seq in range(1000, 1008):  # eight 128 KiB frames reach 1 MiB
+        stream.queue_for_spool(record(seq, 128 * 1024), 0.0)
+    assert not stream.spool_room.is_set() and stream.spool_pending_bytes >= 1024 * 1024
