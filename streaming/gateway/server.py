@@ -6,8 +6,11 @@ runs in batches elsewhere
 (:class:`~streaming.gateway.processing.SpeechProcessor` for VAD and results,
 :class:`~streaming.spool.SpoolWriter` group commits for durability).
 
-Every queue is bounded: spool writes in flight per session (the receive loop waits, which is
-TCP backpressure — an accepted chunk's spool write is never dropped), unprocessed audio per
+Sessions are issued here (:mod:`streaming.gateway.admission` decides who may open one) and
+counted against quotas: all sessions, open or resumable, and sessions per credential. Every
+queue is bounded: audio bytes held for the spool per session (the receive loop waits, which is
+TCP backpressure — an accepted chunk's spool write is never dropped; the same pause enforces
+the audio rate limit of :mod:`streaming.gateway.quota`), unprocessed audio per
 session (the oldest is dropped, counted and reported in a ``Warning``), and outgoing messages
 per connection (interim results are dropped first; a client that reads nothing is closed).
 Anything a client sends wrong is answered with an ``Error`` and, where the connection cannot
@@ -51,6 +54,7 @@ from streaming.gateway.protocol import ListenParams, ProtocolError
 from streaming.gateway.quota import AudioBucket
 from streaming.gateway.results import Classifier
 from streaming.gateway.session import Session
+from streaming.gateway.spooling import spool_loop
 from streaming.gateway.stream import Stream
 from streaming.spool import SpoolRecord, SpoolWriter, records_to_batch
 from streaming.vad import DEFAULT_GATE_DBFS, BatchedVad
@@ -393,7 +397,7 @@ class Gateway:
             stream.spool_room.set()
             self.streams[session.session_id] = stream
         if stream.spool_writer is None or stream.spool_writer.done():
-            stream.spool_writer = asyncio.create_task(self._spool_loop(stream))
+            stream.spool_writer = asyncio.create_task(spool_loop(stream, self.spool, self.metrics))
         stream.session.resume(params.resume_from)
         stream.session.last_activity = time.monotonic()
         stream.attach(ws, self.config.outbox_limit, self.config.ack_interval_ms / 1000)
@@ -560,71 +564,6 @@ class Gateway:
         if not stream.spool_room.is_set():
             await stream.spool_room.wait()  # the spool is behind: stop reading this socket
         return True
-
-    async def _spool_loop(self, stream: Stream) -> None:
-        """The stream's spool writer: queued chunks → one group commit → durable → Ack.
-
-        When a write fails nothing after the last Ack counts as stored: the queue is dropped,
-        the session forgets those seqs (a resend is stored, not taken for a duplicate), the
-        client gets ``internal`` and close 1011, and this writer ends until a resume.
-        """
-        session = stream.session
-        queue = stream.spool_queue
-        while True:
-            if not queue:
-                if stream.finishing or stream.spool_failed:
-                    return
-                stream.spool_wakeup.clear()
-                await stream.spool_wakeup.wait()
-                continue
-            batch = list(queue)
-            queue.clear()
-            stream.spool_in_flight = len(batch)
-            stream.spool_in_flight_bytes, stream.spool_queued_bytes = stream.spool_queued_bytes, 0
-            try:
-                if len(batch) == 1:
-                    await self.spool.append(batch[0][0])
-                else:
-                    await asyncio.gather(*(self.spool.append(record) for record, _ in batch))
-            except Exception as exc:
-                self._spool_failed(stream, exc)
-                return
-            finally:
-                stream.spool_in_flight = 0
-                stream.spool_in_flight_bytes = 0
-                stream.check_spool_room()
-            durable_at = time.perf_counter()
-            for record, received_s in batch:
-                self.metrics.spool_lag_seconds.observe(durable_at - received_s)
-                session.mark_durable(record.seq)
-            stream.want_ack()
-
-    def _spool_failed(self, stream: Stream, exc: Exception) -> None:
-        log.error("spool write failed for %s: %s", stream.session.session_id, exc)
-        self.metrics.spool_failures += 1
-        self.metrics.client_errors["internal"] += 1
-        stream.spool_failed = True
-        stream.spool_queue.clear()
-        stream.spool_queued_bytes = 0
-        stream.session.forget_unstored()
-        stream.spool_room.set()  # wake a receive loop waiting for room: it sees the failure
-        ws = stream.ws
-        if ws is not None:
-            stream.send(
-                proto.error_message(
-                    "internal",
-                    "could not store audio durably; chunks after the last Ack were not stored: "
-                    "resume and send them again",
-                )
-            )
-            spawn(self._close_after_flush(stream, ws))
-
-    async def _close_after_flush(self, stream: Stream, ws: ServerConnection) -> None:
-        outbox = stream.outbox
-        if outbox is not None:
-            await outbox.flush()
-        with contextlib.suppress(ConnectionClosed):
-            await ws.close(proto.CLOSE_INTERNAL, "spool write failed")
 
     def _report_drops(self, stream: Stream, dropped: int) -> None:
         self.metrics.dropped_chunks += dropped
