@@ -125,7 +125,9 @@ async def _serve_gateway(conn: Connection, workdir: str) -> None:
     from streaming.spool import SpoolWriter
 
     engine, model = _load_engine(os.path.join(workdir, "bundle"))
-    config = GatewayConfig(port=0, max_connections=20_000, idle_timeout_s=60.0)
+    config = GatewayConfig(
+        port=0, max_sessions=20_000, max_sessions_per_credential=20_000, idle_timeout_s=60.0
+    )
     async with SpoolWriter(Path(workdir) / "spool", commit_interval_ms=10.0) as spool:
         gateway = Gateway(config, spool=spool, engine=engine)
         await gateway.start()

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sonolake.errors import BadInput
@@ -107,8 +107,40 @@ class Settings(BaseSettings):
     allow_anonymous_loopback: bool = Field(
         True, description="Accept loopback clients without a token when no tokens are set."
     )
-    gateway_max_connections: int = Field(
-        1000, description="Gateway: open WebSocket connections before new ones get 1013."
+    gateway_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Gateway, anonymous loopback mode: browser origins allowed besides the "
+        "gateway's own page, comma separated (e.g. http://localhost:3000).",
+    )
+    gateway_max_sessions: int = Field(
+        1000, ge=1, description="Gateway: sessions open or resumable before new ones get 1013."
+    )
+    gateway_max_sessions_per_credential: int = Field(
+        1000, ge=1, description="Gateway: sessions one token may hold before new ones get 1008."
+    )
+    gateway_max_spool_queue_bytes: int = Field(
+        1048576,
+        ge=1,
+        description="Gateway: audio bytes per session waiting for the spool before its socket "
+        "is paused.",
+    )
+    gateway_rate_audio_s_per_s: float = Field(
+        10.0,
+        gt=0,
+        description="Gateway: sustained audio per session in audio-seconds per second "
+        "(faster senders are slowed down).",
+    )
+    gateway_rate_burst_audio_s: float = Field(
+        60.0, gt=0, description="Gateway: audio-seconds a session may send at once (catch-up)."
+    )
+    gateway_metrics_token: SecretStr | None = Field(
+        None, description="Gateway: when set, /metrics needs 'Authorization: Bearer <token>'."
+    )
+    gateway_certfile: Path | None = Field(
+        None, description="Gateway: PEM certificate chain; serve wss:// and https://."
+    )
+    gateway_keyfile: Path | None = Field(
+        None, description="Gateway: PEM private key of gateway_certfile."
     )
     gateway_max_frame_bytes: int = Field(
         131072, description="Gateway: largest audio frame in bytes (bigger: close 1009)."
@@ -137,12 +169,22 @@ class Settings(BaseSettings):
         description="Real recordings (Speech Commands subset, FSDD) used for training and demos.",
     )
 
-    @field_validator("auth_tokens", mode="before")
+    @field_validator("auth_tokens", "gateway_allowed_origins", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Settings:
+        cert, key = self.gateway_certfile, self.gateway_keyfile
+        if key is not None and cert is None:
+            raise ValueError("gateway_keyfile needs gateway_certfile (the certificate chain)")
+        for name, path in (("gateway_certfile", cert), ("gateway_keyfile", key)):
+            if path is not None and not path.expanduser().is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
 
     # Derived locations. Relative paths are resolved against the working directory once, so
     # every process started from the same place agrees on them.
@@ -187,7 +229,12 @@ class BadSettings(BadInput):
     """One or more settings have values that cannot be used (exit code 2)."""
 
 
-SECRET_FIELDS = ("aws_secret_access_key", "aws_access_key_id", "auth_tokens")
+SECRET_FIELDS = (
+    "aws_secret_access_key",
+    "aws_access_key_id",
+    "auth_tokens",
+    "gateway_metrics_token",
+)
 """Settings whose values are never printed, not even in an error."""
 
 

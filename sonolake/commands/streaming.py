@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,12 +30,21 @@ def gateway_config(settings: Settings, host: str | None = None, port: int | None
     """The gateway's limits and timings from the settings (flags win)."""
     from streaming.gateway.server import GatewayConfig
 
+    metrics_token = settings.gateway_metrics_token
     return GatewayConfig(
         host=host or settings.gateway_host,
         port=settings.gateway_port if port is None else port,
         auth_tokens=tuple(settings.auth_tokens),
         allow_anonymous_loopback=settings.allow_anonymous_loopback,
-        max_connections=settings.gateway_max_connections,
+        allowed_origins=tuple(settings.gateway_allowed_origins),
+        max_sessions=settings.gateway_max_sessions,
+        max_sessions_per_credential=settings.gateway_max_sessions_per_credential,
+        max_spool_queue_bytes=settings.gateway_max_spool_queue_bytes,
+        rate_audio_s_per_s=settings.gateway_rate_audio_s_per_s,
+        rate_burst_audio_s=settings.gateway_rate_burst_audio_s,
+        metrics_token=metrics_token.get_secret_value() if metrics_token else None,
+        certfile=str(settings.gateway_certfile) if settings.gateway_certfile else None,
+        keyfile=str(settings.gateway_keyfile) if settings.gateway_keyfile else None,
         max_frame_bytes=settings.gateway_max_frame_bytes,
         idle_timeout_s=settings.gateway_idle_timeout_s,
         max_pending_ms=settings.gateway_max_pending_ms,
@@ -75,10 +85,13 @@ async def run_gateway(settings: Settings, host: str | None, port: int | None) ->
     try:
         try:
             await gateway.start()
+        except ssl.SSLError as exc:
+            raise BadInput(f"cannot use the TLS certificate or key: {exc}") from None
         except OSError as exc:
             raise WorkFailed(f"cannot listen on {config.host}:{config.port}: {exc}") from None
+        scheme = "https" if gateway.tls else "http"
         console.print(
-            f"gateway on http://{config.host}:{gateway.port}/ (WebSocket /v1/listen), "
+            f"gateway on {scheme}://{config.host}:{gateway.port}/ (WebSocket /v1/listen), "
             f"spool {settings.spool_path}"
         )
         if not settings.gateway_serve_model:
@@ -115,10 +128,18 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Bind address (default from settings).")
         ] = None,
         port: Annotated[int | None, typer.Option(help="Port for WebSocket and HTTP.")] = None,
+        certfile: Annotated[
+            Path | None,
+            typer.Option(help="PEM certificate chain: serve wss:// and https:// (with --keyfile)."),
+        ] = None,
+        keyfile: Annotated[
+            Path | None, typer.Option(help="PEM private key (if not inside --certfile).")
+        ] = None,
     ) -> None:
         """Serve /v1/listen (WebSocket), /healthz, /metrics and the browser page."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        asyncio.run(run_gateway(get_settings(), host, port))
+        settings = get_settings(gateway_certfile=certfile, gateway_keyfile=keyfile)
+        asyncio.run(run_gateway(settings, host, port))
 
     @app.command("replay")
     def replay_command(

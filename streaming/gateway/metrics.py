@@ -63,6 +63,9 @@ class GatewayMetrics:
         self.chunks = 0
         self.duplicate_chunks = 0
         self.dropped_chunks = 0
+        self.rate_limited_frames = 0
+        self.rate_limited_seconds = 0.0
+        self.spool_failures = 0
         self.results: Counter[str] = Counter()
         self.vad_windows: Counter[str] = Counter()
         self.client_errors: Counter[str] = Counter()
@@ -102,6 +105,17 @@ class _Collector(Collector):
                 "Chunks dropped from live processing under backpressure (still spooled)",
                 m.dropped_chunks,
             ),
+            (
+                "rate_limited_frames",
+                "Audio frames read late because the session was over its audio rate limit",
+                m.rate_limited_frames,
+            ),
+            (
+                "rate_limited_seconds",
+                "Seconds sessions were paused by the audio rate limit (summed)",
+                m.rate_limited_seconds,
+            ),
+            ("spool_failures", "Spool writes that failed (sessions closed 1011)", m.spool_failures),
         ):
             yield CounterMetricFamily(PREFIX + name, documentation, value=value)
         for name, documentation, label, counts in (

@@ -32,6 +32,7 @@ DEFAULT_ENDPOINTING_MS = 300
 MIN_ENDPOINTING_MS = 10
 MAX_ENDPOINTING_MS = 10_000
 MAX_LABEL_CHARS = 64
+MAX_RESUME_TOKEN_CHARS = 128
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """device_id / session_id: 1–64 of ``A-Z a-z 0-9 . _ -``, first one alphanumeric.
@@ -51,6 +52,7 @@ _KNOWN_QUERY_KEYS = frozenset(
         "endpointing",
         "session_id",
         "resume_from",
+        "resume_token",
         "token",
     }
 )
@@ -86,6 +88,9 @@ class ListenParams:
     interim_results: bool = False
     endpointing_ms: int | None = DEFAULT_ENDPOINTING_MS
     session_id: str | None = None
+    """Only to resume: the server-issued id from the session's first ``Metadata``."""
+    resume_token: str | None = None
+    """The resume secret from that ``Metadata``; required with ``session_id``."""
     resume_from: int | None = None
     token: str | None = None
     ignored_params: tuple[str, ...] = field(default=())
@@ -164,6 +169,19 @@ def parse_listen_query(path: str) -> ListenParams:
             "endpointing", endpointing_raw, MIN_ENDPOINTING_MS, MAX_ENDPOINTING_MS
         )
     session_id = _parse_id("session_id", query["session_id"]) if "session_id" in query else None
+    resume_token = query.get("resume_token") or None
+    if (session_id is None) != (resume_token is None):
+        # Session ids are issued by the server; a client never names a new session, so two
+        # streams can never share one (and with it a lake key).
+        raise ProtocolError(
+            "bad_param",
+            "session_id and resume_token go together, to resume a session: use the two values "
+            "from its first Metadata; omit both to start a new session (the server issues its id)",
+        )
+    if resume_token is not None and not 0 < len(resume_token) <= MAX_RESUME_TOKEN_CHARS:
+        raise ProtocolError(
+            "bad_param", f"resume_token must be 1–{MAX_RESUME_TOKEN_CHARS} characters"
+        )
     resume_from = None
     if "resume_from" in query:
         if session_id is None:
@@ -177,6 +195,7 @@ def parse_listen_query(path: str) -> ListenParams:
         interim_results=interim,
         endpointing_ms=endpointing_ms,
         session_id=session_id,
+        resume_token=resume_token,
         resume_from=resume_from,
         token=query.get("token"),
         ignored_params=tuple(sorted(k for k in query if k not in _KNOWN_QUERY_KEYS)),
@@ -213,7 +232,8 @@ def parse_client_message(text: str) -> ClientMessage:
     """Parse a JSON text frame; raise :class:`ProtocolError` (session continues) when bad."""
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and integers over Python's digit limit (4300).
         raise ProtocolError(
             "bad_json", 'text frames must be JSON objects like {"type":"KeepAlive"}', None
         ) from None

@@ -6,8 +6,11 @@ runs in batches elsewhere
 (:class:`~streaming.gateway.processing.SpeechProcessor` for VAD and results,
 :class:`~streaming.spool.SpoolWriter` group commits for durability).
 
-Every queue is bounded: spool writes in flight per session (the receive loop waits, which is
-TCP backpressure — an accepted chunk's spool write is never dropped), unprocessed audio per
+Sessions are issued here (:mod:`streaming.gateway.admission` decides who may open one) and
+counted against quotas: all sessions, open or resumable, and sessions per credential. Every
+queue is bounded: audio bytes held for the spool per session (the receive loop waits, which is
+TCP backpressure — an accepted chunk's spool write is never dropped; the same pause enforces
+the audio rate limit of :mod:`streaming.gateway.quota`), unprocessed audio per
 session (the oldest is dropped, counted and reported in a ``Warning``), and outgoing messages
 per connection (interim results are dropped first; a client that reads nothing is closed).
 Anything a client sends wrong is answered with an ``Error`` and, where the connection cannot
@@ -19,13 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hmac
-import ipaddress
 import json
 import logging
+import ssl
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,21 +36,38 @@ from websockets.exceptions import ConnectionClosed
 
 from features.pcm import SAMPLE_RATE_HZ
 from streaming.gateway import protocol as proto
+from streaming.gateway.admission import (
+    Admission,
+    Credential,
+    digest,
+    new_resume_token,
+    new_session_id,
+    own_origins,
+    same_digest,
+    select_subprotocol,
+)
 from streaming.gateway.http import make_process_request
 from streaming.gateway.metrics import GatewayMetrics
 from streaming.gateway.outbox import spawn
 from streaming.gateway.processing import SpeechProcessor
 from streaming.gateway.protocol import ListenParams, ProtocolError
+from streaming.gateway.quota import AudioBucket
 from streaming.gateway.results import Classifier
 from streaming.gateway.session import Session
+from streaming.gateway.spooling import spool_loop
 from streaming.gateway.stream import Stream
 from streaming.spool import SpoolRecord, SpoolWriter, records_to_batch
 from streaming.vad import DEFAULT_GATE_DBFS, BatchedVad
 
 log = logging.getLogger("sonolake.gateway")
 
-ENDED_SESSIONS_REMEMBERED = 10_000
-"""Closed session ids kept to refuse a resume of a finished session."""
+RESUME_REFUSED = (
+    "this session cannot be resumed: it has ended, this server does not know it, or the "
+    "credential, device_id or resume_token differ; start a new session (omit session_id) and "
+    "send again every chunk that was not acknowledged"
+)
+"""The one answer to every failed resume, so that it reveals nothing about other sessions."""
+_NO_SESSION_DIGEST = digest("no session")
 
 
 @dataclass(frozen=True)
@@ -61,7 +79,12 @@ class GatewayConfig:
     """0 picks a free port (tests, benchmarks); :attr:`Gateway.port` tells which."""
     auth_tokens: tuple[str, ...] = ()
     allow_anonymous_loopback: bool = True
-    max_connections: int = 1000
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins admitted in anonymous mode besides the gateway's own page."""
+    max_sessions: int = 1000
+    """Sessions open or resumable at once; a new one beyond it gets 1013."""
+    max_sessions_per_credential: int = 1000
+    """Sessions (open or resumable) one token may hold; a new one beyond it gets 1008."""
     max_frame_bytes: int = 128 * 1024
     """Largest binary frame accepted; a bigger one closes the connection with 1009."""
     idle_timeout_s: float = 10.0
@@ -70,8 +93,12 @@ class GatewayConfig:
     """A client must finish the HTTP/WebSocket handshake within this time (slow clients)."""
     max_pending_ms: int = 2000
     """Unprocessed audio a session may queue before the oldest is dropped from processing."""
-    max_spool_inflight: int = 256
-    """Chunks per session waiting for the spool before reading from its socket pauses."""
+    max_spool_queue_bytes: int = 1024 * 1024
+    """Audio bytes per session held for the spool before reading from its socket pauses."""
+    rate_audio_s_per_s: float = 10.0
+    """Sustained audio a session may send, in audio-seconds per second (10: ten times live)."""
+    rate_burst_audio_s: float = 60.0
+    """Audio-seconds a session may send at once (catch-up after a reconnect)."""
     outbox_limit: int = 256
     """Messages queued for one client before interims are dropped and then it is closed."""
     interim_interval_ms: int = 250
@@ -85,14 +112,11 @@ class GatewayConfig:
     warning_interval_s: float = 1.0
     """Least time between two backpressure Warnings to one session."""
     top_k: int = 3
-
-
-def _is_loopback(address: Any) -> bool:
-    try:
-        host = address[0] if isinstance(address, tuple) else str(address)
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except (ValueError, TypeError, IndexError):
-        return False
+    metrics_token: str | None = None
+    """When set, ``/metrics`` needs ``Authorization: Bearer <metrics_token>`` (else 401)."""
+    certfile: str | None = None
+    """PEM certificate chain: serve ``wss://`` and ``https://`` (with ``keyfile``)."""
+    keyfile: str | None = None
 
 
 def _warm_up_spool_encoding() -> None:
@@ -135,7 +159,11 @@ class Gateway:
             top_k=config.top_k,
             streams=lambda: list(self.streams.values()),
         )
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        self.admission = Admission(
+            config.auth_tokens,
+            allow_anonymous_loopback=config.allow_anonymous_loopback,
+            allowed_origins=config.allowed_origins,
+        )
         self._connections: set[ServerConnection] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
@@ -145,6 +173,18 @@ class Gateway:
             "sessions_active", "Connections streaming now", lambda: len(self._connections)
         )
         self.metrics.gauge("sessions", "Sessions open or resumable", lambda: len(self.streams))
+        self.metrics.gauge(
+            "sessions_resumable",
+            "Sessions whose client left and may come back",
+            lambda: sum(s.ws is None for s in list(self.streams.values())),
+        )
+        self.metrics.gauge(
+            "buffered_bytes",
+            "Audio bytes held in memory by all sessions (processing buffers and spool queues)",
+            lambda: sum(
+                s.session.buffer_bytes + s.spool_pending_bytes for s in list(self.streams.values())
+            ),
+        )
         self.metrics.gauge(
             "spool_pending",
             "Chunks accepted but not yet durable in the spool",
@@ -170,7 +210,11 @@ class Gateway:
             self._handle,
             self.config.host,
             self.config.port,
-            process_request=make_process_request(self._health, self._render_metrics),
+            ssl=self._tls_context(),
+            select_subprotocol=select_subprotocol,
+            process_request=make_process_request(
+                self._health, self._render_metrics, metrics_token=self.config.metrics_token
+            ),
             max_size=self.config.max_frame_bytes,
             open_timeout=self.config.open_timeout_s,
             compression=None,
@@ -182,6 +226,17 @@ class Gateway:
         ]
         log.info("gateway listening on %s:%s", self.config.host, self.port)
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.config.certfile is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.config.certfile, self.config.keyfile)
+        return context
+
+    @property
+    def tls(self) -> bool:
+        return self.config.certfile is not None
+
     @property
     def port(self) -> int:
         assert self._server is not None
@@ -189,7 +244,8 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}{proto.LISTEN_PATH}"
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://{self.config.host}:{self.port}{proto.LISTEN_PATH}"
 
     async def stop(self) -> None:
         """Graceful stop: no new connections; every session flushed, ended and closed (1001).
@@ -253,92 +309,110 @@ class Gateway:
             await ws.send(proto.encode(proto.error_message(error.code, error.message)))
             await ws.close(error.close_code or proto.CLOSE_BAD_DATA, error.message[:120])
 
-    def _admit(self, ws: ServerConnection) -> ListenParams:
-        """Connection limit, then auth, then the query; raises ProtocolError with a close code."""
+    def _admit(self, ws: ServerConnection) -> tuple[ListenParams, Credential]:
+        """Auth, then the query; raises ProtocolError with a close code.
+
+        Authentication comes first so that a client without a valid credential learns
+        nothing else (not even which query parameters are wrong).
+        """
         if self._stopping:
             raise ProtocolError("shutting_down", "server is shutting down", proto.CLOSE_GOING_AWAY)
-        if len(self._connections) >= self.config.max_connections:
-            raise ProtocolError(
-                "overloaded",
-                f"server is at its limit of {self.config.max_connections} connections; retry",
-                proto.CLOSE_OVERLOADED,
-            )
         request = ws.request
         assert request is not None
-        try:
-            params: ListenParams | None = proto.parse_listen_query(request.path)
-        except ProtocolError:
-            params = None
-        token = proto.token_from_header(request.headers.get("Authorization")) or (
-            proto.query_token(request.path)
+        own = own_origins(self.config.host, self.port, tls=self.tls)
+        credential = self.admission.authenticate(
+            request.path, request.headers, ws.remote_address, own
         )
-        if self.config.auth_tokens:
-            if token is None or not any(
-                hmac.compare_digest(token.encode(), known.encode())
-                for known in self.config.auth_tokens
-            ):
-                raise ProtocolError(
-                    "unauthorized",
-                    "missing or unknown token; send 'Authorization: Token <key>' or ?token=",
-                    proto.CLOSE_POLICY,
-                )
-        elif not (self.config.allow_anonymous_loopback and _is_loopback(ws.remote_address)):
+        return proto.parse_listen_query(request.path), credential
+
+    def _check_quotas(self, credential: Credential) -> None:
+        """Room for one more session: globally (1013) and for this credential (1008)."""
+        if len(self.streams) >= self.config.max_sessions:
             raise ProtocolError(
-                "unauthorized",
-                "this server takes no clients without a token from this address; "
-                "configure auth tokens",
+                "overloaded",
+                f"server is at its limit of {self.config.max_sessions} sessions; retry later",
+                proto.CLOSE_OVERLOADED,
+            )
+        held = sum(s.session.credential == credential.id for s in self.streams.values())
+        if held >= self.config.max_sessions_per_credential:
+            raise ProtocolError(
+                "quota_exceeded",
+                f"this credential holds {held} sessions, its limit; close one (CloseStream) "
+                "or let a disconnected one expire first",
                 proto.CLOSE_POLICY,
             )
-        return params or proto.parse_listen_query(request.path)  # the second raises precisely
 
-    def _attach(self, ws: ServerConnection, params: ListenParams) -> tuple[Stream, bool]:
-        """The stream this connection feeds: a resumed one, or a new one."""
-        session_id = params.session_id
-        if session_id is not None and session_id in self._ended:
+    def _resumable(self, params: ListenParams, credential: Credential) -> Stream:
+        """The stream a resume names, if every check passes; one uniform refusal otherwise."""
+        stream = self.streams.get(params.session_id or "")
+        session = stream.session if stream is not None else None
+        offered = digest(params.resume_token or "")
+        # Every comparison runs whether or not the session exists (no timing tells).
+        ok = same_digest(session.credential if session else "", credential.id)
+        ok &= same_digest(session.resume_digest if session else _NO_SESSION_DIGEST, offered)
+        ok &= session is not None and session.device_id == params.device_id
+        if not ok or stream is None or stream.finishing:
+            raise ProtocolError("resume_refused", RESUME_REFUSED, proto.CLOSE_POLICY)
+        before = stream.session.params
+        if (before.encoding, before.sample_rate) != (params.encoding, params.sample_rate):
             raise ProtocolError(
-                "session_closed", f"session {session_id} has ended; start a new session"
+                "format_mismatch",
+                f"session {params.session_id} streams {before.encoding} at "
+                f"{before.sample_rate} Hz; resume it with the same encoding and sample_rate",
             )
-        stream = self.streams.get(session_id) if session_id else None
-        if stream is not None:
-            before = stream.session.params
-            if stream.session.device_id != params.device_id or stream.finishing:
-                raise ProtocolError(
-                    "session_mismatch", f"session {session_id} belongs to another device"
-                )
-            if (before.encoding, before.sample_rate) != (params.encoding, params.sample_rate):
-                raise ProtocolError(
-                    "format_mismatch",
-                    f"session {session_id} streams {before.encoding} at {before.sample_rate} "
-                    "Hz; resume it with the same encoding and sample_rate",
-                )
+        return stream
+
+    async def _attach(
+        self, ws: ServerConnection, params: ListenParams, credential: Credential
+    ) -> tuple[Stream, str | None]:
+        """The stream this connection feeds and, for a new session, its resume secret."""
+        resume_token = None
+        if params.session_id is not None:
+            stream = self._resumable(params, credential)
+            if stream.parking is not None:
+                await asyncio.gather(stream.parking, return_exceptions=True)
+                if stream.finishing:
+                    raise ProtocolError("resume_refused", RESUME_REFUSED, proto.CLOSE_POLICY)
             stale = stream.detach(time.monotonic())  # the device reconnected: old link is dead
             if stale is not None:
                 spawn(stale.close(proto.CLOSE_GOING_AWAY, "session resumed on a new connection"))
-        resumed = stream is not None
-        if stream is None:
+            stream.spool_failed = False
+            stream.session.ensure_buffers()
+        else:
+            self._check_quotas(credential)
+            resume_token = new_resume_token()
             session = Session(
-                session_id or uuid.uuid4().hex,
+                new_session_id(),
                 params,
+                credential=credential.id,
+                resume_digest=digest(resume_token),
                 max_pending_ms=self.config.max_pending_ms,
                 max_utterance_ms=self.config.max_utterance_ms,
-                first_seq=params.resume_from or 0,
             )
-            stream = Stream(session, self.config.max_spool_inflight)
+            stream = Stream(
+                session,
+                self.config.max_spool_queue_bytes,
+                AudioBucket(self.config.rate_audio_s_per_s, self.config.rate_burst_audio_s),
+            )
             stream.spool_room.set()
-            stream.spool_writer = asyncio.create_task(self._spool_loop(stream))
             self.streams[session.session_id] = stream
+        if stream.spool_writer is None or stream.spool_writer.done():
+            stream.spool_writer = asyncio.create_task(spool_loop(stream, self.spool, self.metrics))
         stream.session.resume(params.resume_from)
         stream.session.last_activity = time.monotonic()
         stream.attach(ws, self.config.outbox_limit, self.config.ack_interval_ms / 1000)
-        return stream, resumed
+        return stream, resume_token
 
-    def _metadata(self, stream: Stream, *, resumed: bool) -> dict[str, Any]:
+    def _metadata(
+        self, stream: Stream, *, resumed: bool, resume_token: str | None = None
+    ) -> dict[str, Any]:
         session, params = stream.session, stream.session.params
         loaded = self.processor.model_loaded
         message: dict[str, Any] = {
             "type": "Metadata",
             "request_id": uuid.uuid4().hex,
             "session_id": session.session_id,
+            **({"resume_token": resume_token} if resume_token else {}),
             "device_id": session.device_id,
             "model_loaded": loaded,
             "model_version": self.engine.model_version if loaded and self.engine else None,
@@ -359,15 +433,15 @@ class Gateway:
     # ---- one connection --------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
         try:
-            params = self._admit(ws)
-            stream, resumed = self._attach(ws, params)
+            params, credential = self._admit(ws)
+            stream, resume_token = await self._attach(ws, params, credential)
         except ProtocolError as error:
             await self._refuse(ws, error)
             return
         sender = stream.sender
         self._connections.add(ws)
         self.metrics.sessions_opened += 1
-        stream.send(self._metadata(stream, resumed=resumed))
+        stream.send(self._metadata(stream, resumed=resume_token is None, resume_token=resume_token))
         if params.ignored_params:
             ignored = ", ".join(params.ignored_params)
             stream.send(
@@ -387,15 +461,22 @@ class Gateway:
             self._connections.discard(ws)
             if stream.ws is ws and not stream.finishing:
                 stream.detach(time.monotonic())
+                stream.parking = asyncio.create_task(self._park(stream))
             if sender is not None:
                 sender.cancel()
+
+    async def _park(self, stream: Stream) -> None:
+        """The client left without CloseStream: keep only what a resume needs."""
+        await self.processor.drain(stream, end_of_stream=False)
+        if stream.ws is None and not stream.finishing:
+            self.processor.release(stream)
+            stream.session.free_buffers()
 
     async def _receive(self, stream: Stream, ws: ServerConnection) -> None:
         session = stream.session
         async for message in ws:
             if stream.ws is not ws:
                 return  # idled out, or taken over by a resumed connection
-            session.last_activity = time.monotonic()
             if isinstance(message, bytes):
                 if not await self._on_audio(stream, ws, message):
                     return
@@ -403,10 +484,17 @@ class Gateway:
             try:
                 command = proto.parse_client_message(message)
             except ProtocolError as error:
+                # Only valid audio or KeepAlive keeps a connection alive, and a bad message is
+                # logged once per session (one line), never with a traceback.
                 self.metrics.client_errors[error.code] += 1
+                if not stream.logged_bad_message:
+                    stream.logged_bad_message = True
+                    log.info("session %s: %s (%s)", session.session_id, error.code, error.message)
                 stream.send(proto.error_message(error.code, error.message))
                 continue
-            if command.type == "Label":
+            if command.type == "KeepAlive":
+                session.last_activity = time.monotonic()
+            elif command.type == "Label":
                 session.label = command.label
             elif command.type == "Finalize":
                 await self.processor.drain(stream, end_of_stream=False)
@@ -418,6 +506,10 @@ class Gateway:
     async def _on_audio(self, stream: Stream, ws: ServerConnection, pcm: bytes) -> bool:
         """Accept one audio frame; False when the frame ended the connection."""
         session = stream.session
+        if stream.spool_failed:  # the 1011 close is on its way: end only once it is sent
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.wait_closed(), 10.0)
+            return False
         if stream.finishing:
             return False
         bytes_per_sample = session.params.bytes_per_sample
@@ -431,13 +523,22 @@ class Gateway:
                 ),
             )
             return False
+        samples = len(pcm) // bytes_per_sample
+        rate = session.params.sample_rate
+        session.last_activity = time.monotonic()  # valid audio: the connection is alive
+        wait_s = stream.bucket.take(samples / rate)
+        if wait_s > 0:  # over the audio rate limit: stop reading this socket for a while
+            self.metrics.rate_limited_frames += 1
+            self.metrics.rate_limited_seconds += wait_s
+            await asyncio.sleep(wait_s)
+            if stream.ws is not ws or stream.finishing:
+                return False
+        session.last_activity = time.monotonic()
         seq, duplicate = session.assign_seq()
         if duplicate:  # sent again after a resume: stored and processed once already
             self.metrics.duplicate_chunks += 1
             stream.want_ack()
             return True
-        samples = len(pcm) // bytes_per_sample
-        rate = session.params.sample_rate
         received_at = datetime.now(UTC)
         if stream.epoch is None:
             stream.epoch = received_at - timedelta(seconds=samples / rate)
@@ -454,53 +555,15 @@ class Gateway:
             label=session.label,
             received_at=received_at,
         )
-        if len(stream.spool_queue) >= stream.spool_limit:
-            await stream.spool_room.wait()  # the spool is behind: stop reading this socket
         stream.queue_for_spool(record, time.perf_counter())
         self.metrics.chunks += 1
         dropped = session.feed(seq, pcm)
         if dropped:
             self._report_drops(stream, dropped)
         self.processor.audio_arrived(stream)
+        if not stream.spool_room.is_set():
+            await stream.spool_room.wait()  # the spool is behind: stop reading this socket
         return True
-
-    async def _spool_loop(self, stream: Stream) -> None:
-        """The stream's spool writer: queued chunks → one group commit → durable → Ack."""
-        session = stream.session
-        queue = stream.spool_queue
-        while True:
-            if not queue:
-                if stream.finishing:
-                    return
-                stream.spool_wakeup.clear()
-                await stream.spool_wakeup.wait()
-                continue
-            batch = list(queue)
-            queue.clear()
-            stream.spool_room.set()
-            stream.spool_in_flight = len(batch)
-            try:
-                if len(batch) == 1:
-                    await self.spool.append(batch[0][0])
-                else:
-                    await asyncio.gather(*(self.spool.append(record) for record, _ in batch))
-            except Exception:
-                # Never acknowledged: these seqs stay below the Ack watermark for good.
-                log.exception("spool write failed for %s", session.session_id)
-                self.metrics.client_errors["spool_failed"] += 1
-                stream.spool_failed = True
-                ws = stream.ws
-                if ws is not None:
-                    stream.send(proto.error_message("internal", "could not store audio durably"))
-                    spawn(ws.close(proto.CLOSE_INTERNAL, "spool write failed"))
-                continue
-            finally:
-                stream.spool_in_flight = 0
-            durable_at = time.perf_counter()
-            for record, received_s in batch:
-                self.metrics.spool_lag_seconds.observe(durable_at - received_s)
-                session.mark_durable(record.seq)
-            stream.want_ack()
 
     def _report_drops(self, stream: Stream, dropped: int) -> None:
         self.metrics.dropped_chunks += dropped
@@ -572,9 +635,6 @@ class Gateway:
         session.closed = True
         self.processor.release(stream)
         self.streams.pop(session.session_id, None)
-        self._ended[session.session_id] = None
-        while len(self._ended) > ENDED_SESSIONS_REMEMBERED:
-            self._ended.popitem(last=False)
         ws, outbox = stream.ws, stream.outbox
         if ws is None or outbox is None:
             return

@@ -1,7 +1,8 @@
 """Per-session state: sequence numbers, the bounded audio buffer, VAD slot, utterance audio.
 
-A :class:`Session` outlives one connection: a client that reconnects with its ``session_id``
-(and ``resume_from``) continues the same sequence numbers, endpointer and utterance. Nothing
+A :class:`Session` outlives one connection: a client that reconnects with its ``session_id``,
+``resume_token`` (and ``resume_from``) continues the same sequence numbers. While no client is
+connected the session keeps only what a resume needs (:meth:`Session.free_buffers`). Nothing
 here does I/O; the gateway feeds chunks in, takes 512-sample windows out for the batched VAD,
 and turns endpoint events into messages. Units: samples of the 16 kHz stream clock unless a
 name says otherwise.
@@ -90,12 +91,18 @@ class Session:
         session_id: str,
         params: ListenParams,
         *,
+        credential: str,
+        resume_digest: str,
         max_pending_ms: int,
         max_utterance_ms: int,
         first_seq: int = 0,
     ) -> None:
         self.session_id = session_id
         self.params = params
+        self.credential = credential
+        """Digest of the token that opened the session (or ``anonymous``): resumes must match."""
+        self.resume_digest = resume_digest
+        """Digest of the resume secret sent in the first Metadata (the secret is not kept)."""
         self.device_id = params.device_id
         self.vad_slot: int | None = None
         """Slot in the batched VAD's state pool, given and taken back by the VAD loop only."""
@@ -168,6 +175,44 @@ class Session:
     @property
     def spool_idle(self) -> bool:
         return not self._inflight_seqs
+
+    def forget_unstored(self) -> None:
+        """A spool write failed: only durable seqs count as stored from now on.
+
+        The next chunk is numbered ``durable_seq + 1``, so a client that resends everything
+        after its last Ack has those chunks stored (not skipped as duplicates).
+        """
+        self._inflight_seqs.clear()
+        self.accepted_high = self.durable_seq
+        self.next_seq = self.durable_seq + 1
+
+    # ---- memory while no client is connected ------------------------------------------------
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes of audio this session holds in memory (pending buffer, utterance, history)."""
+        held = self._buffer.nbytes + sum(w.nbytes for w in self._history)
+        if self.utterance is not None:
+            held += sum(a.nbytes for a in self.utterance.audio)
+        return held
+
+    def free_buffers(self) -> None:
+        """The client left: drop the open utterance and keep only unscored samples (< 1 window).
+
+        A resumable session then costs a few KiB instead of ~0.4 MiB of buffer plus up to
+        10 s of utterance audio; :meth:`ensure_buffers` re-allocates on resume.
+        """
+        self.force_end("disconnect")
+        self._history.clear()
+        self._buffer = self._buffer[self._head : self._tail].copy()
+        self._head, self._tail = 0, self._buffer.size
+
+    def ensure_buffers(self) -> None:
+        size = self._max_pending + 4 * SAMPLE_RATE_HZ
+        if self._buffer.size < size:
+            grown = np.zeros(size, dtype=np.float32)
+            live = self._tail - self._head
+            grown[:live] = self._buffer[self._head : self._tail]
+            self._buffer, self._head, self._tail = grown, 0, live
 
     # ---- audio in -------------------------------------------------------------------------
     def feed(self, seq: int, pcm: bytes) -> int:

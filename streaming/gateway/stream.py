@@ -7,7 +7,9 @@ connection, so a dropped connection never cancels the write of a chunk it alread
 Each stream has ONE spool-writer task that hands its queued chunks to the
 :class:`~streaming.spool.SpoolWriter` in order and waits for them to be durable; chunks that
 queue up meanwhile go in the next group commit together. That costs one task per stream, not
-one per chunk, and makes the acknowledged watermark simply "the last chunk written".
+one per chunk, and makes the acknowledged watermark simply "the last chunk written". The
+chunks a stream holds for the spool (queued plus in flight) are bounded in bytes: at
+``spool_limit_bytes`` the receive loop stops reading the socket until a write completes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from websockets.asyncio.server import ServerConnection
 
 from streaming.gateway import protocol as proto
 from streaming.gateway.outbox import Outbox, spawn
+from streaming.gateway.quota import AudioBucket
 from streaming.gateway.session import Session
 from streaming.spool import SpoolRecord
 
@@ -31,8 +34,10 @@ class Stream:
     """A session and, while a client is connected, its connection and outbox."""
 
     session: Session
-    spool_limit: int
-    """Chunks waiting for the spool before the receive loop pauses (TCP backpressure)."""
+    spool_limit_bytes: int
+    """Audio bytes held for the spool (queued + in flight) before the receive loop pauses."""
+    bucket: AudioBucket
+    """The audio rate limit of this session (audio-seconds per second)."""
     epoch: datetime | None = None
     """UTC capture time of the stream's first sample (event_time of its first chunk)."""
     input_samples: int = 0
@@ -46,7 +51,14 @@ class Stream:
     spool_room: asyncio.Event = field(default_factory=asyncio.Event)
     spool_writer: asyncio.Task[None] | None = None
     spool_in_flight: int = 0
+    spool_queued_bytes: int = 0
+    spool_in_flight_bytes: int = 0
     spool_failed: bool = False
+    """A spool write failed: the connection is being closed (1011); a resume clears it."""
+    logged_bad_message: bool = False
+    """A malformed message from this client was logged (once per session, one line)."""
+    parking: asyncio.Task[None] | None = None
+    """Freeing the buffers of a stream whose client left (a resume waits for it)."""
     last_result: asyncio.Task[None] | None = None
     """The newest result job; each job waits for the one before it, so results stay in order."""
     drain_requests: list[tuple[bool, asyncio.Future[None]]] = field(default_factory=list)
@@ -77,13 +89,23 @@ class Stream:
 
     def queue_for_spool(self, record: SpoolRecord, received_s: float) -> None:
         self.spool_queue.append((record, received_s))
+        self.spool_queued_bytes += len(record.pcm)
         self.spool_wakeup.set()
-        if len(self.spool_queue) >= self.spool_limit:
+        self.check_spool_room()
+
+    def check_spool_room(self) -> None:
+        if self.spool_pending_bytes >= self.spool_limit_bytes:
             self.spool_room.clear()
+        else:
+            self.spool_room.set()
 
     @property
     def spool_pending(self) -> int:
         return len(self.spool_queue) + self.spool_in_flight
+
+    @property
+    def spool_pending_bytes(self) -> int:
+        return self.spool_queued_bytes + self.spool_in_flight_bytes
 
     def want_ack(self) -> None:
         if self.outbox is not None and self.session.durable_seq >= 0:

@@ -38,17 +38,21 @@ def _env(tmp_path: Path, cache: Path) -> dict[str, str]:
     )
 
 
-def _stream(port: int, session: SyntheticSession) -> int:
-    """One device session: Label, the audio in 100-ms frames, CloseStream; returns frames."""
+def _stream(port: int, session: SyntheticSession) -> tuple[str, int]:
+    """One device session: Label, the audio in 100-ms frames, CloseStream.
+
+    Returns the session id the gateway issued and the number of frames sent.
+    """
     audio = session.audio()
     pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
     frames = [pcm[i : i + 1600].tobytes() for i in range(0, pcm.size, 1600)]
     url = (
         f"ws://127.0.0.1:{port}/v1/listen?device_id={session.device_id}"
-        f"&session_id={session.session_id}&encoding=linear16&sample_rate=16000"
+        "&encoding=linear16&sample_rate=16000"
     )
     with connect(url, open_timeout=10, compression=None) as ws:
-        assert json.loads(ws.recv(timeout=10))["type"] == "Metadata"
+        metadata = json.loads(ws.recv(timeout=10))
+        assert metadata["type"] == "Metadata"
         ws.send(json.dumps({"type": "Label", "label": session.label}))
         for frame in frames:
             ws.send(frame)
@@ -58,7 +62,7 @@ def _stream(port: int, session: SyntheticSession) -> int:
                 ws.recv(timeout=10)
         except Exception:  # closed normally after the final Metadata
             pass
-    return len(frames)
+    return metadata["session_id"], len(frames)
 
 
 def _sql(tmp_path: Path, cache: Path, query: str) -> list[dict]:
@@ -96,7 +100,10 @@ def test_gateway_to_spool_to_sidecar_to_sql(tmp_path: Path, bytecode_cache: Path
                 SyntheticSession("live-a", "spk-a", chunks=28, bursts=2, label="yes"),
                 SyntheticSession("live-b", "spk-b", chunks=16, bursts=1, label="no"),
             ]
-            frames = {s.session_id: _stream(port, s) for s in sessions}
+            streamed = {s.session_id: _stream(port, s) for s in sessions}
+            # the gateway issues session ids (time-ordered): map them back to the fixtures
+            ids = {issued: name for name, (issued, _) in streamed.items()}
+            frames = {issued: count for issued, count in streamed.values()}
             lake = Lake(tmp_path / "lake")
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:  # wait for the sessions' last batch to land
@@ -119,7 +126,7 @@ def test_gateway_to_spool_to_sidecar_to_sql(tmp_path: Path, bytecode_cache: Path
                 "select session_id, label, count(*) as n from silver.audio_events "
                 "group by all order by session_id",
             )
-            assert [(e["session_id"], e["label"], e["n"]) for e in events] == [
+            assert [(ids[e["session_id"]], e["label"], e["n"]) for e in events] == [
                 ("live-a", "yes", 2),
                 ("live-b", "no", 1),
             ]

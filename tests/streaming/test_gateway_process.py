@@ -43,7 +43,7 @@ def test_sigterm_closes_sessions_and_seals_the_spool(tmp_path: Path) -> None:
     server = _gateway(tmp_path).start()
     frames = chunks((2000 * np.sin(np.arange(16000) * 0.03)).astype(np.int16))
     try:
-        with open_ws(f"ws://127.0.0.1:{server.port}/v1/listen?device_id=d&session_id=s1") as ws:
+        with open_ws(f"ws://127.0.0.1:{server.port}/v1/listen?device_id=d") as ws:
             assert next_message(ws)["type"] == "Metadata"
             for frame in frames:
                 ws.send(frame)
@@ -69,7 +69,7 @@ def test_kill_9_loses_no_acknowledged_chunk(tmp_path: Path) -> None:
     frames = chunks(noise)
     acked = -1
     try:
-        with open_ws(f"ws://127.0.0.1:{server.port}/v1/listen?device_id=d&session_id=k9") as ws:
+        with open_ws(f"ws://127.0.0.1:{server.port}/v1/listen?device_id=d") as ws:
             next_message(ws)
             for frame in frames[:40]:
                 ws.send(frame)

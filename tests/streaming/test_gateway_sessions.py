@@ -118,9 +118,10 @@ def test_resume_continues_the_session_and_stores_duplicates_once(make_gateway: A
     gateway = make_gateway()
     tone = (3000 * np.sin(np.arange(16000 * 2) * 0.05)).astype(np.int16)
     frames = chunks(tone)  # 20 chunks
-    url = gateway.url("device_id=d&session_id=resume-me")
-    with open_ws(url) as ws:
-        assert next_message(ws)["next_seq"] == 0
+    with open_ws(gateway.url("device_id=d")) as ws:
+        first = next_message(ws)
+        assert first["next_seq"] == 0 and first["resumed"] is False
+        session_id, secret = first["session_id"], first["resume_token"]
         _stream(ws, frames[:12])
         deadline = time.monotonic() + 10
         acked = -1
@@ -128,23 +129,25 @@ def test_resume_continues_the_session_and_stores_duplicates_once(make_gateway: A
             message = next_message(ws, skip_acks=False)
             acked = message["seq"] if message["type"] == "Ack" else acked
     # the connection dropped without CloseStream; the device saw Ack 11 but resends from 8
-    with open_ws(gateway.url("device_id=d&session_id=resume-me&resume_from=8")) as ws:
+    resume = f"device_id=d&session_id={session_id}&resume_token={secret}"
+    with open_ws(gateway.url(f"{resume}&resume_from=8")) as ws:
         metadata = next_message(ws)
         assert metadata["resumed"] is True and metadata["next_seq"] == 8
-        assert metadata["durable_seq"] == 11
+        assert metadata["durable_seq"] == 11 and "resume_token" not in metadata
         _stream(ws, frames[8:])
         transcript = _close(ws)
     assert transcript.max_ack == 19
     totals = transcript.of("Metadata")[-1]["totals"]
     assert totals["duplicate_chunks"] == 4 and totals["chunks"] == 20
     assert totals["connections"] == 2
-    stored = [r for r in _records(gateway, "resume-me") if r["kind"] == KIND_CHUNK]
+    stored = [r for r in _records(gateway, session_id) if r["kind"] == KIND_CHUNK]
     assert [r["seq"] for r in stored] == list(range(20))
     assert b"".join(r["pcm"] for r in stored) == tone.tobytes()
-    # an ended session cannot be resumed
-    with open_ws(gateway.url("device_id=d&session_id=resume-me&resume_from=20")) as ws:
+    # an ended session cannot be resumed, and is refused like any unknown one
+    with open_ws(gateway.url(f"{resume}&resume_from=20")) as ws:
         refused = read_until_closed(ws)
-    assert refused.messages[0]["code"] == "session_closed"
+    assert refused.messages[0]["code"] == "resume_refused"
+    assert refused.close_code == CLOSE_POLICY
 
 
 def test_idle_connection_is_closed(make_gateway: Any) -> None:
@@ -169,20 +172,18 @@ def test_keepalive_keeps_a_silent_connection_open(make_gateway: Any) -> None:
     assert transcript.close_code == CLOSE_NORMAL
 
 
-def test_connection_limit_answers_1013(make_gateway: Any) -> None:
-    gateway = make_gateway(max_connections=2)
+def test_session_limit_answers_1013_and_counts_resumable_sessions(make_gateway: Any) -> None:
+    gateway = make_gateway(max_sessions=2)
     first = open_ws(gateway.url("device_id=a"))
-    second = open_ws(gateway.url("device_id=b"))
-    try:
-        with open_ws(gateway.url("device_id=c")) as third:
-            refused = read_until_closed(third)
-        assert refused.messages[0]["code"] == "overloaded"
-        assert refused.close_code == CLOSE_OVERLOADED
-        assert next_message(first)["type"] == "Metadata"
-    finally:
-        first.close()
-        second.close()
-    time.sleep(0.2)
+    assert next_message(first)["type"] == "Metadata"
+    with open_ws(gateway.url("device_id=b")) as second:  # leaves without CloseStream
+        assert next_message(second)["type"] == "Metadata"
+    # b is disconnected but resumable: it still holds one of the two sessions
+    with open_ws(gateway.url("device_id=c")) as third:
+        refused = read_until_closed(third)
+    assert refused.messages[0]["code"] == "overloaded"
+    assert refused.close_code == CLOSE_OVERLOADED
+    assert _close(first).close_code == CLOSE_NORMAL  # an ended session frees its place
     with open_ws(gateway.url("device_id=d")) as fourth:
         assert next_message(fourth)["type"] == "Metadata"
 
@@ -243,7 +244,7 @@ def test_mulaw_at_8k_is_resampled_and_heard(make_gateway: Any, shared_data: Path
 
 def test_stop_flushes_and_closes_open_sessions(make_gateway: Any) -> None:
     gateway = make_gateway()
-    with open_ws(gateway.url("device_id=d&session_id=open-at-stop")) as ws:
+    with open_ws(gateway.url("device_id=d")) as ws:
         next_message(ws)
         _stream(ws, chunks(np.zeros(8000, np.int16)))
         time.sleep(0.2)

@@ -19,16 +19,19 @@ def test_defaults() -> None:
     assert (params.encoding, params.sample_rate, params.channels) == ("linear16", 16000, 1)
     assert params.interim_results is False and params.endpointing_ms == 300
     assert params.session_id is None and params.resume_from is None
+    assert params.resume_token is None
 
 
 def test_full_query() -> None:
     params = parse_listen_query(
         "/v1/listen?device_id=d.1&encoding=mulaw&sample_rate=8000&channels=1"
-        "&interim_results=true&endpointing=500&session_id=s_1&resume_from=12&token=k&foo=1"
+        "&interim_results=true&endpointing=500&session_id=s_1&resume_token=r-1&resume_from=12"
+        "&token=k&foo=1"
     )
     assert params.encoding == "mulaw" and params.sample_rate == 8000
     assert params.interim_results and params.endpointing_ms == 500
     assert (params.session_id, params.resume_from, params.token) == ("s_1", 12, "k")
+    assert params.resume_token == "r-1"
     assert params.ignored_params == ("foo",)
     assert parse_listen_query("/v1/listen?device_id=d&endpointing=false").endpointing_ms is None
 
@@ -45,7 +48,10 @@ def test_full_query() -> None:
         ("device_id=d&interim_results=maybe", "bad_param", "not a boolean"),
         ("device_id=d&endpointing=5", "bad_param", "endpointing=5"),
         ("device_id=d&resume_from=3", "bad_param", "needs the session_id"),
-        ("device_id=d&session_id=s&resume_from=-1", "bad_param", "resume_from"),
+        ("device_id=d&session_id=s&resume_token=r&resume_from=-1", "bad_param", "resume_from"),
+        ("device_id=d&session_id=mine", "bad_param", "session_id and resume_token go together"),
+        ("device_id=d&resume_token=r", "bad_param", "session_id and resume_token go together"),
+        ("device_id=d&session_id=s&resume_token=" + "r" * 129, "bad_param", "1–128"),
         ("device_id=d&device_id=e", "bad_param", "given twice"),
         ("device_id=../../etc/passwd", "bad_id", "device_id must be"),
         ("device_id=..", "bad_id", "device_id must be"),
@@ -90,6 +96,8 @@ def test_client_messages() -> None:
         ('{"type":"Label","label":7}', "bad_label"),
         ('{"type":"Label","label":"' + "x" * 65 + '"}', "bad_label"),
         ("[" * 100_000, "bad_json"),
+        ('{"type":"KeepAlive","n":' + "9" * 5000 + "}", "bad_json"),
+        ('{"type":"Label","label":"\\ud800"}', "bad_label"),
     ],
 )
 def test_bad_client_messages_keep_the_session(text: str, code: str) -> None:

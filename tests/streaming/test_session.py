@@ -14,6 +14,8 @@ def _session(max_pending_ms: int = 500, **params: object) -> Session:
     return Session(
         "s1",
         ListenParams(device_id="d", **params),  # type: ignore[arg-type]
+        credential="anonymous",
+        resume_digest="0" * 64,
         max_pending_ms=max_pending_ms,
         max_utterance_ms=10_000,
     )
@@ -25,6 +27,28 @@ def test_sequence_numbers_and_duplicates_after_resume() -> None:
     session.resume(1)  # the client saw no Ack past 0 and resends from 1
     assert [session.assign_seq() for _ in range(3)] == [(1, True), (2, True), (3, False)]
     assert session.totals.duplicate_chunks == 2
+
+
+def test_a_failed_write_forgets_every_unstored_seq() -> None:
+    session = _session()
+    for _ in range(5):
+        session.assign_seq()
+    session.mark_durable(0)
+    session.mark_durable(1)
+    session.forget_unstored()  # writes of 2..4 failed
+    assert (session.durable_seq, session.next_seq) == (1, 2)
+    assert session.assign_seq() == (2, False), "the resend of a failed seq is stored"
+
+
+def test_a_parked_session_keeps_only_unscored_samples() -> None:
+    session = _session()
+    full = session.buffer_bytes
+    session.feed(session.assign_seq()[0], np.ones(WINDOW_SAMPLES + 100, np.int16).tobytes())
+    session.take_windows()
+    session.free_buffers()
+    assert session.buffer_bytes == 100 * 4 < full / 100
+    session.ensure_buffers()
+    assert session.buffer_bytes == full and session.pending_samples == 100
 
 
 def test_durable_watermark_waits_for_every_earlier_write() -> None:
