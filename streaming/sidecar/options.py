@@ -13,6 +13,16 @@ from apache_beam.options.pipeline_options import PipelineOptions
 DEFAULT_SESSION_GAP_S = 30.0
 """Cluster mode: a session's window closes after this much event-time silence (s)."""
 
+
+class ClusterUnavailable(RuntimeError):
+    """A cluster runner could not run the batch (scheduler unreachable, no workers, workers
+    dying beyond the engine's retries). Nothing was committed: the batch simply runs again."""
+
+
+class WorkersLost(ClusterUnavailable):
+    """A worker left during the run, so a sink may have written twice: run the batch again."""
+
+
 # Every builder passes an explicit empty flag list: by default Beam parses ``sys.argv``, which
 # here belongs to the ``sonolake`` command line.
 
@@ -72,3 +82,27 @@ def dataflow_options(
     if sdk_container_image:
         flags["sdk_container_image"] = sdk_container_image
     return PipelineOptions([], **flags)
+
+
+DASK_RUNNER = "streaming.sidecar.dask_runner.SidecarDaskRunner"
+"""Beam's Dask runner completed for the landing transform (see that module)."""
+
+
+def dask_options(
+    scheduler: str, *, partitions: int = 4, connect_timeout_s: int = 10
+) -> PipelineOptions:
+    """One micro-batch as a bounded pipeline on the Dask scheduler at ``scheduler``.
+
+    ``partitions``: Dask bag partitions of the batch's segments (and session shards of the
+    enrichment), so that many workers share a batch. The Dask options are passed as flags:
+    keyword overrides of an options class Beam has not imported yet are silently dropped.
+    """
+    return PipelineOptions(
+        [
+            f"--runner={DASK_RUNNER}",
+            f"--dask_client_address={scheduler}",
+            f"--dask_npartitions={partitions}",
+            f"--dask_connection_timeout={connect_timeout_s}",
+        ],
+        save_main_session=False,
+    )

@@ -1,0 +1,192 @@
+"""The sidecar on a real Dask cluster: a scheduler and workers started here, stopped by PID.
+
+The same spool lands through the in-process runner and through the Dask runner; both lakes
+must hold the same rows under the same batch numbers (app transactions), and the workers must
+have executed the work. The fault cases kill a worker in the middle of a batch and restart the
+scheduler between batches: every chunk still lands exactly once, with no operator step.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from dask_cluster import DaskCluster
+from sidecar_signals import assert_landed_exactly_once, interleave, sessions, write_spool
+
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS, Lake
+from streaming.sidecar.driver import Sidecar, SidecarConfig
+from streaming.spool import sealed_segments
+
+pytestmark = pytest.mark.integration
+
+APP_TABLES = (AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS)
+GROUP = sessions(4, chunks=30, bursts=2)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> DaskCluster:
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask"), workers=2)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def spool_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four sessions over 10 sealed segments: sessions straddle 3-segment batches (carries)."""
+    spool = tmp_path_factory.mktemp("spool-template") / "spool"
+    write_spool(spool, interleave(s.records() for s in GROUP), per_segment=12)
+    return spool
+
+
+def _sidecar(root: Path, template: Path, scheduler: str | None, **kw) -> Sidecar:
+    if not (root / "spool").exists():
+        shutil.copytree(template, root / "spool")
+    config = SidecarConfig(
+        spool_dir=root / "spool",
+        state_dir=root / "state",
+        retention_s=0.0,
+        max_segments_per_batch=kw.pop("max_segments_per_batch", 4),
+        dask_scheduler=scheduler,
+        dask_partitions=2,
+    )
+    return Sidecar(Lake(root / "lake"), config, **kw)
+
+
+def _land_all(sidecar: Sidecar) -> list[int]:
+    batches = []
+    while (report := sidecar.land_once()) is not None:
+        batches.append(report.batch)
+    return batches
+
+
+def _sorted(table: pa.Table, keys: list[str], drop: tuple[str, ...] = ()) -> pa.Table:
+    table = table.drop_columns([c for c in drop if c in table.column_names])
+    return table.sort_by([(k, "ascending") for k in keys])
+
+
+def test_dask_runner_lands_what_the_in_process_runner_lands(
+    cluster: DaskCluster, spool_template: Path, tmp_path: Path
+) -> None:
+    local = _sidecar(tmp_path / "local", spool_template, None)
+    before = cluster.executed_counts()
+    remote = _sidecar(tmp_path / "dask", spool_template, cluster.address)
+    assert _land_all(remote) == _land_all(local) == [1, 2, 3]
+    after = cluster.executed_counts()
+    assert all(after[w] > before.get(w, 0) for w in after), (before, after)  # both workers ran
+
+    for spec in APP_TABLES:
+        assert remote.lake.transaction_version(spec, "sidecar") == 3
+        assert local.lake.transaction_version(spec, "sidecar") == 3
+    assert_landed_exactly_once(remote.lake, GROUP)
+    # Batch times differ between the two runs (they are planned at now()): ingest dates may too.
+    for spec, keys, drop in (
+        (AUDIO_CHUNKS, ["session_id", "seq"], ("ingest_date",)),
+        (AUDIO_EVENTS, ["event_id"], ()),
+        (SESSIONS, ["session_id"], ()),
+    ):
+        assert _sorted(remote.lake.read(spec), keys, drop).equals(
+            _sorted(local.lake.read(spec), keys, drop)
+        ), spec.name
+    assert not sealed_segments(tmp_path / "dask" / "spool")
+    assert not list((tmp_path / "dask" / "state").rglob("attempt-*"))
+
+
+def _run_until_landed(sidecar: Sidecar, timeout_s: float = 240.0) -> threading.Thread:
+    """``Sidecar.run`` in a thread (the sidecar command's loop); stopped once the spool is empty."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        sidecar.run(0.2, stop)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    spool = sidecar.config.spool_dir
+    deadline = time.monotonic() + timeout_s
+    while sealed_segments(spool) and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.2)
+    stop.set()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    return thread
+
+
+def test_worker_killed_mid_batch_every_chunk_lands_once(
+    spool_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGKILL of a worker that holds the batch's tasks: the batch reruns on the survivor."""
+    cluster = DaskCluster(tmp_path / "dask", workers=2).start()
+    victim = cluster.workers[0]
+    killed: list[int] = []
+    pipelines: list[int] = []
+
+    def kill_when_busy(batch: int) -> None:
+        # The victim is frozen before the batch is submitted, so tasks the scheduler hands it
+        # cannot finish: the kill lands while the batch is in flight on it.
+        with cluster.client() as client:
+            address = cluster.worker_address(victim)
+            deadline = time.monotonic() + 60
+            while not client.processing().get(address) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert client.processing().get(address), "the victim never got a task"
+        cluster.kill(victim)
+        killed.append(batch)
+
+    def on_phase(phase: str, batch: int) -> None:
+        if phase == "pipeline":
+            pipelines.append(batch)
+            if batch == 2 and not killed:
+                cluster.kill(victim, signal.SIGSTOP)
+                threading.Thread(target=kill_when_busy, args=(batch,), daemon=True).start()
+
+    try:
+        sidecar = _sidecar(tmp_path / "side", spool_template, cluster.address, on_phase=on_phase)
+        with caplog.at_level(logging.WARNING, logger="streaming.sidecar.driver"):
+            _run_until_landed(sidecar)
+    finally:
+        cluster.stop()
+    assert killed == [2]
+    assert pipelines.count(2) == 2, pipelines  # batch 2 ran again, nothing else did
+    assert "worker(s) left during the run" in caplog.text
+    assert_landed_exactly_once(sidecar.lake, GROUP)
+    assert sidecar.lake.transaction_version(AUDIO_CHUNKS, "sidecar") == 3
+    assert not list((tmp_path / "side" / "state").rglob("attempt-*"))
+
+
+def test_scheduler_restarted_between_batches_the_sidecar_recovers(
+    spool_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler (and with it its workers) goes away after batch 1 and comes back later
+    at the same address, as a supervisor restarts it; the sidecar retries on its own."""
+    cluster = DaskCluster(tmp_path / "dask", workers=1).start()
+    restarted = threading.Event()
+
+    def restart_later() -> None:
+        time.sleep(1.0)  # the sidecar finds no scheduler meanwhile
+        cluster.start_scheduler()
+        cluster.start_worker()
+        restarted.set()
+
+    def on_phase(phase: str, batch: int) -> None:
+        if phase == "retired" and batch == 1:
+            cluster.stop_scheduler()
+            threading.Thread(target=restart_later, daemon=True).start()
+
+    try:
+        sidecar = _sidecar(tmp_path / "side", spool_template, cluster.address, on_phase=on_phase)
+        with caplog.at_level(logging.WARNING, logger="streaming.sidecar.driver"):
+            _run_until_landed(sidecar)
+    finally:
+        cluster.stop()
+    assert restarted.is_set()
+    assert "batch not landed" in caplog.text  # it met the missing scheduler and retried
+    assert_landed_exactly_once(sidecar.lake, GROUP)
+    assert sidecar.lake.transaction_version(AUDIO_CHUNKS, "sidecar") == 3
