@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from support import REPO_ROOT, ServerProcess, free_port
 
 DASK = str(Path(sys.executable).with_name("dask"))
+WORKER = ("--nthreads", "1", "--no-nanny", "--no-dashboard", "--memory-limit", "0")
+"""One task at a time per worker; no nanny, so a test's SIGKILL hits the worker itself."""
 
 
 def _executed_count(dask_worker: Any) -> int:
@@ -25,14 +28,23 @@ def _executed_count(dask_worker: Any) -> int:
 class DaskCluster:
     """One scheduler and ``workers`` single-threaded workers, each its own process."""
 
-    def __init__(self, logs: Path, workers: int = 2, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        logs: Path,
+        workers: int = 2,
+        pycache: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.logs = logs
         self.logs.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.n_workers = workers
         tests = Path(__file__).resolve().parent  # the helpers a test runs on the workers
-        self.env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(tests)]), **(env or {})}
+        self.env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(tests)])}
+        if pycache is not None:  # compiled modules shared by every worker (Beam is large)
+            self.env |= {"PYTHONPYCACHEPREFIX": str(pycache), "PYTHONDONTWRITEBYTECODE": ""}
+        self.env |= dict(env or {})
         self.scheduler: ServerProcess | None = None
         self.workers: list[ServerProcess] = []
 
@@ -56,8 +68,16 @@ class DaskCluster:
     def start_worker(self) -> ServerProcess:
         port = free_port()
         worker = ServerProcess(
-            [DASK, "worker", self.address, "--host", "127.0.0.1", "--worker-port", str(port)]
-            + ["--nthreads", "1", "--no-nanny", "--no-dashboard", "--memory-limit", "0"],
+            [
+                DASK,
+                "worker",
+                self.address,
+                "--host",
+                "127.0.0.1",
+                "--worker-port",
+                str(port),
+                *WORKER,
+            ],
             port,
             env=self.env,
             log_path=self.logs / f"worker-{len(self.workers)}.log",

