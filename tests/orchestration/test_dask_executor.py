@@ -70,6 +70,7 @@ def test_feature_step_runs_on_a_dask_worker(
     try:
         cluster.start()
         before = cluster.executed_counts()
+        (tmp_path / "dagster").mkdir()
         with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
             result = dg.execute_job(
                 job,
