@@ -46,7 +46,7 @@ class _StepOnWorker:
     def __call__(self, dependencies: Sequence[Any]) -> Sequence[dg.DagsterEvent]:
         from dagster_dask.executor import query_on_dask_worker
 
-        return query_on_dask_worker(  # type: ignore[no-any-return]
+        return query_on_dask_worker(
             dependencies,
             self.recon_job,
             self.dagster_run,
@@ -111,7 +111,7 @@ class DaskStepExecutor(dg.Executor):
 )
 def dask_step_executor(init_context: dg.InitExecutorContext) -> DaskStepExecutor:
     """Steps as tasks on the Dask cluster at ``address``."""
-    return DaskStepExecutor(init_context.executor_config["address"])
+    return DaskStepExecutor(str(init_context.executor_config["address"]))
 
 
 def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:

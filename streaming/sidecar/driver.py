@@ -265,6 +265,11 @@ class Sidecar:
         carry_folders = [] if previous is None else [str(self._staging(int(previous)))]
         paths = [self.config.spool_dir / name for name in manifest["segments"]]
         classifier = InProcessClassifier(self.classifier)
+        loader: Any = classifier
+        if remote:  # workers rebuild the champion from its bundle
+            from streaming.sidecar.dask_runner import BundleClassifier
+
+            loader = BundleClassifier.of(self.classifier)
         try:
             options = (
                 dask_options(
@@ -285,7 +290,7 @@ class Sidecar:
             outputs = {"segments": segments, "carry": carry} | "Land" >> LandSpool(
                 batch_time=datetime.fromisoformat(manifest["batch_time"]),
                 params=self.config.params,
-                classifier=classifier,
+                classifier=loader,
                 shards=self.config.dask_partitions if remote else 1,
             )
             outputs | "Stage" >> StageOutputs(target)

@@ -46,6 +46,7 @@ def test_dask_executor_needs_a_scheduler(monkeypatch: pytest.MonkeyPatch, settin
         build_definitions(settings)
 
 
+@pytest.mark.dask
 def test_feature_step_runs_on_a_dask_worker(
     small_lake: LakeEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,8 @@ The same spool lands through the in-process runner and through the Dask runner; 
 must hold the same rows under the same batch numbers (app transactions), and the workers must
 have executed the work. The fault cases kill a worker in the middle of a batch and restart the
 scheduler between batches: every chunk still lands exactly once, with no operator step.
+The cluster tests are marked ``dask`` (``make test-dask``): workers import Beam and load the
+VAD once, minutes on 2 shared cores; the unreachable-scheduler case runs in ``make test``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +32,7 @@ from streaming.spool import sealed_segments
 pytestmark = pytest.mark.integration
 
 APP_TABLES = (AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS)
+SERVING_TESTS = Path(__file__).resolve().parents[1] / "serving"
 GROUP = sessions(4, chunks=30, bursts=2)
 
 
@@ -78,6 +82,7 @@ def _sorted(table: pa.Table, keys: list[str], drop: tuple[str, ...] = ()) -> pa.
     return table.sort_by([(k, "ascending") for k in keys])
 
 
+@pytest.mark.dask
 def test_dask_runner_lands_what_the_in_process_runner_lands(
     cluster: DaskCluster, spool_template: Path, tmp_path: Path
 ) -> None:
@@ -103,6 +108,29 @@ def test_dask_runner_lands_what_the_in_process_runner_lands(
         ), spec.name
     assert not sealed_segments(tmp_path / "dask" / "spool")
     assert not list((tmp_path / "dask" / "state").rglob("attempt-*"))
+
+
+@pytest.mark.dask
+def test_workers_predict_with_the_drivers_champion(cluster: DaskCluster, tmp_path: Path) -> None:
+    """The engine stays in the driver; each worker rebuilds it from the bundle folder."""
+    sys.path.insert(0, str(SERVING_TESTS))
+    try:
+        from serving_bundles import random_linear, write_bundle
+    finally:
+        sys.path.remove(str(SERVING_TESTS))
+    from models.serving import ServingEngine
+
+    bundle = write_bundle(tmp_path / "bundle", *random_linear(seed=3))
+    engine = ServingEngine.from_bundle(bundle, model_version="7")
+    group = sessions(2, chunks=20, bursts=1)
+    write_spool(tmp_path / "tpl", interleave(s.records() for s in group), per_segment=50)
+    sidecar = _sidecar(tmp_path, tmp_path / "tpl", cluster.address, classifier=engine)
+    assert _land_all(sidecar) == [1]
+    events = sidecar.lake.read(AUDIO_EVENTS).to_pylist()
+    assert len(events) == 2
+    for event in events:
+        assert event["model_version"] == "7"
+        assert event["predicted_label"] in engine.labels
 
 
 def test_unreachable_scheduler_leaves_the_batch_planned(
@@ -140,6 +168,7 @@ def _run_until_landed(sidecar: Sidecar, timeout_s: float = 240.0) -> threading.T
     return thread
 
 
+@pytest.mark.dask
 def test_worker_killed_mid_batch_every_chunk_lands_once(
     cluster: DaskCluster, spool_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -179,6 +208,7 @@ def test_worker_killed_mid_batch_every_chunk_lands_once(
     assert not list((tmp_path / "side" / "state").rglob("attempt-*"))
 
 
+@pytest.mark.dask
 def test_scheduler_restarted_between_batches_the_sidecar_recovers(
     cluster: DaskCluster, spool_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
