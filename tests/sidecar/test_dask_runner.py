@@ -11,8 +11,11 @@ VAD once, minutes on 2 shared cores; the unreachable-scheduler case runs in ``ma
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -22,9 +25,10 @@ import pyarrow as pa
 import pytest
 from dask_cluster import DaskCluster
 from sidecar_signals import assert_landed_exactly_once, interleave, sessions, write_spool
-from support import free_port
+from support import REPO_ROOT, free_port
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS, Lake
+from sonolake.settings import BadSettings, get_settings
 from streaming.sidecar.driver import Sidecar, SidecarConfig
 from streaming.sidecar.options import ClusterUnavailable
 from streaming.spool import sealed_segments
@@ -131,6 +135,27 @@ def test_workers_predict_with_the_drivers_champion(cluster: DaskCluster, tmp_pat
     for event in events:
         assert event["model_version"] == "7"
         assert event["predicted_label"] in engine.labels
+
+
+def test_scheduler_address_is_checked_up_front() -> None:
+    assert get_settings(dask_scheduler="tcp://10.0.0.5:8786").dask_scheduler
+    with pytest.raises(BadSettings, match=re.escape("SONOLAKE_DASK_SCHEDULER='10.0.0.5:8786'")):
+        get_settings(dask_scheduler="10.0.0.5:8786")
+
+
+def test_runner_dask_without_a_scheduler_is_a_usage_error(settings, tmp_path: Path) -> None:
+    """Through the real command line: exit code 2 naming the missing flag, nothing landed."""
+    env = {k: v for k, v in os.environ.items() if k != "SONOLAKE_DASK_SCHEDULER"}
+    result = subprocess.run(
+        [sys.executable, "-m", "sonolake", "sidecar", "--runner", "dask", "--once"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--dask-scheduler" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_unreachable_scheduler_leaves_the_batch_planned(
