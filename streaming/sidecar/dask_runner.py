@@ -299,6 +299,7 @@ class DaskLandingResult(PipelineResult):
     def wait_until_finish(self, duration: int | None = None) -> str:
         """Block until done (``duration`` in ms, as Beam's other runners take it)."""
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
 
         try:
             timeout = None if duration is None else duration / 1000
@@ -311,7 +312,7 @@ class DaskLandingResult(PipelineResult):
         except KilledWorker as exc:
             self._state = PipelineState.FAILED
             raise ClusterUnavailable(f"Dask workers kept dying: {exc}") from exc
-        except (OSError, TimeoutError) as exc:  # the scheduler went away mid-run
+        except (OSError, TimeoutError, FutureCancelledError) as exc:  # the scheduler went away
             self._state = PipelineState.FAILED
             raise ClusterUnavailable(f"lost the Dask scheduler: {exc}") from exc
         except BaseException:
