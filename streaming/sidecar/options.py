@@ -1,9 +1,9 @@
-"""Pipeline options for the two ways the landing transform runs.
+"""Pipeline options for the ways the landing transform runs.
 
-Locally: a bounded pipeline on Beam's in-process runner, one per micro-batch (measured start-up
-~0.8 s). On a cluster: the same :class:`~streaming.sidecar.pipeline.LandSpool` under
-``--streaming`` on Flink or Dataflow behind an unbounded source; only these options change
-(see docs/scaling.md).
+Micro-batches: a bounded pipeline per batch, on Beam's in-process runner (measured start-up
+~0.8 s) or on a Dask cluster (:func:`dask_options`, ``sonolake sidecar --runner dask``). As a
+streaming job: the same :class:`~streaming.sidecar.pipeline.LandSpool` under ``--streaming`` on
+Flink or Dataflow behind an unbounded source; only these options change (see docs/scaling.md).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from support import REPO_ROOT, free_port
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS, Lake
 from sonolake.settings import BadSettings, get_settings
-from streaming.sidecar.driver import Sidecar, SidecarConfig
+from streaming.sidecar.driver import BatchReport, Sidecar, SidecarConfig
 from streaming.sidecar.options import ClusterUnavailable
 from streaming.spool import sealed_segments
 
@@ -74,11 +74,15 @@ def _sidecar(root: Path, template: Path, scheduler: str | None, **kw) -> Sidecar
     return Sidecar(Lake(root / "lake"), config, **kw)
 
 
-def _land_all(sidecar: Sidecar) -> list[int]:
-    batches = []
+def _reports(sidecar: Sidecar) -> list[BatchReport]:
+    reports = []
     while (report := sidecar.land_once()) is not None:
-        batches.append(report.batch)
-    return batches
+        reports.append(report)
+    return reports
+
+
+def _land_all(sidecar: Sidecar) -> list[int]:
+    return [report.batch for report in _reports(sidecar)]
 
 
 def _sorted(table: pa.Table, keys: list[str], drop: tuple[str, ...] = ()) -> pa.Table:
@@ -93,7 +97,11 @@ def test_dask_runner_lands_what_the_in_process_runner_lands(
     local = _sidecar(tmp_path / "local", spool_template, None)
     before = cluster.executed_counts()
     remote = _sidecar(tmp_path / "dask", spool_template, cluster.address)
-    assert _land_all(remote) == _land_all(local) == [1, 2, 3]
+    remote_reports, local_reports = _reports(remote), _reports(local)
+    assert [r.batch for r in remote_reports] == [r.batch for r in local_reports] == [1, 2, 3]
+    for ours, theirs in zip(remote_reports, local_reports, strict=True):
+        assert ours.counters == theirs.counters and ours.counters["chunks"] > 0  # Beam counters
+        assert ours.committed_rows == theirs.committed_rows
     after = cluster.executed_counts()
     assert all(after[w] > before.get(w, 0) for w in after), (before, after)  # both workers ran
 
