@@ -7,8 +7,9 @@ One cycle (:meth:`Sidecar.land_once`):
    N is one more than both the last manifest and every table's committed app transaction, so
    a lost state folder can never reuse a number the lake has already seen.
 2. **pipeline** — run :class:`~streaming.sidecar.pipeline.LandSpool` as a bounded pipeline on the
-   in-process runner over those segments plus the previous batch's carry; stage every output
-   as an Arrow file and then a ``_DONE`` marker.
+   in-process runner (or a Dask cluster: ``SidecarConfig.dask_scheduler``) over those segments
+   plus the previous batch's carry; stage every output as an Arrow file and then a ``_DONE``
+   marker.
 3. **commit** — each table gets one commit tagged with the app transaction ``(app_id, N)``;
    a table whose ``transaction_version(app_id)`` is already ≥ N is skipped.
 4. **retire** — mark the batch landed, retire its segments (or quarantine unreadable ones)
