@@ -42,7 +42,8 @@ test-fast: venv
 	$(PY) -m pytest -m "not slow and not browser and not dask" $(PYTEST_ARGS)
 
 # Real scheduler and worker processes on loopback (tests/dask_cluster.py); each worker
-# imports Beam and loads the VAD once: ~75 s on a quiet 2-core machine, minutes on a busy one.
+# imports Beam and loads the VAD once, and the Dagster case trains a quick model: ~2.5 min
+# on a quiet 2-core machine, more on a busy one.
 test-dask: venv
 	$(PY) -m pytest -m dask $(PYTEST_ARGS)
 
