@@ -1,21 +1,23 @@
 """Beam's Dask runner, completed so the landing transform runs on a Dask cluster unchanged.
 
 Beam 2.77 ships ``apache_beam.runners.dask.dask_runner.DaskRunner``: it turns a bounded
-pipeline into Dask bags and submits them to a ``distributed`` scheduler. Four of its gaps
+pipeline into Dask bags and submits them to a ``distributed`` scheduler. Five of its gaps
 break :class:`~streaming.sidecar.pipeline.LandSpool` (measured on a real cluster):
 
 1. a multi-output ``ParDo`` hands *all* its outputs, untagged, to every consumer (the carry
    sink received bronze tables: ``'ArrowRows' object is not iterable``);
 2. it computes only the graph's last bag, so every other sink never runs;
 3. it has no metrics (``metrics()`` raises), and the driver records the batch counters;
-4. a side input is recomputed inside every task that reads it, and the client never closes.
+4. a ``ParDo`` gets its ``raw_side_inputs`` (the views, not placeholders), so a DoFn with a side
+   input receives an ``AsList`` object instead of the list;
+5. a side input is recomputed inside every task that reads it, and the client never closes.
 
 :class:`SidecarDaskRunner` keeps Beam's own overrides (``Create``, ``GroupByKey``,
 ``Flatten``) and its bag model, and translates the leaf transforms itself: each ``ParDo``
 task returns ``(tag, windowed value)`` pairs, and each consumer selects its tag; every
-``ParDo`` is computed (sinks included) and reports its counters as data, so a task re-run
-after a worker loss replaces its counts instead of adding to them; a side input is one
-shared graph node; the client is closed when the run ends.
+``ParDo`` gets its side inputs resolved and is computed (sinks included), and reports its
+counters as data, so a task re-run after a worker loss replaces its counts instead of adding
+to them; a side input is one shared graph node; the client is closed when the run ends.
 
 Worker loss: Dask re-runs the lost tasks elsewhere, which is right for pure transforms but
 would write a sink's files twice. The result therefore compares the cluster's workers before
@@ -26,7 +28,6 @@ staged attempt and runs the batch again (see docs/scaling.md).
 from __future__ import annotations
 
 import itertools
-import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -62,8 +63,6 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from streaming.sidecar.options import ClusterUnavailable, WorkersLost
-
-log = logging.getLogger(__name__)
 
 METRICS_TAG = "__sidecar_metrics__"
 """Tag of the one element per ``ParDo`` task that carries its counters."""
