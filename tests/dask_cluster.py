@@ -21,7 +21,8 @@ WORKER = ("--nthreads", "1", "--no-nanny", "--no-dashboard", "--memory-limit", "
 """One task at a time per worker; no nanny, so a test's SIGKILL hits the worker itself."""
 
 
-def _executed_count(dask_worker: Any) -> int:
+def executed_count(dask_worker: Any) -> int:
+    """Run on a worker (``Client.run``): how many tasks it has executed."""
     return int(dask_worker.state.executed_count)
 
 
@@ -118,7 +119,7 @@ class DaskCluster:
     def executed_counts(self) -> dict[str, int]:
         """Tasks each connected worker has executed, by worker address."""
         with self.client() as client:
-            return dict(client.run(_executed_count))
+            return dict(client.run(executed_count))
 
     def worker_address(self, worker: ServerProcess) -> str:
         return f"tcp://127.0.0.1:{worker.port}"

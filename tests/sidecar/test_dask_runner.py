@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from dask_cluster import DaskCluster
+from dask_cluster import DaskCluster, executed_count
 from sidecar_signals import assert_landed_exactly_once, interleave, sessions, write_spool
 from support import REPO_ROOT, free_port
 
@@ -205,29 +205,38 @@ def _run_until_landed(sidecar: Sidecar, timeout_s: float = 240.0) -> threading.T
 def test_worker_killed_mid_batch_every_chunk_lands_once(
     cluster: DaskCluster, spool_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """SIGKILL of a worker that holds the batch's tasks: the batch reruns on the survivor."""
-    victim = cluster.workers[0]
+    """SIGKILL of a worker that has run part of a batch and holds its results: Dask re-runs
+    the lost tasks on the survivor, and the sidecar still discards that attempt and reruns the
+    batch, so nothing a re-run task wrote twice is ever committed."""
+    victim, survivor = cluster.workers[0], cluster.workers[1]
     killed: list[int] = []
     pipelines: list[int] = []
 
-    def kill_when_busy(batch: int) -> None:
-        # The victim is frozen before the batch is submitted, so tasks the scheduler hands it
-        # cannot finish: the kill lands while the batch is in flight on it.
+    def kill_mid_batch(batch: int, executed_before: int) -> None:
+        # The survivor is frozen, so the batch cannot finish: once the victim has executed
+        # tasks of it while the survivor holds others, the kill lands in the middle of it.
         with cluster.client() as client:
-            address = cluster.worker_address(victim)
-            deadline = time.monotonic() + 60
-            while not client.processing().get(address) and time.monotonic() < deadline:
+            victim_at, survivor_at = map(cluster.worker_address, (victim, survivor))
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                ran = client.run(executed_count, workers=[victim_at])[victim_at]
+                if ran > executed_before and client.processing().get(survivor_at):
+                    break
                 time.sleep(0.02)
-            assert client.processing().get(address), "the victim never got a task"
+            else:
+                raise AssertionError("the batch never reached both workers")
         cluster.kill(victim)
+        cluster.kill(survivor, signal.SIGCONT)
         killed.append(batch)
 
     def on_phase(phase: str, batch: int) -> None:
         if phase == "pipeline":
             pipelines.append(batch)
             if batch == 2 and not killed:
-                cluster.kill(victim, signal.SIGSTOP)
-                threading.Thread(target=kill_when_busy, args=(batch,), daemon=True).start()
+                executed = cluster.executed_counts()[cluster.worker_address(victim)]
+                cluster.kill(survivor, signal.SIGSTOP)
+                args = (batch, executed)
+                threading.Thread(target=kill_mid_batch, args=args, daemon=True).start()
 
     sidecar = _sidecar(tmp_path / "side", spool_template, cluster.address, on_phase=on_phase)
     with caplog.at_level(logging.WARNING, logger="streaming.sidecar.driver"):
