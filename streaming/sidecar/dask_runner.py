@@ -20,9 +20,10 @@ counters as data, so a task re-run after a worker loss replaces its counts inste
 to them; a side input is one shared graph node; the client is closed when the run ends.
 
 Worker loss: Dask re-runs the lost tasks elsewhere, which is right for pure transforms but
-would write a sink's files twice. The result therefore compares the cluster's workers before
-and after the run and raises :class:`WorkersLost` when one left; the driver then discards the
-staged attempt and runs the batch again (see docs/scaling.md).
+would write a sink's files twice. The result therefore compares the cluster's membership
+(the scheduler's worker-removal events, and the worker addresses) before and after the run
+and raises :class:`WorkersLost` when a worker left; the driver then discards the staged
+attempt and runs the batch again (see docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -288,7 +289,7 @@ class _CounterResults(MetricResults):
 class DaskLandingResult(PipelineResult):
     """A submitted run: waits, gathers the counters, checks no worker left, closes the client."""
 
-    def __init__(self, client: Any, futures: Sequence[Any], workers: set[str]) -> None:
+    def __init__(self, client: Any, futures: Sequence[Any], workers: _Membership) -> None:
         super().__init__(PipelineState.RUNNING)
         self.client = client
         self.futures = futures
@@ -307,7 +308,7 @@ class DaskLandingResult(PipelineResult):
                 for counts in part:
                     for key, value in counts.items():
                         self.counters[key] += value
-            lost = self.workers - _worker_ids(self.client)
+            lost = self.workers.lost_since(_Membership.of(self.client))
         except KilledWorker as exc:
             self._state = PipelineState.FAILED
             raise ClusterUnavailable(f"Dask workers kept dying: {exc}") from exc
@@ -321,7 +322,7 @@ class DaskLandingResult(PipelineResult):
             self.client.close()
         if lost:
             self._state = PipelineState.FAILED
-            raise WorkersLost(f"{len(lost)} Dask worker(s) left during the run")
+            raise WorkersLost(f"Dask worker(s) left during the run: {', '.join(sorted(lost))}")
         self._state = PipelineState.DONE
         return self._state
 
@@ -335,9 +336,36 @@ class DaskLandingResult(PipelineResult):
         return _CounterResults(dict(self.counters))
 
 
-def _worker_ids(client: Any) -> set[str]:
-    """Identities of the connected workers (a restarted worker comes back with a new one)."""
-    return {info["id"] for info in client.scheduler_info()["workers"].values()}
+@dataclass(frozen=True)
+class _Membership:
+    """Who is in the cluster: worker addresses, and the scheduler's worker-removal events.
+
+    The scheduler logs every worker it removes (died, killed, timed out, restarted), so a
+    removal event that is new after the run means a worker left during it — also one that
+    joined after submission, or came back at the same address. The address set is a second
+    witness should the event log be trimmed.
+    """
+
+    addresses: frozenset[str]
+    removals: frozenset[tuple[float, str]]
+
+    @classmethod
+    def of(cls, client: Any) -> _Membership:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        events = client.get_events("all")
+        return cls(
+            frozenset(workers),
+            frozenset(
+                (float(at), str(event.get("worker")))
+                for at, event in events
+                if isinstance(event, dict) and event.get("action") == "remove-worker"
+            ),
+        )
+
+    def lost_since(self, now: _Membership) -> set[str]:
+        """Workers that left between this view and ``now``."""
+        left = {worker for _, worker in now.removals - self.removals}
+        return left | set(self.addresses - now.addresses)
 
 
 class SidecarDaskRunner(PipelineRunner):
@@ -362,7 +390,7 @@ class SidecarDaskRunner(PipelineRunner):
             raise ClusterUnavailable(f"Dask scheduler {address} unreachable: {exc}") from exc
         try:
             client.wait_for_workers(1, timeout=timeout)
-            workers = _worker_ids(client)
+            workers = _Membership.of(client)
             counters = [bag.map_partitions(_select, METRICS_TAG) for bag in translator.pardos]
             futures = client.compute(counters)
         except (OSError, TimeoutError) as exc:
