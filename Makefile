@@ -9,7 +9,7 @@ UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast demo bench bench-quick dev lint fmt browser clean
+.PHONY: help venv test test-fast test-dask dask-cluster demo bench bench-quick dev lint fmt browser clean
 
 help:
 	@echo "make demo         the whole loop end to end on the embedded defaults"
@@ -19,6 +19,8 @@ help:
 	@echo "make bench-quick  every benchmark, quick sizes"
 	@echo "make dev          Dagster UI and daemon (dg dev when dagster-dg-cli is installed)"
 	@echo "make lint         ruff + mypy + import contracts (lint-imports)"
+	@echo "make test-dask    the tests that start a real Dask cluster (minutes; not in make test)"
+	@echo "make dask-cluster a local Dask scheduler + 2 workers for --runner dask (Ctrl-C stops)"
 
 # The environment comes from the lock file only (--frozen): what CI installs is what was locked.
 $(VENV)/.synced: uv.lock pyproject.toml
@@ -35,10 +37,28 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
 
 test: venv browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not dask" $(PYTEST_ARGS)
 
 test-fast: venv
-	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not browser and not dask" $(PYTEST_ARGS)
+
+# Real scheduler and worker processes on loopback (tests/dask_cluster.py); each worker
+# imports Beam and loads the VAD once, and the Dagster case trains a quick model: ~2.5 min
+# on a quiet 2-core machine, more on a busy one.
+test-dask: venv
+	$(PY) -m pytest -m dask $(PYTEST_ARGS)
+
+# A local cluster for `sonolake sidecar --runner dask --dask-scheduler tcp://127.0.0.1:8786`
+# and SONOLAKE_DAGSTER_EXECUTOR=dask. Workers import this checkout (PYTHONPATH); the
+# scheduler stops with the workers (Ctrl-C).
+DASK_PORT ?= 8786
+DASK_WORKERS ?= 2
+dask-cluster: venv
+	@export PYTHONPATH=$(CURDIR); \
+	$(VENV)/bin/dask scheduler --host 127.0.0.1 --port $(DASK_PORT) --no-dashboard & scheduler=$$!; \
+	trap 'kill $$scheduler' EXIT; \
+	$(VENV)/bin/dask worker tcp://127.0.0.1:$(DASK_PORT) --nworkers $(DASK_WORKERS) --nthreads 1 \
+	  --no-dashboard
 
 demo: venv
 	$(PY) -m sonolake demo

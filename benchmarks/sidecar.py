@@ -111,7 +111,10 @@ def _paced_writer(spool: str, streams: int, seconds: float, result: Any) -> None
     )
 
 
-def _sidecar(root: Path, *, on_phase: Any = None, max_segments: int = 256) -> Any:
+def _sidecar(
+    root: Path, *, on_phase: Any = None, max_segments: int = 256, dask_scheduler: str | None = None
+) -> Any:
+    """``dask_scheduler``: run each batch on that Dask cluster (benchmarks/sidecar_dask.py)."""
     from lake_schemas import Lake
     from streaming.sidecar.driver import Sidecar, SidecarConfig
 
@@ -120,6 +123,7 @@ def _sidecar(root: Path, *, on_phase: Any = None, max_segments: int = 256) -> An
         state_dir=root / "state",
         retention_s=3600.0,
         max_segments_per_batch=max_segments,
+        dask_scheduler=dask_scheduler,
     )
     return Sidecar(Lake(root / "lake"), config, on_phase=on_phase)
 
@@ -138,14 +142,16 @@ def _count_landed(root: Path, expected: int) -> dict[str, int]:
     }
 
 
-def _throughput(root: Path, streams: int, seconds: float) -> dict[str, Any]:
+def _throughput(
+    root: Path, streams: int, seconds: float, dask_scheduler: str | None = None
+) -> dict[str, Any]:
     expected = asyncio.run(
         _write_ticks(root / "spool", streams, seconds, paced=False, max_segment_age_s=0.5)
     )
     from streaming.spool import sealed_segments
 
     segments = len(sealed_segments(root / "spool"))
-    sidecar = _sidecar(root, max_segments=max(1, segments // 4))
+    sidecar = _sidecar(root, max_segments=max(1, segments // 4), dask_scheduler=dask_scheduler)
     batches, cpu0, wall0 = 0, cpu_seconds(), time.perf_counter()
     while sidecar.land_once() is not None:
         batches += 1

@@ -3,7 +3,8 @@
 Everything under ``orchestration/defs/`` (ingestion, features, training, monitoring,
 analytics, maintenance) is discovered by ``load_from_defs_folder``; this file only adds what
 is global: the resources for the environment ``Settings.environment`` names (local lake or S3
-lake), and the sensor that evaluates the assets' automation conditions.
+lake), the executor ``Settings.dagster_executor`` names (orchestration/executors.py), and the
+sensor that evaluates the assets' automation conditions.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from orchestration.executors import executor_for
 from orchestration.resources import resources_for
 from sonolake.settings import Settings, get_settings
 
@@ -29,7 +31,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     domains = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return dg.Definitions.merge(
         domains,
-        dg.Definitions(sensors=[AUTOMATION_SENSOR], resources=resources_for(settings)),
+        dg.Definitions(
+            sensors=[AUTOMATION_SENSOR],
+            resources=resources_for(settings),
+            executor=executor_for(settings),
+        ),
     )
 
 

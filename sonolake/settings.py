@@ -70,6 +70,24 @@ class Settings(BaseSettings):
         description="Fault injection for crash tests: the sidecar kills itself (SIGKILL) at this "
         "phase, e.g. 'pipeline' or 'committed:bronze.audio_chunks'; append '@N' for batch N.",
     )
+    sidecar_runner: Literal["in-process", "dask"] = Field(
+        "in-process",
+        description="Sidecar: where each micro-batch's Beam pipeline runs: in the sidecar's "
+        "process, or on the Dask cluster at SONOLAKE_DASK_SCHEDULER.",
+    )
+    dask_scheduler: str | None = Field(
+        None,
+        description="Dask scheduler address, tcp://HOST:PORT: the sidecar's `dask` runner and "
+        "Dagster's `dask` executor submit their work there.",
+    )
+    dask_partitions: int = Field(
+        4, ge=1, description="Sidecar on Dask: partitions (and session shards) of a micro-batch."
+    )
+    dagster_executor: Literal["in-process", "multiprocess", "dask"] = Field(
+        "multiprocess",
+        description="Dagster: how job steps run: one process, a process per step (Dagster's "
+        "default), or as tasks on the Dask cluster at SONOLAKE_DASK_SCHEDULER.",
+    )
     mlflow_uri: str | None = Field(
         None, description="MLflow tracking/registry URI (default sqlite:///<state_dir>/mlflow.db)."
     )
@@ -168,6 +186,17 @@ class Settings(BaseSettings):
         PROJECT_ROOT.parent / "shared" / "data",
         description="Real recordings (Speech Commands subset, FSDD) used for training and demos.",
     )
+
+    @field_validator("dask_scheduler")
+    @classmethod
+    def _scheduler_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        host, colon, port = rest.rpartition(":")
+        if not (sep and scheme in ("tcp", "tls") and host and colon and port.isdigit()):
+            raise ValueError("must look like tcp://HOST:PORT (or tls://HOST:PORT)")
+        return value
 
     @field_validator("auth_tokens", "gateway_allowed_origins", mode="before")
     @classmethod

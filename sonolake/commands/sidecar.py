@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sonolake.errors import BadInput
+from sonolake.errors import BadInput, WorkFailed
 from sonolake.settings import Settings, get_settings
 
 log = logging.getLogger("sonolake.sidecar")
@@ -56,6 +56,18 @@ def classifier_for(settings: Settings) -> Any:
     return engine
 
 
+def dask_scheduler_for(settings: Settings) -> str | None:
+    """The scheduler the sidecar submits batches to, or None for the in-process runner."""
+    if settings.sidecar_runner != "dask":
+        return None
+    if not settings.dask_scheduler:
+        raise BadInput(
+            "--runner dask needs a scheduler: --dask-scheduler tcp://HOST:PORT "
+            "(or SONOLAKE_DASK_SCHEDULER)"
+        )
+    return settings.dask_scheduler
+
+
 def build_sidecar(settings: Settings) -> Any:
     from sonolake import wiring
     from streaming.sidecar.driver import Sidecar, SidecarConfig
@@ -66,6 +78,8 @@ def build_sidecar(settings: Settings) -> Any:
         state_dir=settings.state_path / "sidecar",
         retention_s=settings.spool_retention_s,
         max_segments_per_batch=settings.sidecar_max_segments_per_batch,
+        dask_scheduler=dask_scheduler_for(settings),
+        dask_partitions=settings.dask_partitions,
     )
     return Sidecar(
         lake, config, classifier=classifier_for(settings), on_phase=phase_printer(settings)
@@ -80,11 +94,22 @@ def run_sidecar(
         float | None,
         typer.Option("--interval", help="Seconds between spool checks when idle."),
     ] = None,
+    runner: Annotated[
+        str | None,
+        typer.Option(
+            "--runner",
+            help="Where each micro-batch's pipeline runs: in-process (default) or dask.",
+        ),
+    ] = None,
+    dask_scheduler: Annotated[
+        str | None,
+        typer.Option("--dask-scheduler", help="Dask scheduler for --runner dask: tcp://HOST:PORT."),
+    ] = None,
 ) -> None:
     """Land sealed spool segments into bronze/silver Delta tables, exactly once."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    settings = get_settings()
+    settings = get_settings(sidecar_runner=runner, dask_scheduler=dask_scheduler)
     interval_s = settings.sidecar_interval_s if interval is None else interval
     if interval_s <= 0:
         raise BadInput(f"--interval {interval_s} must be > 0 seconds")
@@ -95,8 +120,13 @@ def run_sidecar(
     sys.stdout.write("sidecar ready\n")
     sys.stdout.flush()
     if once:
+        from streaming.sidecar.options import ClusterUnavailable
+
         while not stop.is_set():
-            report = sidecar.land_once()
+            try:
+                report = sidecar.land_once()
+            except ClusterUnavailable as exc:  # the batch stays planned: the next start lands it
+                raise WorkFailed(f"batch not landed: {exc}") from None
             if report is None:
                 break
             sys.stdout.write(json.dumps(dataclasses.asdict(report)) + "\n")

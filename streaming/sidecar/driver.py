@@ -7,8 +7,9 @@ One cycle (:meth:`Sidecar.land_once`):
    N is one more than both the last manifest and every table's committed app transaction, so
    a lost state folder can never reuse a number the lake has already seen.
 2. **pipeline** — run :class:`~streaming.sidecar.pipeline.LandSpool` as a bounded pipeline on the
-   in-process runner over those segments plus the previous batch's carry; stage every output
-   as an Arrow file and then a ``_DONE`` marker.
+   in-process runner (or a Dask cluster: ``SidecarConfig.dask_scheduler``) over those segments
+   plus the previous batch's carry; stage every output as an Arrow file and then a ``_DONE``
+   marker.
 3. **commit** — each table gets one commit tagged with the app transaction ``(app_id, N)``;
    a table whose ``transaction_version(app_id)`` is already ≥ N is skipped.
 4. **retire** — mark the batch landed, retire its segments (or quarantine unreadable ones)
@@ -29,6 +30,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +42,7 @@ import pyarrow.compute as pc
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, Lake, TableSpec
 from streaming.segments import SegmenterParams
+from streaming.sidecar.options import ClusterUnavailable
 from streaming.sidecar.session_rows import merge_session_rows
 from streaming.sidecar.staging import read_parts
 from streaming.spool import (
@@ -79,6 +82,12 @@ class SidecarConfig:
     """Landed segments stay in ``<spool>/landed`` this long (0: delete at once)."""
     max_segments_per_batch: int = 256
     params: SegmenterParams = field(default_factory=SegmenterParams)
+    dask_scheduler: str | None = None
+    """``tcp://HOST:PORT``: run each batch's pipeline on this Dask cluster (None: in process)."""
+    dask_partitions: int = 4
+    """On Dask: partitions of a batch's segments and session shards (≥ the worker count)."""
+    dask_connect_timeout_s: int = 10
+    """On Dask: how long a batch waits for the scheduler and a first worker (s)."""
 
 
 @dataclass
@@ -168,7 +177,12 @@ class Sidecar:
         """Land batches until ``stop`` is set; returns how many batches were landed."""
         landed = 0
         while not stop.is_set():
-            report = self.land_once()
+            try:
+                report = self.land_once()
+            except ClusterUnavailable as exc:  # nothing committed: the batch simply reruns
+                log.warning("batch not landed (%s); retrying in %.1f s", exc, interval_s)
+                stop.wait(interval_s)
+                continue
             if report is not None:
                 landed += 1
                 continue  # more sealed segments may be waiting
@@ -230,7 +244,7 @@ class Sidecar:
     def _run_pipeline(self, manifest: dict[str, Any], staging: Path) -> dict[str, int]:
         import apache_beam as beam  # lazy: a replay from staged outputs never needs Beam
 
-        from streaming.sidecar.options import local_options
+        from streaming.sidecar.options import dask_options, local_options
         from streaming.sidecar.pipeline import (
             METRICS_NAMESPACE,
             InProcessClassifier,
@@ -243,12 +257,31 @@ class Sidecar:
         if staging.exists():
             shutil.rmtree(staging)  # a half-written attempt: start it over
         staging.mkdir(parents=True)
+        remote = self.config.dask_scheduler
+        # On a cluster a task still running from an abandoned attempt could write late: each
+        # attempt stages into its own folder, promoted only once the pipeline has finished.
+        target = staging / f"attempt-{uuid.uuid4().hex}" if remote else staging
+        target.mkdir(exist_ok=True)
         previous = manifest.get("carry_from")
         carry_folders = [] if previous is None else [str(self._staging(int(previous)))]
         paths = [self.config.spool_dir / name for name in manifest["segments"]]
         classifier = InProcessClassifier(self.classifier)
+        loader: Any = classifier
+        if remote:  # workers rebuild the champion from its bundle
+            from streaming.sidecar.dask_runner import BundleClassifier
+
+            loader = BundleClassifier.of(self.classifier)
         try:
-            pipeline = beam.Pipeline(options=local_options())
+            options = (
+                dask_options(
+                    remote,
+                    partitions=self.config.dask_partitions,
+                    connect_timeout_s=self.config.dask_connect_timeout_s,
+                )
+                if remote
+                else local_options()
+            )
+            pipeline = beam.Pipeline(options=options)
             segments = pipeline | "Segments" >> ReadSegmentFiles(paths)
             carry = (
                 pipeline
@@ -258,9 +291,10 @@ class Sidecar:
             outputs = {"segments": segments, "carry": carry} | "Land" >> LandSpool(
                 batch_time=datetime.fromisoformat(manifest["batch_time"]),
                 params=self.config.params,
-                classifier=classifier,
+                classifier=loader,
+                shards=self.config.dask_partitions if remote else 1,
             )
-            outputs | "Stage" >> StageOutputs(staging)
+            outputs | "Stage" >> StageOutputs(target)
             result = pipeline.run()
             result.wait_until_finish()
         finally:
@@ -270,6 +304,10 @@ class Sidecar:
             beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE)
         )["counters"]:
             counters[counter.key.metric.name] = int(counter.committed or counter.attempted or 0)
+        if target != staging:
+            for file in target.iterdir():
+                file.replace(staging / file.name)
+            target.rmdir()
         for file in staging.iterdir():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())

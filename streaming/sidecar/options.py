@@ -1,9 +1,9 @@
-"""Pipeline options for the two ways the landing transform runs.
+"""Pipeline options for the ways the landing transform runs.
 
-Locally: a bounded pipeline on Beam's in-process runner, one per micro-batch (measured start-up
-~0.8 s). On a cluster: the same :class:`~streaming.sidecar.pipeline.LandSpool` under
-``--streaming`` on Flink or Dataflow behind an unbounded source; only these options change
-(see docs/scaling.md).
+Micro-batches: a bounded pipeline per batch, on Beam's in-process runner (measured start-up
+~0.8 s) or on a Dask cluster (:func:`dask_options`, ``sonolake sidecar --runner dask``). As a
+streaming job: the same :class:`~streaming.sidecar.pipeline.LandSpool` under ``--streaming`` on
+Flink or Dataflow behind an unbounded source; only these options change (see docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -12,6 +12,16 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 
 DEFAULT_SESSION_GAP_S = 30.0
 """Cluster mode: a session's window closes after this much event-time silence (s)."""
+
+
+class ClusterUnavailable(RuntimeError):
+    """A cluster runner could not run the batch (scheduler unreachable, no workers, workers
+    dying beyond the engine's retries). Nothing was committed: the batch simply runs again."""
+
+
+class WorkersLost(ClusterUnavailable):
+    """A worker left during the run, so a sink may have written twice: run the batch again."""
+
 
 # Every builder passes an explicit empty flag list: by default Beam parses ``sys.argv``, which
 # here belongs to the ``sonolake`` command line.
@@ -91,3 +101,27 @@ def dataflow_options(
     if sdk_container_image:
         flags["sdk_container_image"] = sdk_container_image
     return PipelineOptions([], **flags)
+
+
+DASK_RUNNER = "streaming.sidecar.dask_runner.SidecarDaskRunner"
+"""Beam's Dask runner completed for the landing transform (see that module)."""
+
+
+def dask_options(
+    scheduler: str, *, partitions: int = 4, connect_timeout_s: int = 10
+) -> PipelineOptions:
+    """One micro-batch as a bounded pipeline on the Dask scheduler at ``scheduler``.
+
+    ``partitions``: Dask bag partitions of the batch's segments (and session shards of the
+    enrichment), so that many workers share a batch. The Dask options are passed as flags:
+    keyword overrides of an options class Beam has not imported yet are silently dropped.
+    """
+    return PipelineOptions(
+        [
+            f"--runner={DASK_RUNNER}",
+            f"--dask_client_address={scheduler}",
+            f"--dask_npartitions={partitions}",
+            f"--dask_connection_timeout={connect_timeout_s}",
+        ],
+        save_main_session=False,
+    )
