@@ -9,6 +9,7 @@ builders when it speaks, so the documented protocol (docs/protocol.md) lives in 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -41,6 +42,19 @@ Ids end up in file names and lake partitions downstream, so anything that could 
 """
 
 CLIENT_MESSAGE_TYPES = ("KeepAlive", "Finalize", "CloseStream", "Label")
+COMPRESSED_ENCODINGS: tuple[str, ...] = ("opus", "flac")
+"""Compressed encodings, decoded on the server (:mod:`streaming.gateway.decode`).
+
+As with Deepgram, ``opus`` means Ogg Opus (what ``MediaRecorder`` and ``opusenc`` write) or
+WebM Opus, and ``flac`` a FLAC stream; a container sent with no ``encoding`` is recognised by
+its first bytes (WAV, Ogg, WebM/Matroska, FLAC).
+"""
+MODEL_ALIASES = ("champion", "challenger")
+DEFAULT_DEVICE_ID = "anonymous"
+"""device_id of an anonymous (loopback, no token) client that names no device or tag."""
+MIN_UTTERANCE_END_MS = 1000
+"""Deepgram's documented minimum for ``utterance_end_ms``."""
+
 _KNOWN_QUERY_KEYS = frozenset(
     {
         "device_id",
@@ -52,8 +66,45 @@ _KNOWN_QUERY_KEYS = frozenset(
         "session_id",
         "resume_from",
         "token",
+        "model",
+        "tag",
+        "vad_events",
+        "utterance_end_ms",
     }
 )
+DEEPGRAM_QUERY_KEYS = frozenset(
+    {
+        "callback",
+        "callback_method",
+        "detect_entities",
+        "diarize",
+        "diarize_model",
+        "dictation",
+        "extra",
+        "keyterm",
+        "keywords",
+        "language",
+        "language_hint",
+        "mip_opt_out",
+        "multichannel",
+        "numerals",
+        "profanity_filter",
+        "punctuate",
+        "redact",
+        "replace",
+        "search",
+        "smart_format",
+        "version",
+    }
+)
+"""Deepgram ``/v1/listen`` parameters that mean nothing for keyword classification.
+
+They are accepted (so a Deepgram client connects unchanged) and named in a ``Warning``.
+"""
+_REPEATABLE_KEYS = frozenset(
+    {"tag", "extra", "keyterm", "keywords", "language_hint", "redact", "replace", "search"}
+)
+"""Deepgram list parameters, which its SDKs send as repeated keys."""
 
 
 class ProtocolError(Exception):
@@ -81,6 +132,7 @@ class ListenParams:
 
     device_id: str
     encoding: str = "linear16"
+    """As sent (``linear16``, ``mulaw``, ``opus``, ``flac``); ``linear16`` when not given."""
     sample_rate: int = 16_000
     channels: int = 1
     interim_results: bool = False
@@ -89,10 +141,36 @@ class ListenParams:
     resume_from: int | None = None
     token: str | None = None
     ignored_params: tuple[str, ...] = field(default=())
+    """Unknown query parameters (named in a Warning)."""
+    encoding_given: bool = False
+    """False when the client sent no ``encoding``: a container is then recognised by its bytes."""
+    device_source: str = "query"
+    """Where ``device_id`` came from: ``query``, ``tag``, ``credential`` or ``default``."""
+    model: str = "champion"
+    """Requested model: ``champion``, ``challenger``, a version number, or a foreign name."""
+    vad_events: bool = True
+    """Send ``SpeechStarted`` (Sonolake's default; Deepgram's is false)."""
+    utterance_end_ms: int | None = None
+    deepgram_params: tuple[str, ...] = field(default=())
+    """Deepgram parameters accepted without effect (named in a Warning)."""
+
+    @property
+    def compressed(self) -> bool:
+        return self.encoding in COMPRESSED_ENCODINGS
+
+    @property
+    def pcm_encoding(self) -> str:
+        """The encoding of the audio the session processes and stores (decoded if compressed)."""
+        return "linear16" if self.compressed else self.encoding
 
     @property
     def bytes_per_sample(self) -> int:
-        return BYTES_PER_SAMPLE[self.encoding]
+        return BYTES_PER_SAMPLE[self.pcm_encoding]
+
+    @property
+    def model_fallback(self) -> bool:
+        """True when ``model`` names no Sonolake model (a Deepgram name): the champion serves."""
+        return self.model not in MODEL_ALIASES and not self.model.isdigit()
 
 
 def valid_id(value: str) -> bool:
@@ -130,26 +208,52 @@ def _parse_id(name: str, value: str) -> str:
     return value
 
 
-def parse_listen_query(path: str) -> ListenParams:
-    """Validate the request path of a ``/v1/listen`` handshake; raise :class:`ProtocolError`."""
+def credential_device_id(credential: str) -> str:
+    """A stable device id for a credential: ``key-`` and 16 hex digits of its SHA-256.
+
+    The key itself never reaches the lake; the same key always maps to the same device.
+    """
+    return "key-" + hashlib.sha256(credential.encode()).hexdigest()[:16]
+
+
+def _device(query: dict[str, str], tags: list[str], credential: str | None) -> tuple[str, str]:
+    """(device_id, where it came from): ``device_id``, else Deepgram's first ``tag``, else the
+    credential, else :data:`DEFAULT_DEVICE_ID`."""
+    if "device_id" in query:
+        return _parse_id("device_id", query["device_id"]), "query"
+    if tags:
+        return _parse_id("tag", tags[0]), "tag"
+    if credential:
+        return credential_device_id(credential), "credential"
+    return DEFAULT_DEVICE_ID, "default"
+
+
+def parse_listen_query(path: str, credential: str | None = None) -> ListenParams:
+    """Validate the request path of a ``/v1/listen`` handshake; raise :class:`ProtocolError`.
+
+    ``credential`` (the client's token, if any) names the device when the query does not.
+    """
     parts = urlsplit(path)
     if parts.path != LISTEN_PATH:
         raise ProtocolError("not_found", f"unknown path {parts.path[:80]!r}; use {LISTEN_PATH}")
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     query: dict[str, str] = {}
+    tags: list[str] = []
     for key, value in pairs:
-        if key in query:
+        if key == "tag":
+            tags.append(value)
+        if key in query and key not in _REPEATABLE_KEYS:
             raise ProtocolError("bad_param", f"query parameter {key!r} is given twice")
-        query[key] = value
+        query.setdefault(key, value)
 
-    if "device_id" not in query:
-        raise ProtocolError("bad_param", "device_id is required, e.g. ?device_id=kitchen-01")
-    device_id = _parse_id("device_id", query["device_id"])
+    device_id, device_source = _device(query, tags, credential)
     encoding = query.get("encoding", "linear16")
-    if encoding not in ENCODINGS:
+    if encoding not in (*ENCODINGS, *COMPRESSED_ENCODINGS):
+        supported = ", ".join((*ENCODINGS, *COMPRESSED_ENCODINGS))
         raise ProtocolError(
             "bad_format",
-            f"encoding={encoding[:40]!r} is not supported; use one of {', '.join(ENCODINGS)}",
+            f"encoding={encoding[:40]!r} is not supported; use one of {supported}, "
+            "or send a WAV/Ogg/WebM/FLAC container with no encoding",
         )
     sample_rate = _parse_int(
         "sample_rate", query.get("sample_rate", "16000"), MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ
@@ -169,6 +273,16 @@ def parse_listen_query(path: str) -> ListenParams:
         if session_id is None:
             raise ProtocolError("bad_param", "resume_from needs the session_id it resumes")
         resume_from = _parse_int("resume_from", query["resume_from"], 0, 2**62)
+    model = query.get("model", "champion").strip() or "champion"
+    if len(model) > MAX_LABEL_CHARS or not model.isprintable():
+        raise ProtocolError("bad_param", f"model must be 1–{MAX_LABEL_CHARS} printable characters")
+    utterance_end_ms = (
+        _parse_int(
+            "utterance_end_ms", query["utterance_end_ms"], MIN_UTTERANCE_END_MS, MAX_ENDPOINTING_MS
+        )
+        if "utterance_end_ms" in query
+        else None
+    )
     return ListenParams(
         device_id=device_id,
         encoding=encoding,
@@ -179,7 +293,15 @@ def parse_listen_query(path: str) -> ListenParams:
         session_id=session_id,
         resume_from=resume_from,
         token=query.get("token"),
-        ignored_params=tuple(sorted(k for k in query if k not in _KNOWN_QUERY_KEYS)),
+        ignored_params=tuple(
+            sorted(k for k in query if k not in _KNOWN_QUERY_KEYS | DEEPGRAM_QUERY_KEYS)
+        ),
+        encoding_given="encoding" in query,
+        device_source=device_source,
+        model=model,
+        vad_events=_parse_bool("vad_events", query.get("vad_events", "true")),
+        utterance_end_ms=utterance_end_ms,
+        deepgram_params=tuple(sorted(k for k in query if k in DEEPGRAM_QUERY_KEYS)),
     )
 
 
@@ -248,7 +370,14 @@ def encode(message: dict[str, Any]) -> str:
 
 
 def error_message(code: str, message: str) -> dict[str, Any]:
-    return {"type": "Error", "code": code, "message": message}
+    """An ``Error``; ``variant``/``description`` repeat it in Deepgram's field names."""
+    return {
+        "type": "Error",
+        "code": code,
+        "message": message,
+        "variant": code,
+        "description": message,
+    }
 
 
 def warning_message(code: str, message: str, **counts: Any) -> dict[str, Any]:
@@ -257,3 +386,40 @@ def warning_message(code: str, message: str, **counts: Any) -> dict[str, Any]:
 
 def ack_message(seq: int) -> dict[str, Any]:
     return {"type": "Ack", "seq": seq}
+
+
+def connection_warnings(params: ListenParams, served_version: str | None) -> list[dict[str, Any]]:
+    """Warnings owed right after the opening ``Metadata``: parameters that change nothing.
+
+    ``served_version`` is the model version the gateway serves (the champion), or None.
+    """
+    warnings = []
+    if params.ignored_params:
+        ignored = ", ".join(params.ignored_params)
+        warnings.append(warning_message("ignored_params", f"unknown query parameters: {ignored}"))
+    if params.deepgram_params:
+        names = ", ".join(params.deepgram_params)
+        warnings.append(
+            warning_message(
+                "unsupported_params",
+                f"accepted with no effect (keyword classification, not transcription): {names}",
+            )
+        )
+    served = f"version {served_version}" if served_version else "no model yet"
+    if params.model_fallback:
+        warnings.append(
+            warning_message(
+                "model_fallback",
+                f"model={params.model!r} is not a Sonolake model; the champion ({served}) "
+                "serves this session",
+            )
+        )
+    elif params.model != "champion" and params.model != served_version:
+        warnings.append(
+            warning_message(
+                "model_unavailable",
+                f"model={params.model!r} is not served by this gateway; the champion "
+                f"({served}) serves this session",
+            )
+        )
+    return warnings

@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed
 
 from features.pcm import SAMPLE_RATE_HZ
 from streaming.gateway import protocol as proto
+from streaming.gateway.decode import DecodeError, open_decoder
 from streaming.gateway.http import make_process_request
 from streaming.gateway.metrics import GatewayMetrics
 from streaming.gateway.outbox import spawn
@@ -265,13 +266,13 @@ class Gateway:
             )
         request = ws.request
         assert request is not None
-        try:
-            params: ListenParams | None = proto.parse_listen_query(request.path)
-        except ProtocolError:
-            params = None
         token = proto.token_from_header(request.headers.get("Authorization")) or (
             proto.query_token(request.path)
         )
+        try:
+            params: ListenParams | None = proto.parse_listen_query(request.path, token)
+        except ProtocolError:
+            params = None
         if self.config.auth_tokens:
             if token is None or not any(
                 hmac.compare_digest(token.encode(), known.encode())
@@ -289,7 +290,7 @@ class Gateway:
                 "configure auth tokens",
                 proto.CLOSE_POLICY,
             )
-        return params or proto.parse_listen_query(request.path)  # the second raises precisely
+        return params or proto.parse_listen_query(request.path, token)  # raises precisely
 
     def _attach(self, ws: ServerConnection, params: ListenParams) -> tuple[Stream, bool]:
         """The stream this connection feeds: a resumed one, or a new one."""
@@ -337,9 +338,17 @@ class Gateway:
         loaded = self.processor.model_loaded
         message: dict[str, Any] = {
             "type": "Metadata",
-            "request_id": uuid.uuid4().hex,
+            "request_id": stream.request_id,
+            "transaction_key": "deprecated",
+            "sha256": stream.audio_sha256.hexdigest(),
+            "created": datetime.fromtimestamp(session.created_at, UTC).isoformat(),
+            "duration": round(session.totals.audio_ms / 1000, 3),
             "session_id": session.session_id,
             "device_id": session.device_id,
+            "device_source": params.device_source,
+            "model": params.model,
+            "vad_events": params.vad_events,
+            "utterance_end_ms": params.utterance_end_ms,
             "model_loaded": loaded,
             "model_version": self.engine.model_version if loaded and self.engine else None,
             "encoding": params.encoding,
@@ -368,11 +377,9 @@ class Gateway:
         self._connections.add(ws)
         self.metrics.sessions_opened += 1
         stream.send(self._metadata(stream, resumed=resumed))
-        if params.ignored_params:
-            ignored = ", ".join(params.ignored_params)
-            stream.send(
-                proto.warning_message("ignored_params", f"unknown query parameters: {ignored}")
-            )
+        served = self.engine.model_version if self.engine and self.processor.model_loaded else None
+        for warning in proto.connection_warnings(params, served):
+            stream.send(warning)
         stream.want_ack()
         try:
             await self._receive(stream, ws)
@@ -415,11 +422,36 @@ class Gateway:
                 await self._finish(stream, reason="close_stream", close_code=proto.CLOSE_NORMAL)
                 return
 
-    async def _on_audio(self, stream: Stream, ws: ServerConnection, pcm: bytes) -> bool:
-        """Accept one audio frame; False when the frame ended the connection."""
+    async def _on_audio(self, stream: Stream, ws: ServerConnection, frame: bytes) -> bool:
+        """Accept one audio frame; False when the frame ended the connection.
+
+        A compressed frame is decoded first; its seq is acknowledged once the PCM it
+        completed is durable, or at once when it completed none yet (a header, part of a page).
+        """
         session = stream.session
         if stream.finishing:
             return False
+        if not stream.format_known:
+            stream.format_known = True
+            params = session.params
+            stream.decoder = open_decoder(
+                params.encoding, params.encoding_given, params.sample_rate, frame
+            )
+        pcm = frame
+        if stream.decoder is not None and session.next_seq > session.accepted_high:
+            try:
+                pcm = stream.decoder.feed(frame)
+            except DecodeError as error:
+                await self._bad_stream(stream, str(error))
+                return False
+            if not pcm:  # a header or part of a packet: nothing decoded, nothing to store
+                seq, _ = session.assign_seq()
+                stream.audio_sha256.update(frame)
+                session.mark_durable(seq)
+                stream.want_ack()
+                return True
+        elif stream.decoder is not None:
+            pcm = b"\0\0"  # resent after a resume: counted as a duplicate below, not decoded
         bytes_per_sample = session.params.bytes_per_sample
         if not pcm or len(pcm) % bytes_per_sample:
             await self._refuse(
@@ -436,6 +468,38 @@ class Gateway:
             self.metrics.duplicate_chunks += 1
             stream.want_ack()
             return True
+        stream.audio_sha256.update(frame)
+        self._accept_pcm(stream, seq, pcm)
+        if len(stream.spool_queue) >= stream.spool_limit:
+            await stream.spool_room.wait()  # the spool is behind: stop reading this socket
+        return True
+
+    async def _bad_stream(self, stream: Stream, why: str) -> None:
+        """Undecodable compressed audio: Error ``bad_frame``, then end the session (1003)."""
+        self.metrics.client_errors["bad_frame"] += 1
+        stream.decoder = None
+        stream.send(proto.error_message("bad_frame", why))
+        await self._finish(stream, reason="bad_frame", close_code=proto.CLOSE_BAD_DATA)
+
+    def _flush_decoder(self, stream: Stream) -> None:
+        """End of a compressed stream: store and queue the PCM the decoder still held."""
+        decoder, stream.decoder = stream.decoder, None
+        if decoder is None:
+            return
+        try:
+            tail = decoder.close()
+        except DecodeError as error:
+            self.metrics.client_errors["bad_frame"] += 1
+            stream.send(proto.error_message("bad_frame", str(error)))
+            return
+        if tail:
+            seq, _ = stream.session.assign_seq()
+            self._accept_pcm(stream, seq, tail)
+
+    def _accept_pcm(self, stream: Stream, seq: int, pcm: bytes) -> None:
+        """Queue one chunk of PCM (as received, or decoded) for the spool and the VAD."""
+        session = stream.session
+        bytes_per_sample = session.params.bytes_per_sample
         samples = len(pcm) // bytes_per_sample
         rate = session.params.sample_rate
         received_at = datetime.now(UTC)
@@ -449,20 +513,17 @@ class Gateway:
             seq=seq,
             event_time=event_time,
             sample_rate=rate,
-            encoding=session.params.encoding,
+            encoding=session.params.pcm_encoding,
             pcm=pcm,
             label=session.label,
             received_at=received_at,
         )
-        if len(stream.spool_queue) >= stream.spool_limit:
-            await stream.spool_room.wait()  # the spool is behind: stop reading this socket
         stream.queue_for_spool(record, time.perf_counter())
         self.metrics.chunks += 1
         dropped = session.feed(seq, pcm)
         if dropped:
             self._report_drops(stream, dropped)
         self.processor.audio_arrived(stream)
-        return True
 
     async def _spool_loop(self, stream: Stream) -> None:
         """The stream's spool writer: queued chunks → one group commit → durable → Ack."""
@@ -535,6 +596,7 @@ class Gateway:
 
     async def _finish_once(self, stream: Stream, reason: str, close_code: int | None) -> None:
         session = stream.session
+        self._flush_decoder(stream)
         try:
             await asyncio.wait_for(self.processor.drain(stream, end_of_stream=True), 10.0)
         except TimeoutError:
@@ -581,7 +643,6 @@ class Gateway:
         stream.want_ack()
         await outbox.flush()  # results and the last Ack go out before the closing Metadata
         closing = self._metadata(stream, resumed=False)
-        del closing["request_id"]
         closing.update({"final": True, "closed_reason": reason, "totals": totals})
         outbox.put(closing)
         await outbox.flush()

@@ -13,6 +13,8 @@ one per chunk, and makes the acknowledged watermark simply "the last chunk writt
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +54,14 @@ class Stream:
     drain_requests: list[tuple[bool, asyncio.Future[None]]] = field(default_factory=list)
     """(end of stream?, future) asks for the VAD loop to score everything pending now."""
     detached_at: float | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Deepgram's ``request_id``: one per session, in its Metadata and every Results."""
+    audio_sha256: Any = field(default_factory=hashlib.sha256)
+    """SHA-256 of the audio bytes accepted so far, as received (Deepgram's ``sha256``)."""
+    decoder: Any = None
+    format_known: bool = False
+    """True once the first frame has told whether the stream needs a decoder."""
+    """The :class:`~streaming.gateway.decode.StreamDecoder` of a compressed stream, else None."""
     finishing: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -1,0 +1,190 @@
+"""Incremental decoding of compressed and containerised audio (Opus, FLAC, WAV, Ogg, WebM).
+
+A client may send Ogg/WebM Opus (what browsers' ``MediaRecorder`` writes), FLAC or a WAV file
+in arbitrary pieces; a piece need not end on a packet or page. FFmpeg's demuxers (through
+PyAV) want to *pull* bytes, so each compressed stream gets one decoder thread that pulls from
+a buffer the gateway pushes into. :meth:`StreamDecoder.feed` pushes one frame and waits until
+the thread has decoded everything that frame completed (it then blocks, starved, in ``read``);
+the PCM that came out is returned at once, resampled to the session's rate as 16-bit mono.
+The wait is the decode time of one frame (``decode`` in docs/performance.md), short enough to
+keep on the event loop, and it never touches another session's decoder.
+
+Bad data raises :class:`DecodeError`, which the gateway turns into ``bad_frame``/1003 for this
+session only. A stream that ends without any decodable audio (a truncated header) raises it
+at :meth:`StreamDecoder.close`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import av
+import av.error
+import numpy as np
+
+CONTAINER_MAGIC: dict[bytes, str] = {
+    b"RIFF": "wav",
+    b"OggS": "ogg",
+    b"fLaC": "flac",
+    b"\x1a\x45\xdf\xa3": "matroska",
+}
+"""First four bytes of the containers recognised when a client sends no ``encoding``."""
+FORMAT_FOR_ENCODING = {"opus": None, "flac": "flac"}
+"""FFmpeg demuxer per ``encoding``; None: decided by the first bytes (Ogg or WebM Opus)."""
+FEED_TIMEOUT_S = 5.0
+"""Longest wait for the decoder thread on one frame before the stream is declared broken."""
+_READ_BLOCK = 4096
+"""Bytes FFmpeg asks for per read (its I/O buffer); a read returns whatever is buffered."""
+
+
+class DecodeError(ValueError):
+    """The stream's bytes cannot be decoded; the message says what was wrong."""
+
+
+def sniff_container(first_bytes: bytes) -> str | None:
+    """The FFmpeg demuxer for a container recognised by its magic bytes, or None."""
+    return CONTAINER_MAGIC.get(first_bytes[:4])
+
+
+class _Pipe:
+    """File-like object FFmpeg reads from: blocks until bytes arrive or the writer closes."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._closed = False
+        self._starved = False
+        self.cond = threading.Condition()
+
+    def write(self, data: bytes) -> None:
+        with self.cond:
+            self._buffer += data
+            self._starved = False
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self._closed = True
+            self.cond.notify_all()
+
+    @property
+    def starved(self) -> bool:
+        """True while the reader waits for bytes that have not been written (call under cond)."""
+        return self._starved and not self._buffer
+
+    def read(self, size: int = -1) -> bytes:
+        with self.cond:
+            while not self._buffer and not self._closed:
+                self._starved = True
+                self.cond.notify_all()
+                self.cond.wait()
+            size = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+            out = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            return out
+
+
+class StreamDecoder:
+    """One compressed stream → PCM16 mono at ``sample_rate`` Hz, fed frame by frame."""
+
+    def __init__(self, sample_rate: int, container: str | None = None) -> None:
+        self.sample_rate = sample_rate
+        self.container = container
+        self.samples_out = 0
+        self._pipe = _Pipe()
+        self._out: list[np.ndarray] = []
+        self._error: str | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="audio-decode", daemon=True)
+        self._started = False
+
+    # ---- the gateway's side --------------------------------------------------------------
+    def feed(self, data: bytes) -> bytes:
+        """Push one frame; return the PCM16 bytes it completed (possibly none)."""
+        if not self._started:
+            if self.container is None:
+                self.container = sniff_container(data) or "ogg"
+            self._started = True
+            self._thread.start()
+        self._pipe.write(data)
+        return self._collect(final=False)
+
+    def close(self) -> bytes:
+        """End of stream: decode what is left and stop the thread; return the last PCM."""
+        if not self._started:
+            return b""
+        self._pipe.close()
+        tail = self._collect(final=True)
+        if self.samples_out == 0 and self._error is None:
+            self._error = "the stream ended before any audio could be decoded (truncated?)"
+        if self._error is not None:
+            raise DecodeError(self._error)
+        return tail
+
+    def _collect(self, *, final: bool) -> bytes:
+        cond = self._pipe.cond
+        with cond:
+            ready = cond.wait_for(
+                lambda: self._done or (not final and self._pipe.starved), FEED_TIMEOUT_S
+            )
+            out, self._out = self._out, []
+            error = self._error
+        if not ready:
+            error = f"decoding stalled for {FEED_TIMEOUT_S:g} s"
+        if error is not None and not final:
+            self._pipe.close()
+            raise DecodeError(error)
+        pcm = np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
+        self.samples_out += pcm.size
+        return pcm.tobytes()
+
+    # ---- the decoder thread ------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            for pcm in self._decode():
+                with self._pipe.cond:
+                    self._out.append(pcm)
+        except (av.error.FFmpegError, ValueError, IndexError) as exc:
+            with self._pipe.cond:
+                self._error = f"undecodable {self.container} audio: {exc}"
+        finally:
+            with self._pipe.cond:
+                self._done = True
+                self._pipe.cond.notify_all()
+
+    def _decode(self) -> Iterator[np.ndarray]:
+        options = {"probesize": "32", "analyzeduration": "0"}
+        with av.open(
+            self._pipe,
+            mode="r",
+            format=self.container,
+            options=options,
+            buffer_size=_READ_BLOCK,
+        ) as container:
+            if not container.streams.audio:
+                raise ValueError("the container holds no audio stream")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=self.sample_rate)
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    for out in resampler.resample(frame):
+                        yield out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+            for out in resampler.resample(None):
+                yield out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+
+
+def open_decoder(
+    encoding: str, encoding_given: bool, sample_rate: int, first_frame: bytes
+) -> StreamDecoder | None:
+    """The decoder a new stream needs, judged on its first frame; None for raw PCM.
+
+    ``opus``/``flac`` always decode; with no ``encoding`` a recognised container decodes too
+    and anything else is taken as raw ``linear16`` (Sonolake's default).
+    """
+    if encoding in FORMAT_FOR_ENCODING:
+        return StreamDecoder(sample_rate, FORMAT_FOR_ENCODING[encoding])
+    if not encoding_given:
+        container = sniff_container(first_frame)
+        if container is not None:
+            return StreamDecoder(sample_rate, container)
+    return None
