@@ -16,6 +16,7 @@ at :meth:`StreamDecoder.close`.
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Iterator
 
@@ -30,16 +31,67 @@ CONTAINER_MAGIC: dict[bytes, str] = {
     b"\x1a\x45\xdf\xa3": "matroska",
 }
 """First four bytes of the containers recognised when a client sends no ``encoding``."""
-FORMAT_FOR_ENCODING = {"opus": None, "flac": "flac"}
-"""FFmpeg demuxer per ``encoding``; None: decided by the first bytes (Ogg or WebM Opus)."""
+CONTAINERS_FOR_ENCODING = {"opus": ("ogg", "matroska"), "flac": ("flac",)}
+"""The containers each compressed ``encoding`` may come in, told apart by the first bytes."""
 FEED_TIMEOUT_S = 5.0
 """Longest wait for the decoder thread on one frame before the stream is declared broken."""
 _READ_BLOCK = 4096
 """Bytes FFmpeg asks for per read (its I/O buffer); a read returns whatever is buffered."""
+MAX_WAV_HEADER_BYTES = 64 * 1024
+"""A WAV stream whose ``data`` chunk has not started within this many bytes is refused."""
+_WAV_SAMPLE_FORMATS = {
+    (1, 8): "u8",
+    (1, 16): "s16le",
+    (1, 24): "s24le",
+    (1, 32): "s32le",
+    (3, 32): "f32le",
+    (3, 64): "f64le",
+    (6, 8): "alaw",
+    (7, 8): "mulaw",
+}
+"""(WAVE format tag, bits per sample) → FFmpeg's raw demuxer for the samples that follow."""
 
 
 class DecodeError(ValueError):
     """The stream's bytes cannot be decoded; the message says what was wrong."""
+
+
+def parse_wav_header(head: bytes) -> tuple[int, str, int, int] | None:
+    """(offset of the first sample, raw format, channels, Hz) of a WAV header, or None while
+    more bytes are needed; raises :class:`DecodeError` when it is no PCM WAV.
+
+    Parsed here rather than by FFmpeg's WAV demuxer because that one reads 64 KiB ahead before
+    it returns the first sample (2 s of 16 kHz audio: too late for live results).
+    """
+    if len(head) >= 12 and (head[:4] != b"RIFF" or head[8:12] != b"WAVE"):
+        raise DecodeError("not a RIFF/WAVE stream")
+    position, fmt = 12, None
+    while position + 8 <= len(head):
+        chunk_id = head[position : position + 4]
+        (size,) = struct.unpack_from("<I", head, position + 4)
+        body = position + 8
+        if chunk_id == b"data":
+            if fmt is None:
+                raise DecodeError("WAV data chunk before its fmt chunk")
+            return (body, *fmt)
+        if body + size > len(head):
+            break
+        if chunk_id == b"fmt ":
+            if size < 16:
+                raise DecodeError("WAV fmt chunk too short")
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", head, body)
+            if tag == 0xFFFE and size >= 26:  # WAVE_FORMAT_EXTENSIBLE: the tag is in the GUID
+                (tag,) = struct.unpack_from("<H", head, body + 24)
+            raw = _WAV_SAMPLE_FORMATS.get((tag, bits))
+            if raw is None or not 1 <= channels <= 8 or not rate:
+                raise DecodeError(
+                    f"unsupported WAV format (tag {tag}, {bits} bits, {channels} channels)"
+                )
+            fmt = (raw, channels, rate)
+        position = body + size + (size & 1)
+    if len(head) > MAX_WAV_HEADER_BYTES:
+        raise DecodeError(f"no WAV data chunk in the first {MAX_WAV_HEADER_BYTES} bytes")
+    return None
 
 
 def sniff_container(first_bytes: bytes) -> str | None:
@@ -97,22 +149,45 @@ class StreamDecoder:
         self._done = False
         self._thread = threading.Thread(target=self._run, name="audio-decode", daemon=True)
         self._started = False
+        self._wav_head: bytearray | None = bytearray() if container == "wav" else None
+        self._demuxer = container
+        self._demuxer_options: dict[str, str] = {}
 
     # ---- the gateway's side --------------------------------------------------------------
     def feed(self, data: bytes) -> bytes:
         """Push one frame; return the PCM16 bytes it completed (possibly none)."""
+        if not self._started and self._demuxer is None:
+            self.container = self._demuxer = sniff_container(data)
+            if self._demuxer == "wav":
+                self._wav_head = bytearray()
+        if self._wav_head is not None:
+            data = self._after_wav_header(data)
+            if self._wav_head is not None:
+                return b""  # still inside the header
         if not self._started:
-            if self.container is None:
-                self.container = sniff_container(data) or "ogg"
             self._started = True
             self._thread.start()
         self._pipe.write(data)
         return self._collect(final=False)
 
+    def _after_wav_header(self, data: bytes) -> bytes:
+        """Hold bytes until the WAV header is complete; then decode the rest as raw samples."""
+        assert self._wav_head is not None
+        self._wav_head += data
+        parsed = parse_wav_header(bytes(self._wav_head))
+        if parsed is None:
+            return b""
+        offset, raw, channels, rate = parsed
+        rest = bytes(self._wav_head[offset:])
+        self._wav_head = None
+        self._demuxer = raw
+        self._demuxer_options = {"sample_rate": str(rate), "ch_layout": f"{channels}c"}
+        return rest
+
     def close(self) -> bytes:
         """End of stream: decode what is left and stop the thread; return the last PCM."""
         if not self._started:
-            return b""
+            raise DecodeError("the stream ended inside its header (truncated?)")
         self._pipe.close()
         tail = self._collect(final=True)
         if self.samples_out == 0 and self._error is None:
@@ -153,11 +228,11 @@ class StreamDecoder:
                 self._pipe.cond.notify_all()
 
     def _decode(self) -> Iterator[np.ndarray]:
-        options = {"probesize": "32", "analyzeduration": "0"}
+        options = {"probesize": "32", "analyzeduration": "1", **self._demuxer_options}
         with av.open(
             self._pipe,
             mode="r",
-            format=self.container,
+            format=self._demuxer,
             options=options,
             buffer_size=_READ_BLOCK,
         ) as container:
@@ -178,11 +253,19 @@ def open_decoder(
 ) -> StreamDecoder | None:
     """The decoder a new stream needs, judged on its first frame; None for raw PCM.
 
-    ``opus``/``flac`` always decode; with no ``encoding`` a recognised container decodes too
-    and anything else is taken as raw ``linear16`` (Sonolake's default).
+    ``opus``/``flac`` always decode (and raise :class:`DecodeError` when the first bytes are
+    not their container's); with no ``encoding`` a recognised container decodes too and
+    anything else is taken as raw ``linear16`` (Sonolake's default).
     """
-    if encoding in FORMAT_FOR_ENCODING:
-        return StreamDecoder(sample_rate, FORMAT_FOR_ENCODING[encoding])
+    if encoding in CONTAINERS_FOR_ENCODING:
+        container = sniff_container(first_frame)
+        if container not in CONTAINERS_FOR_ENCODING[encoding]:
+            expected = " or ".join(CONTAINERS_FOR_ENCODING[encoding])
+            raise DecodeError(
+                f"encoding={encoding} expects a {expected} stream, but the first bytes are "
+                f"{first_frame[:4]!r}; send the stream from its first byte"
+            )
+        return StreamDecoder(sample_rate, container)
     if not encoding_given:
         container = sniff_container(first_frame)
         if container is not None:

@@ -434,9 +434,13 @@ class Gateway:
         if not stream.format_known:
             stream.format_known = True
             params = session.params
-            stream.decoder = open_decoder(
-                params.encoding, params.encoding_given, params.sample_rate, frame
-            )
+            try:
+                stream.decoder = open_decoder(
+                    params.encoding, params.encoding_given, params.sample_rate, frame
+                )
+            except DecodeError as error:
+                await self._bad_stream(stream, str(error))
+                return False
         pcm = frame
         if stream.decoder is not None and session.next_seq > session.accepted_high:
             try:
@@ -481,20 +485,24 @@ class Gateway:
         stream.send(proto.error_message("bad_frame", why))
         await self._finish(stream, reason="bad_frame", close_code=proto.CLOSE_BAD_DATA)
 
-    def _flush_decoder(self, stream: Stream) -> None:
-        """End of a compressed stream: store and queue the PCM the decoder still held."""
+    def _flush_decoder(self, stream: Stream) -> bool:
+        """End of a compressed stream: store and queue the PCM the decoder still held.
+
+        False when the stream's end showed it undecodable (truncated): an Error was sent.
+        """
         decoder, stream.decoder = stream.decoder, None
         if decoder is None:
-            return
+            return True
         try:
             tail = decoder.close()
         except DecodeError as error:
             self.metrics.client_errors["bad_frame"] += 1
             stream.send(proto.error_message("bad_frame", str(error)))
-            return
+            return False
         if tail:
             seq, _ = stream.session.assign_seq()
             self._accept_pcm(stream, seq, tail)
+        return True
 
     def _accept_pcm(self, stream: Stream, seq: int, pcm: bytes) -> None:
         """Queue one chunk of PCM (as received, or decoded) for the spool and the VAD."""
@@ -596,7 +604,8 @@ class Gateway:
 
     async def _finish_once(self, stream: Stream, reason: str, close_code: int | None) -> None:
         session = stream.session
-        self._flush_decoder(stream)
+        if not self._flush_decoder(stream):
+            close_code, reason = proto.CLOSE_BAD_DATA, "bad_frame"
         try:
             await asyncio.wait_for(self.processor.drain(stream, end_of_stream=True), 10.0)
         except TimeoutError:
