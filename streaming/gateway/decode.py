@@ -271,3 +271,33 @@ def open_decoder(
         if container is not None:
             return StreamDecoder(sample_rate, container)
     return None
+
+
+def encode_stream(samples: np.ndarray, rate: int, container: str, codec: str) -> bytes:
+    """16-bit mono ``samples`` at ``rate`` Hz → one encoded file's bytes, in memory.
+
+    For clients, tests and benchmarks that need what a device or browser would send: e.g.
+    ``("ogg", "libopus")``, ``("webm", "libopus")``, ``("flac", "flac")``,
+    ``("wav", "pcm_s16le")``. Opus is encoded at 48 kHz, its only native rate.
+    """
+    import io
+
+    out = io.BytesIO()
+    codec_rate = 48_000 if codec == "libopus" else rate
+    with av.open(out, mode="w", format=container) as muxer:
+        stream = muxer.add_stream(codec, rate=codec_rate, layout="mono")
+        if not isinstance(stream, av.AudioStream):
+            raise ValueError(f"{codec} is not an audio codec")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples, dtype=np.int16).reshape(1, -1),
+            format="s16",
+            layout="mono",
+        )
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(
+            format=stream.codec_context.format.name, layout="mono", rate=codec_rate
+        )
+        for piece in [*resampler.resample(frame), *resampler.resample(None), None]:
+            for packet in stream.encode(piece):
+                muxer.mux(packet)
+    return out.getvalue()

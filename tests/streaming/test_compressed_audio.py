@@ -7,18 +7,16 @@ results, Acks, close code) and what the spool stored (decoded PCM16 at the sessi
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pytest
 from gateway_support import Transcript, open_ws, read_until_closed, speech_stream
 
-from streaming.gateway.decode import DecodeError, StreamDecoder, open_decoder
+from streaming.gateway.decode import DecodeError, StreamDecoder, encode_stream, open_decoder
 from streaming.gateway.protocol import CLOSE_BAD_DATA, CLOSE_NORMAL
 from streaming.spool import KIND_CHUNK
 
@@ -28,22 +26,6 @@ PIECE_BYTES = 1000
 """Bytes per frame sent: about 100 ms of 32 kb/s Opus, far less of FLAC or WAV."""
 SPEEDUP = 4.0
 """Audio is sent at this multiple of real time: faster, and live processing would drop some."""
-
-
-def encode(samples: np.ndarray, rate: int, container: str, codec: str) -> bytes:
-    """16-bit mono ``samples`` at ``rate`` → one encoded file's bytes (in memory)."""
-    out = io.BytesIO()
-    codec_rate = 48_000 if codec == "libopus" else rate
-    with av.open(out, mode="w", format=container) as muxer:
-        stream = muxer.add_stream(codec, rate=codec_rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = rate
-        fmt = stream.codec_context.format
-        resampler = av.AudioResampler(format=fmt.name, layout="mono", rate=codec_rate)
-        for piece in [*resampler.resample(frame), *resampler.resample(None), None]:
-            for packet in stream.encode(piece):
-                muxer.mux(packet)
-    return out.getvalue()
 
 
 def pieces(data: bytes, size: int = PIECE_BYTES) -> list[bytes]:
@@ -96,7 +78,7 @@ def test_compressed_stream_is_decoded_processed_and_stored(
     lossless: bool,
 ) -> None:
     gateway = make_gateway()
-    data = encode(speech, 16_000, container, codec)
+    data = encode_stream(speech, 16_000, container, codec)
     query = f"device_id={name}" + (f"&encoding={encoding}" if encoding else "")
     transcript = stream_bytes(gateway, query, data, speech.size / 16_000)
 
@@ -121,7 +103,7 @@ def test_compressed_stream_is_decoded_processed_and_stored(
 
 def test_opus_at_a_48k_session_rate_is_stored_at_48k(make_gateway: Any, speech: np.ndarray) -> None:
     gateway = make_gateway()
-    data = encode(speech, 16_000, "ogg", "libopus")
+    data = encode_stream(speech, 16_000, "ogg", "libopus")
     query = "device_id=o48&encoding=opus&sample_rate=48000"
     transcript = stream_bytes(gateway, query, data, speech.size / 16_000)
     assert transcript.close_code == CLOSE_NORMAL
@@ -142,7 +124,7 @@ def test_bad_or_truncated_data_is_bad_frame_and_spares_other_sessions(
     make_gateway: Any, speech: np.ndarray, encoding: str | None, make_bad: Any, says: str
 ) -> None:
     gateway = make_gateway()
-    flac = encode(speech, 16_000, "flac", "flac")
+    flac = encode_stream(speech, 16_000, "flac", "flac")
     healthy = open_ws(gateway.url("device_id=healthy"))
     try:
         raw = speech.tobytes()
@@ -172,7 +154,7 @@ def test_a_raw_pcm_stream_without_encoding_is_not_taken_for_a_container() -> Non
 
 
 def test_decoder_output_does_not_depend_on_how_the_bytes_are_cut(speech: np.ndarray) -> None:
-    data = encode(speech, 16_000, "flac", "flac")
+    data = encode_stream(speech, 16_000, "flac", "flac")
     outputs = []
     for size in (7, 333, 4096, len(data)):
         decoder = StreamDecoder(16_000, "flac")
