@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gateway_support import chunks, open_ws
+from gateway_support import Relay, chunks, open_ws
 from support import ServerProcess, free_port, python_module
 
 from streaming.client import Backoff, ClientError, DeviceClient
@@ -32,48 +32,6 @@ def _frames(count: int, seed: int) -> list[bytes]:
     """Distinct 100 ms chunks of noise (so each chunk's bytes identify it)."""
     noise = np.random.default_rng(seed).normal(0, 800, 1600 * count).astype(np.int16)
     return chunks(noise)
-
-
-class Relay:
-    """A TCP relay to ``target_port`` whose links can be cut at once (a network drop)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.links: list[asyncio.StreamWriter] = []
-        self.accepted = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self.links += [writer, up_writer]
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except OSError:
-                pass
-            finally:
-                sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    def cut(self) -> None:
-        for writer in self.links:
-            writer.transport.abort()
-        self.links.clear()
-
-    async def stop(self) -> None:
-        self.cut()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
 
 
 def test_client_resumes_after_a_dropped_link_and_the_spool_holds_every_chunk_once(
