@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from streaming.gateway.assemblyai import ASSEMBLYAI_PATH
 from streaming.gateway.metrics import METRICS_CONTENT_TYPE
 from streaming.gateway.protocol import LISTEN_PATH
 
@@ -57,11 +58,12 @@ def json_response(status: http.HTTPStatus, payload: dict[str, Any]) -> Response:
 def make_process_request(
     health: Callable[[], dict[str, Any]], metrics: Callable[[], bytes]
 ) -> Callable[[ServerConnection, Request], Response | None]:
-    """The ``process_request`` hook: answer HTTP routes, pass ``/v1/listen`` on (None)."""
+    """The ``process_request`` hook: answer HTTP routes, pass ``/v1/listen`` and AssemblyAI's
+    ``/v3/ws`` on (None)."""
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        if path == LISTEN_PATH:
+        if path in (LISTEN_PATH, ASSEMBLYAI_PATH):
             return None
         if path == "/healthz":
             return json_response(http.HTTPStatus.OK, health())

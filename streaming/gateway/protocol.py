@@ -17,6 +17,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from features.pcm import BYTES_PER_SAMPLE, ENCODINGS, MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
+from streaming.gateway.assemblyai import ASSEMBLYAI_PATH
+from streaming.gateway.assemblyai import CLIENT_MESSAGES as ASSEMBLYAI_MESSAGES
+from streaming.gateway.assemblyai import ENCODINGS as ASSEMBLYAI_ENCODINGS
 
 LISTEN_PATH = "/v1/listen"
 
@@ -153,6 +156,8 @@ class ListenParams:
     utterance_end_ms: int | None = None
     deepgram_params: tuple[str, ...] = field(default=())
     """Deepgram parameters accepted without effect (named in a Warning)."""
+    dialect: str = "sonolake"
+    """``sonolake`` (``/v1/listen``, Deepgram's fields included) or ``assemblyai`` (``/v3/ws``)."""
 
     @property
     def compressed(self) -> bool:
@@ -234,9 +239,13 @@ def parse_listen_query(path: str, credential: str | None = None) -> ListenParams
     ``credential`` (the client's token, if any) names the device when the query does not.
     """
     parts = urlsplit(path)
-    if parts.path != LISTEN_PATH:
+    if parts.path not in (LISTEN_PATH, ASSEMBLYAI_PATH):
         raise ProtocolError("not_found", f"unknown path {parts.path[:80]!r}; use {LISTEN_PATH}")
     pairs = parse_qsl(parts.query, keep_blank_values=True)
+    dialect = "sonolake"
+    if parts.path == ASSEMBLYAI_PATH:
+        dialect = "assemblyai"
+        pairs = _assemblyai_query(pairs)
     query: dict[str, str] = {}
     tags: list[str] = []
     for key, value in pairs:
@@ -302,7 +311,21 @@ def parse_listen_query(path: str, credential: str | None = None) -> ListenParams
         vad_events=_parse_bool("vad_events", query.get("vad_events", "true")),
         utterance_end_ms=utterance_end_ms,
         deepgram_params=tuple(sorted(k for k in query if k in DEEPGRAM_QUERY_KEYS)),
+        dialect=dialect,
     )
+
+
+def _assemblyai_query(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """AssemblyAI's query in Sonolake's terms: its ``encoding`` names mapped, interim turns
+    on, and its other parameters (``speech_model``, ``format_turns``, …) dropped silently —
+    the dialect has no Warning message to name them in."""
+    out = []
+    for key, value in pairs:
+        if key == "encoding":
+            out.append((key, ASSEMBLYAI_ENCODINGS.get(value, value)))
+        elif key in ("sample_rate", "token", "session_id", "resume_from", "device_id"):
+            out.append((key, value))
+    return [*out, ("interim_results", "true")]
 
 
 def query_token(path: str) -> str | None:
@@ -314,10 +337,13 @@ def query_token(path: str) -> str | None:
 
 
 def token_from_header(authorization: str | None) -> str | None:
-    """The key of an ``Authorization: Token <key>`` (or ``Bearer <key>``) header."""
+    """The key of an ``Authorization: Token <key>`` (or ``Bearer <key>``) header, or of a bare
+    ``Authorization: <key>`` (how AssemblyAI's clients send theirs)."""
     if not authorization:
         return None
     scheme, _, key = authorization.strip().partition(" ")
+    if not key and scheme.lower() not in ("token", "bearer", "basic"):
+        return scheme
     if scheme.lower() in ("token", "bearer") and key.strip():
         return key.strip()
     return None
@@ -341,7 +367,7 @@ def parse_client_message(text: str) -> ClientMessage:
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ProtocolError("bad_message", "a text frame needs a string field 'type'", None)
-    kind = data["type"]
+    kind: str = ASSEMBLYAI_MESSAGES.get(data["type"]) or data["type"]
     if kind not in CLIENT_MESSAGE_TYPES:
         raise ProtocolError(
             "unknown_type",

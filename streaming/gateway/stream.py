@@ -22,6 +22,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
+from streaming.gateway import assemblyai
 from streaming.gateway import protocol as proto
 from streaming.gateway.outbox import Outbox, spawn
 from streaming.gateway.session import Session
@@ -68,7 +69,8 @@ class Stream:
     def attach(self, ws: ServerConnection, outbox_limit: int, ack_interval_s: float) -> None:
         self.ws = ws
         self.detached_at = None
-        self.outbox = Outbox(ws, outbox_limit, ack_interval_s)
+        translate = assemblyai.translate if self.session.params.dialect == "assemblyai" else None
+        self.outbox = Outbox(ws, outbox_limit, ack_interval_s, translate)
         self.sender = asyncio.create_task(self.outbox.run(), name="gateway-sender")
 
     def detach(self, now_s: float) -> ServerConnection | None:
