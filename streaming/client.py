@@ -36,14 +36,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 log = logging.getLogger("sonolake.client")
 
 CLOSE_OVERLOADED = 1013
 RETRY_CODES = frozenset({"overloaded", "shutting_down", "internal"})
 """Error codes after which the same request is retried later (with back-off)."""
-NEW_SESSION_CODES = frozenset({"session_closed", "session_unknown", "session_mismatch"})
+NEW_SESSION_CODES = frozenset(
+    {"session_closed", "session_unknown", "session_mismatch", "resume_refused"}
+)
 """Error codes meaning the session cannot be resumed: continue in a new session."""
 _UNSET = object()
 
@@ -258,6 +260,16 @@ class DeviceClient:
                 open_timeout=self.open_timeout_s,
                 compression=None,
             )
+        except InvalidStatus as exc:  # an HTTP answer, not a WebSocket: retrying will not help
+            status = exc.response.status_code
+            if status >= 500:
+                return "failed"
+            hint = (
+                f": {self.url} is not the WebSocket route; use ws://HOST:PORT/v1/listen"
+                if status < 300 or status == 404
+                else ""
+            )
+            raise ClientError(f"HTTP {status}{hint}") from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             log.info("connect to %s failed: %s", self.url, exc)
             return "failed"

@@ -28,10 +28,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from features.corpus import Clip, read_manifest, read_wav
+from features.corpus import Clip, DataMissing, read_manifest, read_wav
 from features.pcm import encode_mulaw, resample, to_float, to_pcm16
 from streaming.client import ClientError, DeviceClient
 
@@ -39,6 +40,52 @@ CHUNK_MS = 100
 GAP_MS = 700
 """Silence after each clip (ms): longer than the default 300 ms endpointing plus VAD lag."""
 _ID_JUNK = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+LISTEN_PATH = "/v1/listen"
+
+
+def listen_url(url: str) -> str:
+    """The live endpoint for what a user typed: a base URL gains ``/v1/listen``, http → ws.
+
+    ``ws://127.0.0.1:8765`` and ``http://127.0.0.1:8765/`` both mean the gateway's listen route;
+    any other path is kept as given (a proxy may mount the gateway elsewhere).
+    """
+    parts = urlsplit(url if "://" in url else f"ws://{url}")
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"gateway URL {url!r}: use ws://HOST:PORT{LISTEN_PATH} (or wss://)")
+    path = parts.path if parts.path not in ("", "/") else LISTEN_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def sample_clips(clips: Sequence[Clip], limit: int, seed: int = 0) -> list[Clip]:
+    """A seeded sample of ``limit`` clips, spread over labels first and speakers second.
+
+    Manifests are sorted (all of one label, or one speaker, first), so the first K rows of one
+    are no trial of anything. Labels take turns; within a label, speakers take turns; the order
+    inside each turn comes from ``seed``, so the same call picks the same clips.
+    """
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, dict[str, list[Clip]]] = defaultdict(lambda: defaultdict(list))
+    for index in rng.permutation(len(clips)):
+        clip = clips[int(index)]
+        by_label[clip.label][clip.speaker].append(clip)
+    queues = [_interleave(list(speakers.values())) for speakers in by_label.values()]
+    picked: list[Clip] = []
+    while len(picked) < limit and any(queues):
+        for queue in queues:
+            if queue and len(picked) < limit:
+                picked.append(queue.pop(0))
+    return picked
+
+
+def _interleave(groups: list[list[Clip]]) -> list[Clip]:
+    """One clip of each group in turn, until all are used."""
+    out: list[Clip] = []
+    for turn in range(max((len(g) for g in groups), default=0)):
+        out.extend(group[turn] for group in groups if turn < len(group))
+    return out
 
 
 def device_id_for(speaker: str) -> str:
@@ -172,7 +219,7 @@ class _Session:
                 await asyncio.wait_for(client.close_stream(), timeout=60)
         except (ClientError, TimeoutError) as exc:
             if getattr(exc, "close_code", None) is None:
-                self.report.errors.append(f"{self.device_id}: {type(exc).__name__}: {exc}")
+                self.report.errors.append(f"{self.device_id}: {exc}")
                 return
         stats = client.stats
         self.report.resumes += stats.resumes
@@ -282,6 +329,7 @@ async def replay(
     speed: float | None = None,
     labels: bool = False,
     limit: int | None = None,
+    seed: int = 0,
     token: str | None = None,
     encoding: str = "linear16",
     interim_results: bool = True,
@@ -291,11 +339,22 @@ async def replay(
 ) -> ReplayReport:
     """Stream a manifest's clips into ``url`` (``ws://host:port/v1/listen``) as devices would.
 
-    A session that cannot (re)connect for ``give_up_after_s`` is reported as an error.
+    ``limit`` replays a representative sample (:func:`sample_clips` with ``seed``), not the
+    first rows. Every clip's WAV must exist before anything is sent (:class:`DataMissing`
+    names the first missing one and where relative paths were looked up). A session that
+    cannot (re)connect for ``give_up_after_s`` is reported as an error.
     """
+    url = listen_url(url)
     clips = read_manifest(manifest, data_root)
     if limit is not None:
-        clips = clips[:limit]
+        clips = sample_clips(clips, limit, seed)
+    missing = [clip.path for clip in clips if not clip.path.exists()]
+    if missing:
+        raise DataMissing(
+            f"{len(missing)} recording(s) of {manifest} not found, first {missing[0]}; a relative "
+            "path resolves against the data root (--data-root, default: the manifest's "
+            "grandparent folder), then the manifest's own folder"
+        )
     groups = group_by_speaker(clips)
     report = ReplayReport(url=url, streams=streams)
     queue: asyncio.Queue[tuple[str, list[Clip]]] = asyncio.Queue()

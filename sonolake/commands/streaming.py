@@ -136,7 +136,20 @@ def register(app: typer.Typer) -> None:
         labels: Annotated[
             bool, typer.Option(help="Send each clip's label as ground truth.")
         ] = False,
-        limit: Annotated[int | None, typer.Option(help="Replay only the first K clips.")] = None,
+        limit: Annotated[
+            int | None,
+            typer.Option(
+                help="Replay a seeded sample of K clips, spread over labels and speakers."
+            ),
+        ] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the --limit sample.")] = 0,
+        data_root: Annotated[
+            Path | None,
+            typer.Option(
+                help="Folder relative WAV paths resolve against (default: the manifest's "
+                "grandparent, then the manifest's folder)."
+            ),
+        ] = None,
         token: Annotated[
             str | None, typer.Option(help="API token (default: first configured).")
         ] = None,
@@ -146,6 +159,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Stream WAV files as N devices would (one session per speaker) and report results."""
+        from features.corpus import DataMissing
         from streaming.replay import replay
 
         settings = get_settings()
@@ -157,19 +171,24 @@ def register(app: typer.Typer) -> None:
             raise BadInput(f"--encoding {encoding}: use linear16 or mulaw")
         target = url or f"ws://{settings.gateway_host}:{settings.gateway_port}/v1/listen"
         key = token or (settings.auth_tokens[0] if settings.auth_tokens else None)
-        report = asyncio.run(
-            replay(
-                manifest,
-                url=target,
-                streams=streams,
-                realtime=realtime,
-                speed=speed,
-                labels=labels,
-                limit=limit,
-                token=key,
-                encoding=encoding,
+        try:
+            report = asyncio.run(
+                replay(
+                    manifest,
+                    url=target,
+                    streams=streams,
+                    realtime=realtime,
+                    speed=speed,
+                    labels=labels,
+                    limit=limit,
+                    seed=seed,
+                    token=key,
+                    encoding=encoding,
+                    data_root=data_root,
+                )
             )
-        )
+        except (ValueError, DataMissing) as exc:
+            raise BadInput(str(exc)) from exc
         summary = report.as_dict()
         table = Table("replay", "value")
         for name, value in summary.items():

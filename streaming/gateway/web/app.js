@@ -26,6 +26,7 @@ let nextSeq = 0;
 let pending = []; // [seq, ArrayBuffer] sent and not acknowledged yet
 let stopping = false;
 let attempt = 0;
+let lastError = null; // code of the last Error: a refused resume means "start a new session"
 let pieces = Promise.resolve(); // MediaRecorder pieces on their way to sendFrame
 
 function setStatus(text) {
@@ -112,6 +113,7 @@ function onMessage(event) {
       setStatus(`warning: ${msg.message}`);
       break;
     case "Error":
+      lastError = msg.code;
       setStatus(`error: ${msg.message}`);
       break;
   }
@@ -152,6 +154,14 @@ function connect() {
 }
 
 function onClosed(event) {
+  const refusedResume = lastError === "resume_refused" || lastError === "session_closed";
+  lastError = null;
+  if (refusedResume && !stopping) {
+    if (state.mode === "opus") newOpusSession();
+    else newPcmSession();
+    reconnect();
+    return;
+  }
   const done = event.code === 1000 || event.code === 1008 || (stopping && event.code === 1001);
   if (done || (event.code === 1003 && state.mode !== "opus")) {
     state.closed = { code: event.code, reason: event.reason };
@@ -168,6 +178,15 @@ function reconnect() {
   const delay = Math.min(5000, 200 * 2 ** attempt) * (0.5 + Math.random() / 2);
   attempt += 1;
   setTimeout(() => connect().catch(reconnect), delay);
+}
+
+// The gateway does not know the session any more (it restarted): what was not acknowledged
+// goes again, renumbered from 0, in a new session.
+function newPcmSession() {
+  sessionId = null;
+  resumeToken = null;
+  pending = pending.map(([, data], index) => [index, data]);
+  nextSeq = pending.length;
 }
 
 function newOpusSession() {
