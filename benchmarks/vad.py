@@ -9,6 +9,13 @@ gateway's VAD loop), feed each endpointer — one 100 ms chunk per stream per ti
 so CPU time is the work). Baseline, on the same audio: the Silero ONNX model alone,
 batch 1 with its state carried, i.e. what a per-stream VAD would cost (``vs_library`` < 1
 means our path is cheaper than just calling the model).
+
+Compressed input adds a decode step in front of that path: ``<format>_decode_us_per_chunk``
+is the CPU time (all threads) of :class:`~streaming.gateway.decode.StreamDecoder` per 100 ms
+of audio sent as Ogg Opus, WebM Opus or FLAC cut into equal pieces, output resampled to 16 kHz
+PCM16; ``<format>_decode_vs_vad`` relates its mean (total CPU ÷ chunks: a container page
+may hold several chunks, so most pieces cost nothing and the median says little) to the VAD
+path's own mean cost per chunk.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 from benchmarks.harness import BenchResult, percentiles, progress
 from features.corpus import corpus_manifest, read_manifest, read_wav
 from sonolake.settings import get_settings
+from streaming.gateway.decode import StreamDecoder, encode_stream
 from streaming.gateway.protocol import ListenParams
 from streaming.gateway.session import Session
 from streaming.vad import CONTEXT_SAMPLES, WINDOW_SAMPLES, BatchedVad, shared_model
@@ -117,11 +125,45 @@ def measure_model_alone(audio: list[np.ndarray]) -> dict[str, float]:
     return {"us_per_chunk_p50": pct["p50"], "us_per_chunk_p99": pct["p99"]}
 
 
+DECODE_FORMATS = {
+    "ogg_opus": ("ogg", "libopus"),
+    "webm_opus": ("webm", "libopus"),
+    "flac": ("flac", "flac"),
+}
+
+
+def measure_decode(audio: list[np.ndarray]) -> dict[str, float]:
+    """CPU µs to decode 100 ms of audio per compressed format (each stream cut in 100 ms pieces)."""
+    metrics: dict[str, float] = {}
+    for name, (container, codec) in DECODE_FORMATS.items():
+        per_chunk_us: list[float] = []
+        for samples in audio:
+            data = encode_stream(samples, 16_000, container, codec)
+            chunks = samples.size // CHUNK_SAMPLES
+            step = -(-len(data) // chunks)
+            decoder = StreamDecoder(16_000, container if container != "webm" else "matroska")
+            decoded = 0
+            for start in range(0, len(data), step):
+                started = time.process_time()
+                decoded += len(decoder.feed(data[start : start + step]))
+                per_chunk_us.append((time.process_time() - started) * 1e6)
+            decoded += len(decoder.close())
+            assert decoded == samples.size * 2, f"{name}: {decoded} bytes decoded"
+        pct = percentiles(per_chunk_us, 50, 99)
+        metrics[f"{name}_decode_us_per_chunk_p50"] = pct["p50"]
+        metrics[f"{name}_decode_us_per_chunk_p99"] = pct["p99"]
+        metrics[f"{name}_decode_us_per_chunk_mean"] = float(np.mean(per_chunk_us))
+        metrics[f"{name}_bytes_per_chunk"] = len(data) / chunks
+    return metrics
+
+
 def run(quick: bool) -> BenchResult:
     streams, seconds = (32, 20.0) if quick else (128, 60.0)
     audio = fleet_audio(streams, seconds)
     ours = measure_ours(audio)
     baseline = measure_model_alone(audio[: max(4, streams // 8)])
+    decode = measure_decode(audio[: 4 if quick else 16])
+    ours.update(decode)
     return BenchResult(
         benchmark="vad",
         params={
@@ -133,5 +175,12 @@ def run(quick: bool) -> BenchResult:
         },
         metrics=ours,
         baseline=baseline,
-        ratios={"vs_library": ours["us_per_chunk_p50"] / baseline["us_per_chunk_p50"]},
+        ratios={
+            "vs_library": ours["us_per_chunk_p50"] / baseline["us_per_chunk_p50"],
+            **{
+                f"{name}_decode_vs_vad": decode[f"{name}_decode_us_per_chunk_mean"]
+                / ours["us_per_chunk_mean"]
+                for name in DECODE_FORMATS
+            },
+        },
     )

@@ -12,13 +12,15 @@ so expect backpressure drops (counted in the report; the audio is still stored).
 The report counts what the gateway said (results, acks, warnings, errors), the chunk → result
 latency (from sending the last chunk a result covers to receiving the result), and — when a
 model is loaded — how often the final result of a clip matches its label.
+
+Each session streams through :class:`~streaming.client.DeviceClient`, so a replay survives a
+gateway restart or a dropped connection: it resumes and resends what was not acknowledged
+(``resumes`` and ``resent_chunks`` in the report), and backs off when the gateway is full.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import re
 import time
 from collections import defaultdict
@@ -26,14 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from features.corpus import Clip, DataMissing, read_manifest, read_wav
 from features.pcm import encode_mulaw, resample, to_float, to_pcm16
+from streaming.client import ClientError, DeviceClient
 
 CHUNK_MS = 100
 GAP_MS = 700
@@ -125,6 +126,9 @@ class ReplayReport:
     dropped_chunks: int = 0
     errors: list[str] = field(default_factory=list)
     close_codes: dict[str, int] = field(default_factory=dict)
+    resumes: int = 0
+    resent_chunks: int = 0
+    overloaded_retries: int = 0
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
     seconds: float = 0.0
@@ -167,8 +171,10 @@ class _Session:
         labels: bool,
         encoding: str,
         interim_results: bool,
+        give_up_after_s: float = 60.0,
     ) -> None:
         self.report = report
+        self.give_up_after_s = give_up_after_s
         self.clips = clips
         self.url = url
         self.token = token
@@ -200,34 +206,27 @@ class _Session:
             "channels": 1,
             "interim_results": str(self.interim_results).lower(),
         }
-        headers = {"Authorization": f"Token {self.token}"} if self.token else None
+        client = DeviceClient(
+            self.url,
+            token=self.token,
+            params=query,
+            on_message=self._on_message,
+            give_up_after_s=self.give_up_after_s,
+        )
         try:
-            async with connect(
-                f"{self.url}?{urlencode(query)}",
-                additional_headers=headers,
-                max_size=2**22,
-                open_timeout=30,
-                compression=None,
-            ) as ws:
-                reader = asyncio.create_task(self._read(ws))
-                with contextlib.suppress(ConnectionClosed):  # closed early: the reader has why
-                    await self._send(ws, rate, audio)
-                await asyncio.wait_for(reader, timeout=60)
-                code = ws.close_code
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            hint = (
-                f": {self.url} is not the WebSocket route; use ws://HOST:PORT{LISTEN_PATH}"
-                if status < 300
-                else ""
-            )
-            self.report.errors.append(f"{self.device_id}: HTTP {status}{hint}")
-            return
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            self.report.errors.append(f"{self.device_id}: {type(exc).__name__}: {exc}")
-            return
+            async with client:
+                await self._send(client, rate, audio)
+                await asyncio.wait_for(client.close_stream(), timeout=60)
+        except (ClientError, TimeoutError) as exc:
+            if getattr(exc, "close_code", None) is None:
+                self.report.errors.append(f"{self.device_id}: {exc}")
+                return
+        stats = client.stats
+        self.report.resumes += stats.resumes
+        self.report.resent_chunks += stats.resent_chunks
+        self.report.overloaded_retries += stats.overloaded_retries
         self.report.sessions += 1
-        key = str(code)
+        key = str(stats.close_code)
         self.report.close_codes[key] = self.report.close_codes.get(key, 0) + 1
         self.report.chunks_acked += self.max_ack + 1
         for outcome in self.outcomes:
@@ -239,7 +238,9 @@ class _Session:
                 if outcome.predicted is not None and outcome.predicted == outcome.label:
                     self.report.correct_clips += 1
 
-    async def _send(self, ws: Any, rate: int, audio: list[tuple[Clip, np.ndarray]]) -> None:
+    async def _send(
+        self, client: DeviceClient, rate: int, audio: list[tuple[Clip, np.ndarray]]
+    ) -> None:
         chunk = rate * CHUNK_MS // 1000
         gap = np.zeros(rate * GAP_MS // 1000, dtype=np.int16)
         seq = 0
@@ -247,7 +248,7 @@ class _Session:
         started = time.perf_counter()
         for clip, samples in audio:
             if self.labels:
-                await ws.send(json.dumps({"type": "Label", "label": clip.label}))
+                await client.label(clip.label)
             self.outcomes.append(
                 ClipOutcome(clip.label, position / rate, (position + samples.size) / rate)
             )
@@ -261,20 +262,12 @@ class _Session:
                     if delay > 0:
                         await asyncio.sleep(delay)
                 self.sent_at[seq] = time.perf_counter()
-                await ws.send(payload)
+                await client.send_audio(payload)
                 seq += 1
                 position += piece.size
                 self.report.chunks_sent += 1
         if self.labels:
-            await ws.send(json.dumps({"type": "Label", "label": None}))
-        await ws.send(json.dumps({"type": "CloseStream"}))
-
-    async def _read(self, ws: Any) -> None:
-        try:
-            async for raw in ws:
-                self._on_message(json.loads(raw))
-        except ConnectionClosed:
-            pass
+            await client.label(None)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -342,12 +335,14 @@ async def replay(
     interim_results: bool = True,
     data_root: Path | None = None,
     on_session_done: Callable[[], None] | None = None,
+    give_up_after_s: float = 60.0,
 ) -> ReplayReport:
     """Stream a manifest's clips into ``url`` (``ws://host:port/v1/listen``) as devices would.
 
     ``limit`` replays a representative sample (:func:`sample_clips` with ``seed``), not the
     first rows. Every clip's WAV must exist before anything is sent (:class:`DataMissing`
-    names the first missing one and where relative paths were looked up).
+    names the first missing one and where relative paths were looked up). A session that
+    cannot (re)connect for ``give_up_after_s`` is reported as an error.
     """
     url = listen_url(url)
     clips = read_manifest(manifest, data_root)
@@ -379,6 +374,7 @@ async def replay(
                 labels=labels,
                 encoding=encoding,
                 interim_results=interim_results,
+                give_up_after_s=give_up_after_s,
             )
             await session.run()
             if on_session_done is not None:

@@ -71,6 +71,11 @@ class Credential:
     def anonymous(self) -> bool:
         return self.id == ANONYMOUS
 
+    @property
+    def device_id(self) -> str | None:
+        """The device a client that names none streams as (Deepgram clients send no device)."""
+        return None if self.anonymous else proto.device_for_digest(self.id)
+
 
 def _is_loopback(address: Any) -> bool:
     try:

@@ -23,6 +23,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from streaming.gateway.assemblyai import ASSEMBLYAI_PATH
 from streaming.gateway.metrics import METRICS_CONTENT_TYPE
 from streaming.gateway.protocol import LISTEN_PATH
 
@@ -83,7 +84,8 @@ def make_process_request(
     *,
     metrics_token: str | None = None,
 ) -> Callable[[ServerConnection, Request], Response | None]:
-    """The ``process_request`` hook: answer HTTP routes, pass ``/v1/listen`` on (None)."""
+    """The ``process_request`` hook: answer HTTP routes, pass ``/v1/listen`` and AssemblyAI's
+    ``/v3/ws`` on (None)."""
     metrics_digest = hashlib.sha256(metrics_token.encode()).digest() if metrics_token else None
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
@@ -100,7 +102,7 @@ def make_process_request(
                 ("Allow", ", ".join(ALLOWED_METHODS)),
             )
         path = urlsplit(request.path).path
-        if path == LISTEN_PATH:
+        if path in (LISTEN_PATH, ASSEMBLYAI_PATH):
             return None
         if path == "/healthz":
             return json_response(http.HTTPStatus.OK, health())

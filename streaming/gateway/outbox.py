@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -36,8 +36,16 @@ def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
 class Outbox:
     """Bounded queue of messages to one client, sent by one task; Acks are coalesced."""
 
-    def __init__(self, ws: ServerConnection, limit: int, ack_interval_s: float) -> None:
+    def __init__(
+        self,
+        ws: ServerConnection,
+        limit: int,
+        ack_interval_s: float,
+        translate: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+    ) -> None:
         self.ws = ws
+        self.translate = translate
+        """Rewrites each message for the client's dialect (None: not sent); None: as is."""
         self.limit = limit
         self.ack_interval_s = ack_interval_s
         self._queue: deque[tuple[dict[str, Any], bool]] = deque()
@@ -98,10 +106,10 @@ class Outbox:
                 self._event.clear()
                 while self._queue:
                     message, _ = self._queue.popleft()
-                    await self.ws.send(proto.encode(message))
+                    await self._send(message)
                 if self._ack_wanted > self._ack_sent and self._ack_timer is None:
                     seq = self._ack_wanted
-                    await self.ws.send(proto.encode(proto.ack_message(seq)))
+                    await self._send(proto.ack_message(seq))
                     self._ack_sent = seq
                     self._ack_sent_at = time.monotonic()
                 if not self._queue and self._ack_wanted <= self._ack_sent:
@@ -113,6 +121,11 @@ class Outbox:
             self._idle.set()
             if self._ack_timer is not None:
                 self._ack_timer.cancel()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        out = message if self.translate is None else self.translate(message)
+        if out is not None:
+            await self.ws.send(proto.encode(out))
 
     def _ack_due(self) -> None:
         self._ack_timer = None

@@ -172,7 +172,12 @@ class SpeechProcessor:
     ) -> None:
         session = stream.session
         event, closed = session.on_window(window, prob, window_end, seq)
-        if event is not None and event.kind == "start" and session.utterance is not None:
+        if (
+            event is not None
+            and event.kind == "start"
+            and session.utterance is not None
+            and session.params.vad_events
+        ):
             stream.send(
                 speech_started_message(
                     session.utterance.index, event.sample, session.last_seq_processed
@@ -261,6 +266,7 @@ class SpeechProcessor:
                 last_seq=segment.last_seq,
                 prediction=prediction,
                 top_k=self.top_k,
+                request_id=stream.request_id,
             ),
             droppable=not is_final,
         )

@@ -26,7 +26,6 @@ import json
 import logging
 import ssl
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +45,7 @@ from streaming.gateway.admission import (
     same_digest,
     select_subprotocol,
 )
+from streaming.gateway.decode import DecodeError, open_decoder
 from streaming.gateway.http import make_process_request
 from streaming.gateway.metrics import GatewayMetrics
 from streaming.gateway.outbox import spawn
@@ -323,7 +323,7 @@ class Gateway:
         credential = self.admission.authenticate(
             request.path, request.headers, ws.remote_address, own
         )
-        return proto.parse_listen_query(request.path), credential
+        return proto.parse_listen_query(request.path, credential.device_id), credential
 
     def _check_quotas(self, credential: Credential) -> None:
         """Room for one more session: globally (1013) and for this credential (1008)."""
@@ -410,10 +410,18 @@ class Gateway:
         loaded = self.processor.model_loaded
         message: dict[str, Any] = {
             "type": "Metadata",
-            "request_id": uuid.uuid4().hex,
+            "request_id": stream.request_id,
+            "transaction_key": "deprecated",
+            "sha256": stream.audio_sha256.hexdigest(),
+            "created": datetime.fromtimestamp(session.created_at, UTC).isoformat(),
+            "duration": round(session.totals.audio_ms / 1000, 3),
             "session_id": session.session_id,
             **({"resume_token": resume_token} if resume_token else {}),
             "device_id": session.device_id,
+            "device_source": params.device_source,
+            "model": params.model,
+            "vad_events": params.vad_events,
+            "utterance_end_ms": params.utterance_end_ms,
             "model_loaded": loaded,
             "model_version": self.engine.model_version if loaded and self.engine else None,
             "encoding": params.encoding,
@@ -442,11 +450,9 @@ class Gateway:
         self._connections.add(ws)
         self.metrics.sessions_opened += 1
         stream.send(self._metadata(stream, resumed=resume_token is None, resume_token=resume_token))
-        if params.ignored_params:
-            ignored = ", ".join(params.ignored_params)
-            stream.send(
-                proto.warning_message("ignored_params", f"unknown query parameters: {ignored}")
-            )
+        served = self.engine.model_version if self.engine and self.processor.model_loaded else None
+        for warning in proto.connection_warnings(params, served):
+            stream.send(warning)
         stream.want_ack()
         try:
             await self._receive(stream, ws)
@@ -503,8 +509,12 @@ class Gateway:
                 await self._finish(stream, reason="close_stream", close_code=proto.CLOSE_NORMAL)
                 return
 
-    async def _on_audio(self, stream: Stream, ws: ServerConnection, pcm: bytes) -> bool:
-        """Accept one audio frame; False when the frame ended the connection."""
+    async def _on_audio(self, stream: Stream, ws: ServerConnection, frame: bytes) -> bool:
+        """Accept one audio frame; False when the frame ended the connection.
+
+        A compressed frame is decoded first; its seq is acknowledged once the PCM it
+        completed is durable, or at once when it completed none yet (a header, part of a page).
+        """
         session = stream.session
         if stream.spool_failed:  # the 1011 close is on its way: end only once it is sent
             with contextlib.suppress(Exception):
@@ -512,6 +522,31 @@ class Gateway:
             return False
         if stream.finishing:
             return False
+        if not stream.format_known:
+            stream.format_known = True
+            params = session.params
+            try:
+                stream.decoder = open_decoder(
+                    params.encoding, params.encoding_given, params.sample_rate, frame
+                )
+            except DecodeError as error:
+                await self._bad_stream(stream, str(error))
+                return False
+        pcm = frame
+        if stream.decoder is not None and session.next_seq > session.accepted_high:
+            try:
+                pcm = stream.decoder.feed(frame)
+            except DecodeError as error:
+                await self._bad_stream(stream, str(error))
+                return False
+            if not pcm:  # a header or part of a packet: nothing decoded, nothing to store
+                seq, _ = session.assign_seq()
+                stream.audio_sha256.update(frame)
+                session.mark_durable(seq)
+                stream.want_ack()
+                return True
+        elif stream.decoder is not None:
+            pcm = b"\0\0"  # resent after a resume: counted as a duplicate below, not decoded
         bytes_per_sample = session.params.bytes_per_sample
         if not pcm or len(pcm) % bytes_per_sample:
             await self._refuse(
@@ -539,6 +574,44 @@ class Gateway:
             self.metrics.duplicate_chunks += 1
             stream.want_ack()
             return True
+        stream.audio_sha256.update(frame)
+        self._accept_pcm(stream, seq, pcm)
+        if not stream.spool_room.is_set():
+            await stream.spool_room.wait()  # the spool is behind: stop reading this socket
+        return True
+
+    async def _bad_stream(self, stream: Stream, why: str) -> None:
+        """Undecodable compressed audio: Error ``bad_frame``, then end the session (1003)."""
+        self.metrics.client_errors["bad_frame"] += 1
+        stream.decoder = None
+        stream.send(proto.error_message("bad_frame", why))
+        await self._finish(stream, reason="bad_frame", close_code=proto.CLOSE_BAD_DATA)
+
+    def _flush_decoder(self, stream: Stream) -> bool:
+        """End of a compressed stream: store and queue the PCM the decoder still held.
+
+        False when the stream's end showed it undecodable (truncated): an Error was sent.
+        """
+        decoder, stream.decoder = stream.decoder, None
+        if decoder is None:
+            return True
+        try:
+            tail = decoder.close()
+        except DecodeError as error:
+            self.metrics.client_errors["bad_frame"] += 1
+            stream.send(proto.error_message("bad_frame", str(error)))
+            return False
+        if tail:
+            seq, _ = stream.session.assign_seq()
+            self._accept_pcm(stream, seq, tail)
+        return True
+
+    def _accept_pcm(self, stream: Stream, seq: int, pcm: bytes) -> None:
+        """Queue one chunk of PCM (as received, or decoded) for the spool and the VAD."""
+        session = stream.session
+        bytes_per_sample = session.params.bytes_per_sample
+        samples = len(pcm) // bytes_per_sample
+        rate = session.params.sample_rate
         received_at = datetime.now(UTC)
         if stream.epoch is None:
             stream.epoch = received_at - timedelta(seconds=samples / rate)
@@ -550,7 +623,7 @@ class Gateway:
             seq=seq,
             event_time=event_time,
             sample_rate=rate,
-            encoding=session.params.encoding,
+            encoding=session.params.pcm_encoding,
             pcm=pcm,
             label=session.label,
             received_at=received_at,
@@ -561,9 +634,6 @@ class Gateway:
         if dropped:
             self._report_drops(stream, dropped)
         self.processor.audio_arrived(stream)
-        if not stream.spool_room.is_set():
-            await stream.spool_room.wait()  # the spool is behind: stop reading this socket
-        return True
 
     def _report_drops(self, stream: Stream, dropped: int) -> None:
         self.metrics.dropped_chunks += dropped
@@ -598,6 +668,8 @@ class Gateway:
 
     async def _finish_once(self, stream: Stream, reason: str, close_code: int | None) -> None:
         session = stream.session
+        if not self._flush_decoder(stream):
+            close_code, reason = proto.CLOSE_BAD_DATA, "bad_frame"
         try:
             await asyncio.wait_for(self.processor.drain(stream, end_of_stream=True), 10.0)
         except TimeoutError:
@@ -641,7 +713,6 @@ class Gateway:
         stream.want_ack()
         await outbox.flush()  # results and the last Ack go out before the closing Metadata
         closing = self._metadata(stream, resumed=False)
-        del closing["request_id"]
         closing.update({"final": True, "closed_reason": reason, "totals": totals})
         outbox.put(closing)
         await outbox.flush()

@@ -119,7 +119,7 @@ class Session:
         self.last_activity = time.monotonic()
 
         self._resampler = StreamResampler(params.sample_rate, SAMPLE_RATE_HZ)
-        self._direct = params.encoding == "linear16" and params.sample_rate == SAMPLE_RATE_HZ
+        self._direct = params.pcm_encoding == "linear16" and params.sample_rate == SAMPLE_RATE_HZ
         self._max_pending = max_pending_ms * SAMPLE_RATE_HZ // 1000
         self._buffer = np.zeros(self._max_pending + 4 * SAMPLE_RATE_HZ, dtype=np.float32)
         """Unprocessed 16 kHz audio lives in ``_buffer[_head:_tail]``; compacted when full."""
@@ -218,7 +218,7 @@ class Session:
     def feed(self, seq: int, pcm: bytes) -> int:
         """Decode, resample and queue a chunk; return how many chunks were dropped for room."""
         params = self.params
-        samples = decode(pcm, params.encoding)
+        samples = decode(pcm, params.pcm_encoding)
         self.totals.chunks += 1
         self.totals.audio_ms += 1000.0 * samples.size / params.sample_rate
         if self._direct:

@@ -15,6 +15,8 @@ chunks a stream holds for the spool (queued plus in flight) are bounded in bytes
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +24,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
+from streaming.gateway import assemblyai
 from streaming.gateway import protocol as proto
 from streaming.gateway.outbox import Outbox, spawn
 from streaming.gateway.quota import AudioBucket
@@ -64,13 +67,22 @@ class Stream:
     drain_requests: list[tuple[bool, asyncio.Future[None]]] = field(default_factory=list)
     """(end of stream?, future) asks for the VAD loop to score everything pending now."""
     detached_at: float | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Deepgram's ``request_id``: one per session, in its Metadata and every Results."""
+    audio_sha256: Any = field(default_factory=hashlib.sha256)
+    """SHA-256 of the audio bytes accepted so far, as received (Deepgram's ``sha256``)."""
+    decoder: Any = None
+    format_known: bool = False
+    """True once the first frame has told whether the stream needs a decoder."""
+    """The :class:`~streaming.gateway.decode.StreamDecoder` of a compressed stream, else None."""
     finishing: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     def attach(self, ws: ServerConnection, outbox_limit: int, ack_interval_s: float) -> None:
         self.ws = ws
         self.detached_at = None
-        self.outbox = Outbox(ws, outbox_limit, ack_interval_s)
+        translate = assemblyai.translate if self.session.params.dialect == "assemblyai" else None
+        self.outbox = Outbox(ws, outbox_limit, ack_interval_s, translate)
         self.sender = asyncio.create_task(self.outbox.run(), name="gateway-sender")
 
     def detach(self, now_s: float) -> ServerConnection | None:

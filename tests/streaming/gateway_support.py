@@ -170,3 +170,66 @@ def read_until_closed(ws: ClientConnection, timeout_s: float = 10.0) -> Transcri
         transcript.close_code = frame.code if frame is not None else None
         transcript.close_reason = frame.reason if frame is not None else ""
     return transcript
+
+
+class Relay:
+    """A TCP relay to ``target_port`` whose links can be cut at once (a network drop)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.links: list[asyncio.StreamWriter] = []
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.links += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for writer in self.links:
+            writer.transport.abort()
+        self.links.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+class RelayThread:
+    """A :class:`Relay` on its own event loop in a thread, for synchronous tests."""
+
+    def __init__(self, target_port: int) -> None:
+        self.relay = Relay(target_port)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> int:
+        self.thread.start()
+        return int(asyncio.run_coroutine_threadsafe(self.relay.start(), self.loop).result(10))
+
+    def cut(self) -> None:
+        self.loop.call_soon_threadsafe(self.relay.cut)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.relay.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

@@ -82,12 +82,12 @@ def _refused(url: str, **kwargs: Any) -> Transcript:
 @pytest.mark.parametrize(
     ("query", "code", "error"),
     [
-        ("device_id=d&encoding=opus", CLOSE_BAD_DATA, "bad_format"),
+        ("device_id=d&encoding=speex", CLOSE_BAD_DATA, "bad_format"),
         ("device_id=d&sample_rate=4000", CLOSE_BAD_DATA, "bad_param"),
         ("device_id=d&channels=2", CLOSE_BAD_DATA, "bad_param"),
         ("device_id=..%2F..%2Fetc%2Fpasswd", CLOSE_BAD_DATA, "bad_id"),
         ("device_id=d&session_id=%3Cscript%3E", CLOSE_BAD_DATA, "bad_id"),
-        ("encoding=linear16", CLOSE_BAD_DATA, "bad_param"),
+        ("encoding=linear16&utterance_end_ms=999", CLOSE_BAD_DATA, "bad_param"),
     ],
 )
 def test_bad_query_gets_error_and_close(

@@ -39,8 +39,8 @@ def test_full_query() -> None:
 @pytest.mark.parametrize(
     ("query", "code", "says"),
     [
-        ("", "bad_param", "device_id is required"),
-        ("device_id=d&encoding=opus", "bad_format", "encoding='opus' is not supported"),
+        ("utterance_end_ms=500", "bad_param", "utterance_end_ms=500"),
+        ("device_id=d&encoding=speex", "bad_format", "encoding='speex' is not supported"),
         ("device_id=d&sample_rate=7999", "bad_param", "8000–48000"),
         ("device_id=d&sample_rate=96000", "bad_param", "8000–48000"),
         ("device_id=d&sample_rate=fast", "bad_param", "not an integer"),
