@@ -11,6 +11,7 @@ bronze holds every chunk once, bytes and label intact.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
@@ -151,9 +152,13 @@ def test_client_resumes_after_the_gateway_is_killed_and_every_chunk_lands_once(
 
 
 def test_client_backs_off_while_the_gateway_is_full(make_gateway: Any) -> None:
-    gateway = make_gateway(max_connections=1)
+    gateway = make_gateway(max_sessions=1)
     blocker = open_ws(gateway.url("device_id=blocker"))
     frames = _frames(5, seed=2)
+
+    def end_blocker() -> None:  # a session that ends (not merely disconnects) frees its slot
+        blocker.send(json.dumps({"type": "CloseStream"}))
+        blocker.close()
 
     async def stream() -> DeviceClient:
         client = DeviceClient(
@@ -163,7 +168,7 @@ def test_client_backs_off_while_the_gateway_is_full(make_gateway: Any) -> None:
             backoff=FAST,
         )
         loop = asyncio.get_running_loop()
-        loop.call_later(0.6, blocker.close)  # a slot frees up after a few refusals
+        loop.call_later(0.6, end_blocker)  # a slot frees up after a few refusals
         async with client:
             for frame in frames:
                 await client.send_audio(frame)
