@@ -44,11 +44,12 @@ def gateway_config(settings: Settings, host: str | None = None, port: int | None
 
 
 def serving_engine(settings: Settings) -> Any:
-    """The engine following the champion alias, or None when serving cannot start at all."""
+    """The engine following the champion alias (or the remote endpoint's client when
+    ``SONOLAKE_INFERENCE_URL`` is set), or None when serving cannot start at all."""
     try:
         from sonolake import wiring
 
-        return wiring.serving_engine(settings)
+        return wiring.gateway_classifier(settings)
     except Exception as exc:  # no registry yet, or serving unavailable: run without a model
         log.warning("no serving engine (%s); the gateway runs VAD and segmentation only", exc)
         return None
