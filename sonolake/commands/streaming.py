@@ -93,9 +93,15 @@ async def run_gateway(settings: Settings, host: str | None, port: int | None) ->
         if loader.done():
             engine = loader.result()
             gateway.set_engine(engine)
+            if engine is not None and settings.inference_url:
+                from models.endpoint.client import RemoteCollector
+
+                gateway.metrics.registry.register(RemoteCollector(engine))  # misses on /metrics
             loaded = engine is not None and engine.loaded
             console.print(
-                f"serving model version {engine.model_version}"
+                f"classifying on {settings.inference_url} (version {engine.model_version})"
+                if loaded and settings.inference_url
+                else f"serving model version {engine.model_version}"
                 if loaded
                 else "no champion model yet: VAD and segmentation until one is promoted"
             )
