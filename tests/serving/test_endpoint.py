@@ -26,8 +26,8 @@ from endpoint_support import MODEL, Endpoint, real_windows, running_endpoint
 from tritonclient.utils import InferenceServerException
 
 from features import logmel_batch
-from models.serving import ServingEngine
 from models.registry import CHAMPION
+from models.serving import ServingEngine
 
 pytestmark = pytest.mark.integration
 
