@@ -112,3 +112,12 @@ def test_the_gateway_picks_the_remote_engine_from_settings(
     assert engine.loaded and engine.model_version is None  # served remotely, not reachable yet
     with pytest.raises(ValueError, match="host:port"):
         grpc_target("http://example.com")
+
+
+def test_serve_without_a_registry_is_bad_usage(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sonolake.cli import main
+
+    assert main(["serve", "--http-port", "0", "--grpc-port", "0"]) == 2
+    assert "no model registry" in capsys.readouterr().err
