@@ -23,9 +23,9 @@ from sonolake.settings import Settings
 
 if TYPE_CHECKING:
     from lake_schemas import Lake
-    from models.endpoint.client import RemoteEngine
     from models.endpoint.server import EndpointServer
     from models.registry import Registry
+    from models.remote_engine import RemoteEngine
     from models.serving import ServingEngine
 
 
@@ -178,7 +178,7 @@ def inference_endpoint(
 
 def remote_engine(settings: Settings) -> RemoteEngine:
     """The gateway's client of a remote endpoint (``SONOLAKE_INFERENCE_URL``)."""
-    from models.endpoint.client import RemoteEngine
+    from models.remote_engine import RemoteEngine
 
     if not settings.inference_url:
         raise ValueError("SONOLAKE_INFERENCE_URL is not set")

@@ -5,7 +5,8 @@ components (its FastAPI app and error answers, its gRPC servicer and status mapp
 plane) around one KServe model, :class:`~models.endpoint.model.AudioEventClassifier`, whose
 versions are :class:`models.serving.ServingEngine` instances that follow the registry's aliases
 (:mod:`models.endpoint.versions`). Tensor names and shapes are in :mod:`models.endpoint.tensors`;
-the gateway's client for a remote endpoint is :mod:`models.endpoint.client`.
+the gateway's client for a remote endpoint is :mod:`models.remote_engine` (outside this
+package: it must not import KServe).
 
 KServe parses ``sys.argv`` when it is first imported (its ``model_server`` module builds an
 argparse parser at import time and accepts abbreviations of its own flags), so the first import

@@ -94,7 +94,7 @@ async def run_gateway(settings: Settings, host: str | None, port: int | None) ->
             engine = loader.result()
             gateway.set_engine(engine)
             if engine is not None and settings.inference_url:
-                from models.endpoint.client import RemoteCollector
+                from models.remote_engine import RemoteCollector
 
                 gateway.metrics.registry.register(RemoteCollector(engine))  # misses on /metrics
             loaded = engine is not None and engine.loaded

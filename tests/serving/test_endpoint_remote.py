@@ -20,7 +20,7 @@ import pytest
 from endpoint_support import Endpoint, running_endpoint
 from support import REPO_ROOT
 
-from models.endpoint.client import RemoteCollector, RemoteEngine, grpc_target
+from models.remote_engine import RemoteCollector, RemoteEngine, grpc_target
 from sonolake import wiring
 from sonolake.settings import Settings
 

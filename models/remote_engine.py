@@ -1,5 +1,8 @@
 """The gateway's engine when inference runs elsewhere: windows go to an endpoint over gRPC.
 
+It speaks the Open Inference Protocol's ``ModelInfer`` with its own message classes
+(:mod:`models.infer_protocol`), so it imports neither KServe nor tritonclient.
+
 :class:`RemoteEngine` has the interface the gateway uses of the in-process engine (``loaded``,
 ``model_version``, ``await classify(window)``, ``close()``), so a gateway switches by settings
 alone (``SONOLAKE_INFERENCE_URL``). Why it looks like this:
@@ -34,16 +37,16 @@ from typing import Any
 
 import grpc
 import numpy as np
-from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 from features import CLASSIFIER_WINDOW_SAMPLES
-from models.endpoint.tensors import AUDIO, FP32, LABEL, SCORES
+from models.infer_protocol import MODEL_INFER, ModelInferRequest, ModelInferResponse
 from models.serving import Prediction
 from models.serving_metrics import LATENCY_BUCKETS_S, Histogram
 
 log = logging.getLogger(__name__)
 
+AUDIO, FP32, SCORES, LABEL = "AUDIO", "FP32", "SCORES", "LABEL"
+"""The endpoint's tensor names (:mod:`models.endpoint.tensors`, which imports KServe)."""
 MAX_RPCS_IN_FLIGHT = 4
 TOP_K = 3
 PROBE_TIMEOUT_S = 2.0
@@ -68,34 +71,31 @@ def grpc_target(url: str) -> str:
     return target
 
 
-def infer_request(
-    model_name: str, version: str | None, windows: np.ndarray
-) -> pb.ModelInferRequest:
+def infer_request(model_name: str, version: str | None, windows: np.ndarray) -> Any:
     """One ``ModelInferRequest`` carrying ``windows`` ``[B, 16000]`` as raw FP32 bytes."""
     batch = np.ascontiguousarray(windows, dtype="<f4")
-    return pb.ModelInferRequest(
+    return ModelInferRequest(
         model_name=model_name,
         model_version=version or "",
         inputs=[
-            pb.ModelInferRequest.InferInputTensor(
-                name=AUDIO, datatype=FP32, shape=list(batch.shape)
-            )
+            ModelInferRequest.InferInputTensor(name=AUDIO, datatype=FP32, shape=list(batch.shape))
         ],
         raw_input_contents=[batch.tobytes()],
     )
 
 
-def read_scores(response: pb.ModelInferResponse) -> tuple[np.ndarray, tuple[str, ...]]:
+def read_scores(response: Any) -> tuple[np.ndarray, tuple[str, ...]]:
     """``SCORES`` ``[B, n_labels]`` and the label names (response parameter ``labels``)."""
     names = [o.name for o in response.outputs]
     raw = response.raw_output_contents[names.index(SCORES)]
     shape = list(response.outputs[names.index(SCORES)].shape)
     scores = np.frombuffer(raw, dtype="<f4").reshape(shape)
-    labels = tuple(json.loads(response.parameters["labels"].string_param))
+    parameters = {entry.key: entry.value for entry in response.parameters}
+    labels = tuple(json.loads(parameters["labels"].string_param))
     return scores, labels
 
 
-def read_labels(response: pb.ModelInferResponse) -> list[str]:
+def read_labels(response: Any) -> list[str]:
     """``LABEL`` (BYTES: a 4-byte little-endian length before each element) as strings."""
     names = [o.name for o in response.outputs]
     raw = response.raw_output_contents[names.index(LABEL)]
@@ -107,7 +107,7 @@ def read_labels(response: pb.ModelInferResponse) -> list[str]:
     return out
 
 
-def predictions(response: pb.ModelInferResponse, top_k: int = TOP_K) -> list[Prediction]:
+def predictions(response: Any, top_k: int = TOP_K) -> list[Prediction]:
     scores, labels = read_scores(response)
     order = np.argsort(-scores, axis=1)[:, :top_k]
     version = response.model_version or None
@@ -117,6 +117,15 @@ def predictions(response: pb.ModelInferResponse, top_k: int = TOP_K) -> list[Pre
         )
         for s, row in zip(scores, order, strict=True)
     ]
+
+
+def model_infer(channel: Any) -> Any:
+    """The ``ModelInfer`` method of a (blocking or asyncio) channel."""
+    return channel.unary_unary(
+        MODEL_INFER,
+        request_serializer=ModelInferRequest.SerializeToString,
+        response_deserializer=ModelInferResponse.FromString,
+    )
 
 
 class RemoteMetrics:
@@ -176,7 +185,7 @@ class RemoteEngine:
         self._down = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channel: grpc.aio.Channel | None = None
-        self._stub: GRPCInferenceServiceStub | None = None
+        self._infer: Any = None
         self._pending: deque[_Request] = deque()
         self._arrived: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -203,7 +212,7 @@ class RemoteEngine:
         window = np.zeros((1, CLASSIFIER_WINDOW_SAMPLES), np.float32)
         try:
             with grpc.insecure_channel(self.target) as channel:
-                response = GRPCInferenceServiceStub(channel).ModelInfer(
+                response = model_infer(channel)(
                     infer_request(self.model_name, self.version, window), timeout=PROBE_TIMEOUT_S
                 )
         except grpc.RpcError as exc:
@@ -245,7 +254,7 @@ class RemoteEngine:
             return
         self._loop = loop
         self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
-        self._stub = GRPCInferenceServiceStub(self._channel)
+        self._infer = model_infer(self._channel)
         self._pending = deque()
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_RPCS_IN_FLIGHT)
@@ -273,13 +282,13 @@ class RemoteEngine:
             task.add_done_callback(self._rpcs.discard)
 
     async def _send(self, batch: list[_Request]) -> None:
-        assert self._stub is not None and self._slots is not None
+        assert self._infer is not None and self._slots is not None
         started = time.perf_counter()
         try:
             request = infer_request(
                 self.model_name, self.version, np.stack([r.window for r in batch])
             )
-            response = await self._stub.ModelInfer(request, timeout=self.timeout_s)
+            response = await self._infer(request, timeout=self.timeout_s)
             results = predictions(response)
         except Exception as exc:
             self.metrics.rpc_errors += 1
