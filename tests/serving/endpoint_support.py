@@ -50,6 +50,16 @@ class Endpoint:
     def registry(self):  # type: ignore[no-untyped-def]
         return wiring.registry(self.settings)
 
+    def restart(self) -> None:
+        """Start the same command on the same ports again (after it was stopped or killed)."""
+        old = self.process
+        self.process = ServerProcess(
+            old.args, old.port, env=old.env, log_path=old.log_path, ready_timeout_s=READY_TIMEOUT_S
+        )
+        self.process.env = old.env
+        self.process.start()
+        wait_until_ready(self.http_url, self.process, READY_TIMEOUT_S)
+
 
 def endpoint_settings(root: Path) -> Settings:
     return Settings(_env_file=None, state_dir=root / "state", lake_uri=str(root / "lakehouse"))
@@ -104,9 +114,13 @@ def running_endpoint(root: Path, weak: Path, good: Path, poll_s: float = 0.3) ->
         ready_timeout_s=READY_TIMEOUT_S,
     )
     process.env = env  # exactly these variables: none of the test process's SONOLAKE_ ones
-    with process:
+    endpoint = Endpoint(process, http_port, grpc_port, settings, bundles)
+    try:
+        process.start()
         wait_until_ready(f"127.0.0.1:{http_port}", process, READY_TIMEOUT_S)
-        yield Endpoint(process, http_port, grpc_port, settings, bundles)
+        yield endpoint
+    finally:
+        endpoint.process.stop()
 
 
 def real_windows(shared_data: Path, into: Path, count: int = 8) -> tuple[np.ndarray, list[str]]:

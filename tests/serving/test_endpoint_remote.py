@@ -1,5 +1,6 @@
 """The gateway classifying on a remote endpoint (``SONOLAKE_INFERENCE_URL``), and the endpoint
-being killed mid-stream: sessions go on, their results lose the label, the misses are counted.
+being killed mid-stream: sessions go on, their results lose the label, the misses are counted;
+and when it comes back on the same port the gateway scores with it again.
 
 A real gateway (in a thread, real spool) with a :class:`RemoteEngine`, a real ``sonolake serve``
 child process killed with SIGKILL, real speech streamed over a real WebSocket.
@@ -58,7 +59,7 @@ def stream_until_final(ws: Any, frames: list[bytes], timeout_s: float = 20) -> l
     return seen
 
 
-def test_gateway_scores_remotely_and_survives_the_endpoint_dying(
+def test_gateway_scores_remotely_survives_the_endpoint_dying_and_uses_it_again(
     endpoint: Endpoint, shared_data: Path, tmp_path: Path
 ) -> None:
     engine = RemoteEngine(endpoint.grpc_url, timeout_s=0.5, retry_s=0.5, max_wait_us=1000)
@@ -83,6 +84,19 @@ def test_gateway_scores_remotely_and_survives_the_endpoint_dying(
             assert next_message(second)["type"] == "Metadata"
             second.send(json.dumps({"type": "CloseStream"}))
             read_until_closed(second, timeout_s=10)
+        misses_while_down = engine.metrics.misses
+        endpoint.restart()  # back on the same port: the gateway uses it again, unchanged
+        with open_ws(gateway.url("device_id=f&interim_results=true")) as third:
+            next_message(third)
+            deadline = time.monotonic() + 30
+            while True:
+                again = [
+                    m for m in stream_until_final(third, frames[:half]) if m["type"] == "Results"
+                ]
+                if again[-1]["label"] is not None or time.monotonic() > deadline:
+                    break
+            third.send(json.dumps({"type": "CloseStream"}))
+            read_until_closed(third, timeout_s=20)
         registry = gateway.gateway.metrics.registry  # type: ignore[union-attr]
         registry.register(RemoteCollector(engine))
         exported = gateway.gateway.metrics.render().decode()  # type: ignore[union-attr]
@@ -94,12 +108,13 @@ def test_gateway_scores_remotely_and_survives_the_endpoint_dying(
     assert transcript.close_code == 1000, "the session ended normally"
     assert after and all(r["label"] is None for r in after if r["is_final"])
     assert transcript.of("Metadata")[-1]["totals"]["final_results"] >= 2
+    assert again[-1]["label"] and again[-1]["model_version"] == "1", "scored again after restart"
     snapshot = engine.metrics.snapshot()
     assert snapshot["scored"] >= len(before)
     assert snapshot["misses"] >= sum(1 for r in after if r["label"] is None)
-    assert snapshot["misses"] > 0 and not engine.up
+    assert misses_while_down > 0 and engine.up
     assert f"sonolake_remote_inference_misses_total {float(snapshot['misses'])}" in exported
-    assert "sonolake_remote_inference_up 0.0" in exported
+    assert "sonolake_remote_inference_up 1.0" in exported
 
 
 def test_the_gateway_picks_the_remote_engine_from_settings(
