@@ -15,7 +15,16 @@ from pathlib import Path
 
 from benchmarks.harness import BenchResult, machine_info, print_summary, write_json
 
-BENCHMARKS = ("gateway", "vad", "sidecar", "sidecar_dask", "inference", "query", "pipeline")
+BENCHMARKS = (
+    "gateway",
+    "vad",
+    "sidecar",
+    "sidecar_dask",
+    "inference",
+    "serving",
+    "query",
+    "pipeline",
+)
 
 
 def run_one(name: str, quick: bool) -> BenchResult:

@@ -113,6 +113,28 @@ class Settings(BaseSettings):
         10.0, description="Serving: how often (s) the engine checks the champion alias."
     )
 
+    serve_host: str = Field("127.0.0.1", description="Inference endpoint bind address.")
+    serve_http_port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="Inference endpoint HTTP/REST port (Open Inference Protocol).",
+    )
+    serve_grpc_port: int = Field(
+        8081, ge=0, le=65535, description="Inference endpoint gRPC port (Open Inference Protocol)."
+    )
+    inference_url: str | None = Field(
+        None,
+        description="Gateway: classify on this endpoint's gRPC port (host:port or "
+        "grpc://host:port) instead of in-process.",
+    )
+    inference_timeout_ms: float = Field(
+        250.0, gt=0, description="Gateway: longest wait (ms) for the endpoint before a miss."
+    )
+    inference_retry_s: float = Field(
+        1.0, ge=0, description="Gateway: seconds after a failed call that windows miss at once."
+    )
+
     gateway_host: str = Field("127.0.0.1", description="Gateway bind address.")
     gateway_port: int = Field(
         8765, ge=0, le=65535, description="Gateway port (WebSocket and HTTP)."

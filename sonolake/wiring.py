@@ -23,7 +23,9 @@ from sonolake.settings import Settings
 
 if TYPE_CHECKING:
     from lake_schemas import Lake
+    from models.endpoint.server import EndpointServer
     from models.registry import Registry
+    from models.remote_engine import RemoteEngine
     from models.serving import ServingEngine
 
 
@@ -136,6 +138,66 @@ def serving_engine(
     if follow:
         engine.follow(settings.serving_poll_interval_s)
     return engine
+
+
+def inference_endpoint(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    providers: Sequence[str] | None = None,
+) -> EndpointServer:
+    """The Open Inference Protocol endpoint of ``sonolake serve`` (flags win over settings):
+    the registered model with the versions its aliases name, one engine per version."""
+    from models.endpoint.model import AudioEventClassifier, engine_for_version
+    from models.endpoint.server import EndpointServer
+    from models.endpoint.versions import ServedVersions
+
+    registry_ = registry(settings)
+
+    def load(version: str) -> ServingEngine:
+        return engine_for_version(
+            registry_.bundle_dir(version),
+            version,
+            providers=list(providers) if providers else None,
+            max_batch=settings.serving_max_batch,
+            max_wait_us=settings.serving_max_wait_us,
+            intra_op_threads=settings.serving_intra_op_threads,
+        )
+
+    model = AudioEventClassifier(settings.model_name, ServedVersions(registry_.aliases, load))
+    return EndpointServer(
+        model,
+        host=host or settings.serve_host,
+        http_port=settings.serve_http_port if http_port is None else http_port,
+        grpc_port=settings.serve_grpc_port if grpc_port is None else grpc_port,
+        poll_interval_s=settings.serving_poll_interval_s,
+    )
+
+
+def remote_engine(settings: Settings) -> RemoteEngine:
+    """The gateway's client of a remote endpoint (``SONOLAKE_INFERENCE_URL``)."""
+    from models.remote_engine import RemoteEngine
+
+    if not settings.inference_url:
+        raise ValueError("SONOLAKE_INFERENCE_URL is not set")
+    return RemoteEngine(
+        settings.inference_url,
+        model_name=settings.model_name,
+        timeout_s=settings.inference_timeout_ms / 1000,
+        retry_s=settings.inference_retry_s,
+        max_batch=settings.serving_max_batch,
+        max_wait_us=settings.serving_max_wait_us,
+    )
+
+
+def gateway_classifier(settings: Settings) -> ServingEngine | RemoteEngine:
+    """What the gateway classifies with: the remote endpoint when ``SONOLAKE_INFERENCE_URL``
+    is set, otherwise the in-process engine following ``champion``."""
+    if settings.inference_url:
+        return remote_engine(settings)
+    return serving_engine(settings)
 
 
 def bundle_dir(settings: Settings, preset: str) -> Path:

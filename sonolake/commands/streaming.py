@@ -54,11 +54,12 @@ def gateway_config(settings: Settings, host: str | None = None, port: int | None
 
 
 def serving_engine(settings: Settings) -> Any:
-    """The engine following the champion alias, or None when serving cannot start at all."""
+    """The engine following the champion alias (or the remote endpoint's client when
+    ``SONOLAKE_INFERENCE_URL`` is set), or None when serving cannot start at all."""
     try:
         from sonolake import wiring
 
-        return wiring.serving_engine(settings)
+        return wiring.gateway_classifier(settings)
     except Exception as exc:  # no registry yet, or serving unavailable: run without a model
         log.warning("no serving engine (%s); the gateway runs VAD and segmentation only", exc)
         return None
@@ -105,9 +106,15 @@ async def run_gateway(settings: Settings, host: str | None, port: int | None) ->
         if loader.done():
             engine = loader.result()
             gateway.set_engine(engine)
+            if engine is not None and settings.inference_url:
+                from models.remote_engine import RemoteCollector
+
+                gateway.metrics.registry.register(RemoteCollector(engine))  # misses on /metrics
             loaded = engine is not None and engine.loaded
             console.print(
-                f"serving model version {engine.model_version}"
+                f"classifying on {settings.inference_url} (version {engine.model_version})"
+                if loaded and settings.inference_url
+                else f"serving model version {engine.model_version}"
                 if loaded
                 else "no champion model yet: VAD and segmentation until one is promoted"
             )
