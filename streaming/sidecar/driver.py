@@ -118,11 +118,14 @@ class Sidecar:
         *,
         classifier: Any | None = None,
         on_phase: PhaseHook | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
         self.lake = lake
         self.config = config
         self.classifier = classifier
         self.on_phase = on_phase or (lambda phase, batch: None)
+        self.on_batch = on_batch or (lambda report: None)
+        """Called with each landed batch's report (metrics)."""
         self.batches_dir = config.state_dir / "batches"
         self.batches_dir.mkdir(parents=True, exist_ok=True)
         self.erased = ErasedDevices(lake)
@@ -226,6 +229,7 @@ class Sidecar:
         report.quarantined = self._retire(manifest)
         self.on_phase("retired", batch)
         report.seconds = time.perf_counter() - started
+        self.on_batch(report)
         log.info(
             "batch %d landed: %d segments, rows %s, skipped %s, %.2f s",
             batch,
