@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     dagster_postgres_url: SecretStr | None = Field(
         None,
         description="postgres environment: Dagster run, event and schedule storage, e.g. "
-        "postgresql://user:pw@host:5432/dagster.",
+        "postgresql+psycopg2://user:pw@host:5432/dagster.",
     )
     mlflow_artifacts_uri: str | None = Field(
         None,
@@ -173,8 +173,8 @@ class Settings(BaseSettings):
                 for name, ok in (
                     ("SONOLAKE_DAGSTER_POSTGRES_URL", self.dagster_postgres_url is not None),
                     (
-                        "SONOLAKE_MLFLOW_URI=postgresql://…",
-                        (self.mlflow_uri or "").startswith("postgresql"),
+                        "SONOLAKE_MLFLOW_URI=postgresql+psycopg2://… (or an MLflow server on it)",
+                        (self.mlflow_uri or "").startswith(("postgresql", "http://", "https://")),
                     ),
                     ("SONOLAKE_LAKE_URI=s3://…", self.is_remote_lake),
                 )
