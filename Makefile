@@ -9,7 +9,7 @@ UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast demo bench bench-quick dev lint fmt browser ops-tools clean
+.PHONY: help venv test test-fast demo bench bench-quick dev lint fmt browser ops-tools test-profile clean
 
 help:
 	@echo "make demo         the whole loop end to end on the embedded defaults"
@@ -41,7 +41,12 @@ ops-tools:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus postgresql) >/dev/null; }
 
 test: venv browser ops-tools
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not profile" $(PYTEST_ARGS)
+
+# The postgres profile end to end (a real retrain and promotion on Postgres and S3, ~2-4 min);
+# `make test` runs its short version (storage and registry on Postgres) only.
+test-profile: venv ops-tools
+	$(PY) -m pytest -m profile $(PYTEST_ARGS)
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)

@@ -33,7 +33,6 @@ RUN_CONFIG = {
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.slow,
     pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL not installed: make ops-tools"),
 ]
 
@@ -61,25 +60,65 @@ def moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield endpoint
 
 
+def _profile_settings(url: str, moto: str, tmp_path: Path, **overrides: Any) -> Any:
+    return isolated_settings(
+        tmp_path,
+        environment="postgres",
+        lake_uri=f"s3://{BUCKET}/lake",
+        s3_endpoint_url=moto,
+        aws_allow_http=True,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        s3_sse="AES256",
+        mlflow_uri=f"{url}/mlflow",
+        mlflow_artifacts_uri=f"s3://{BUCKET}/mlflow",
+        dagster_postgres_url=f"{url}/dagster",
+        **overrides,
+    )
+
+
+def test_dagster_and_mlflow_keep_their_state_in_postgres(
+    moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The short version `make test` runs: a Dagster run recorded in Postgres, and an MLflow
+    run whose metadata is in Postgres and whose artifact is on S3."""
+    with postgres_server(["dagster", "mlflow"]) as url:
+        monkeypatch.setenv("SONOLAKE_DAGSTER_POSTGRES_URL", f"{url}/dagster")
+        settings = _profile_settings(url, moto, tmp_path)
+        home = prepare_dagster_home(settings)
+
+        @dg.asset
+        def probe() -> int:
+            return 1
+
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            run = dg.materialize([probe], instance=instance)
+            assert run.success
+        with dg.DagsterInstance.from_config(str(home)) as again:  # another process would see it
+            stored = again.get_run_by_id(run.run_id)
+            assert stored is not None and stored.is_success
+
+        import mlflow
+
+        for name, value in wiring.settings_mlflow_environment(settings).items():
+            monkeypatch.setenv(name, value)
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        experiment = mlflow.create_experiment("probe", artifact_location=f"s3://{BUCKET}/mlflow")
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.log_text("weights", "model/probe.txt")
+        assert _count(f"{url}/mlflow", "experiments") >= 1
+        assert _s3_keys(moto, "mlflow/")
+
+
+@pytest.mark.profile
 def test_retrain_and_promote_on_the_postgres_profile(
     moto: str, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with postgres_server(["dagster", "mlflow"]) as url:
         monkeypatch.setenv("SONOLAKE_DAGSTER_POSTGRES_URL", f"{url}/dagster")
-        settings = isolated_settings(
-            tmp_path,
-            environment="postgres",
-            lake_uri=f"s3://{BUCKET}/lake",
-            s3_endpoint_url=moto,
-            aws_allow_http=True,
-            aws_access_key_id=KEY_ID,
-            aws_secret_access_key=SECRET,
-            s3_sse="AES256",
-            mlflow_uri=f"{url}/mlflow",
-            mlflow_artifacts_uri=f"s3://{BUCKET}/mlflow",
-            dagster_postgres_url=f"{url}/dagster",
-            promotion_accuracy_floor=0.0,
-            promotion_latency_budget_us=1e6,
+        settings = _profile_settings(
+            url, moto, tmp_path, promotion_accuracy_floor=0.0, promotion_latency_budget_us=1e6
         )
         lake = land_clips(
             settings,
@@ -106,19 +145,18 @@ def test_retrain_and_promote_on_the_postgres_profile(
         assert champion is not None
         actions = lake.read(MODEL_EVALUATIONS, columns=["model_version", "action"]).to_pylist()
         assert {"model_version": champion, "action": "promote"} in actions
-        assert _mlflow_tables(f"{url}/mlflow") > 0, "MLflow's backend store is Postgres"
+        assert _count(f"{url}/mlflow", "model_versions") > 0, "MLflow's store is Postgres"
         assert _s3_keys(moto, "mlflow/"), "artifacts are on S3"
 
 
-def _mlflow_tables(url: str) -> int:
+def _count(url: str, table: str) -> int:
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.connect() as connection:
             return int(
-                connection.execute(sqlalchemy.text("select count(*) from model_versions")).scalar()
-                or 0
+                connection.execute(sqlalchemy.text(f"select count(*) from {table}")).scalar() or 0
             )
     finally:
         engine.dispose()
