@@ -198,3 +198,21 @@ def test_unknown_device_and_empty_id(
     assert main(["erase", "--device", "nobody", "--yes"]) == 1
     assert "'nobody' has no rows in the lake" in capsys.readouterr().err
     assert main(["erase", "--device", " "]) == 2
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["d1"], ["\"device_id\" IN ('d1')"]),
+        (["it's"], ["\"device_id\" IN ('it''s')"]),  # quotes are doubled, never closed
+        ([f"s{i}" for i in range(501)], 2),  # at most PREDICATE_CHUNK values per predicate
+    ],
+)
+def test_delete_predicates(values: list[str], expected: list[str] | int) -> None:
+    from lake_schemas.erasure import delete_predicates
+
+    predicates = delete_predicates("device_id", values)
+    if isinstance(expected, int):
+        assert len(predicates) == expected
+    else:
+        assert predicates == expected
