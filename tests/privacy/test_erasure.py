@@ -216,3 +216,36 @@ def test_delete_predicates(values: list[str], expected: list[str] | int) -> None
         assert len(predicates) == expected
     else:
         assert predicates == expected
+
+
+@pytest.mark.integration
+def test_the_erase_devices_asset_erases_a_batch_of_requests(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    import dagster as dg
+
+    from orchestration.defs.privacy.assets import erasures
+    from orchestration.resources import LakeResource, PlatformPaths
+
+    settings = isolated_settings(tmp_path)
+    clips = small_lake_clips(
+        shared_data, train_speakers=3, heldout_speakers=0, per_speaker=1, silence_clips=0
+    )
+    lake = land_clips(settings, clips)
+    devices = sorted(set(lake.read(SESSIONS).column("device_id").to_pylist()))
+    resources = {
+        "lake": LakeResource(root=settings.lake_root),
+        "paths": PlatformPaths(
+            state_dir=str(settings.state_path),
+            spool_dir=str(settings.spool_path),
+            data_dir=str(shared_data),
+        ),
+    }
+    config = {"ops": {"monitoring__erasures": {"config": {"device_ids": devices[:2]}}}}
+    assert dg.materialize([erasures], resources=resources, run_config=config).success
+    fresh = wiring.lake(settings)
+    assert set(fresh.read(AUDIO_CHUNKS).column("device_id").to_pylist()) == {devices[2]}
+    audit = fresh.read(ERASURES).to_pylist()
+    assert sorted(row["device_sha256"] for row in audit) == sorted(map(device_hash, devices[:2]))
+    assert all(row["requested_by"].startswith("dagster:") for row in audit)
+    assert spool_traces(settings.spool_path, devices[0]) == []
