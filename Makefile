@@ -9,7 +9,7 @@ UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast test-dask dask-cluster demo bench bench-quick dev lint fmt browser clean
+.PHONY: help venv test test-fast test-dask test-profile dask-cluster demo bench bench-quick dev lint fmt browser ops-tools clean
 
 help:
 	@echo "make demo         the whole loop end to end on the embedded defaults"
@@ -36,8 +36,20 @@ browser:
 	  echo "installing Debian's chromium for the browser test"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
 
-test: venv browser
-	$(PY) -m pytest -m "not dask" $(PYTEST_ARGS)
+# promtool (alert-rule checks) and the PostgreSQL server (the postgres profile's test), from
+# Debian's packages; the tests start their own servers, nothing runs as a service.
+ops-tools:
+	@command -v promtool >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus (promtool) and postgresql for the ops tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus postgresql) >/dev/null; }
+
+test: venv browser ops-tools
+	$(PY) -m pytest -m "not dask and not profile" $(PYTEST_ARGS)
+
+# The postgres profile end to end (a real retrain and promotion on Postgres and S3, ~2-4 min);
+# `make test` runs its short version (storage and registry on Postgres) only.
+test-profile: venv ops-tools
+	$(PY) -m pytest -m profile $(PYTEST_ARGS)
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not browser and not dask" $(PYTEST_ARGS)

@@ -239,6 +239,32 @@ MODEL_EVALUATIONS = TableSpec(
     column_docs={"action": "evaluate | promote | reject | rollback"},
 )
 
+ERASURES = TableSpec(
+    name="monitoring.erasures",
+    schema=_schema(
+        ("erasure_id", pa.string(), False),
+        ("device_sha256", pa.string(), False),
+        ("requested_by", pa.string(), False),
+        ("started_at", TIMESTAMP, False),
+        ("completed_at", TIMESTAMP, False),
+        ("tables_json", pa.string(), False),
+        ("rows_removed", pa.int64(), False),
+        ("files_vacuumed", pa.int64(), False),
+        ("spool_records_removed", pa.int64(), False),
+        ("vacuum_retention_hours", pa.float64(), False),
+        ("erasure_date", pa.date32(), False),
+    ),
+    partition_by=("erasure_date",),
+    primary_key=("erasure_id",),
+    description="Every per-device erasure: when, which tables, how many rows (never the data).",
+    owner="lake_schemas.erasure",
+    column_docs={
+        "device_sha256": "SHA-256 (hex) of the erased device id: provable, not the id itself.",
+        "tables_json": "JSON object: table name -> rows removed from it.",
+        "files_vacuumed": "Superseded data files deleted because they still held the rows.",
+    },
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     AUDIO_CHUNKS,
     DEAD_LETTERS,
@@ -248,6 +274,7 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     PREDICTIONS,
     DRIFT_REPORTS,
     MODEL_EVALUATIONS,
+    ERASURES,
 )
 TABLES: dict[str, TableSpec] = {spec.name: spec for spec in ALL_TABLES}
 

@@ -1,4 +1,5 @@
-"""The Dagster instance on one machine: SQLite storage under ``Settings.dagster_home``.
+"""The Dagster instance: SQLite storage under ``Settings.dagster_home`` on one machine, Postgres
+in the ``postgres`` environment (:data:`POSTGRES_STORAGE_YAML`).
 
 ``make dev`` (through ``python -m orchestration``) and ``sonolake demo`` call
 :func:`prepare_dagster_home` before starting Dagster,
@@ -29,11 +30,29 @@ concurrency:
 """Two runs at a time on a 2-core machine; pools serialize the writers of each table."""
 
 
+POSTGRES_STORAGE_YAML = """\
+# The postgres environment: runs, event logs and schedules in Postgres (dagster-postgres), so
+# several machines (webserver, daemon, run workers) share one instance.
+storage:
+  postgres:
+    postgres_url:
+      env: SONOLAKE_DAGSTER_POSTGRES_URL
+"""
+"""The URL is read from the environment by Dagster itself, never written into the file."""
+
+
+def dagster_yaml(settings: Settings) -> str:
+    """The instance configuration of the settings' environment."""
+    if settings.environment == "postgres":
+        return DAGSTER_YAML + POSTGRES_STORAGE_YAML
+    return DAGSTER_YAML
+
+
 def prepare_dagster_home(settings: Settings) -> Path:
     """Create the Dagster home and its dagster.yaml (kept if it already exists); return it."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_YAML)
+        config.write_text(dagster_yaml(settings))
     return home

@@ -32,6 +32,7 @@ LIFECYCLE = (TRAINING_SET, CANDIDATE_MODEL, MODEL_EVALUATION, CHAMPION_MODEL)
 """Retraining materializes these, in this order."""
 
 RETRAIN_JOB = "retrain"
+ERASE_JOB = "erase_devices"
 OBSERVE_JOB = "observe_sidecar_tables"
 DRIFT_SENSOR = "drift_retraining_sensor"
 TRIGGER_TAG = "sonolake/trigger"

@@ -10,6 +10,7 @@ the Dagster UI shows the variable's name, never its value.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -73,6 +74,9 @@ class S3LakeResource(LakeResource):
     s3: S3Resource
     allow_http: bool = False
     """Plain-HTTP endpoints (test stores such as moto or MinIO without TLS)."""
+    sse: str = "none"
+    """Server-side encryption of every object written: none, AES256 or aws:kms."""
+    sse_kms_key_id: str | None = None
 
     def storage_options(self) -> dict[str, str]:
         return wiring.s3_storage_options(
@@ -81,6 +85,8 @@ class S3LakeResource(LakeResource):
             access_key_id=self.s3.aws_access_key_id,
             secret_access_key=self.s3.aws_secret_access_key,
             allow_http=self.allow_http,
+            sse=self.sse,
+            sse_kms_key_id=self.sse_kms_key_id,
         )
 
     def _bucket_key(self, location: str) -> tuple[str, str]:
@@ -90,7 +96,13 @@ class S3LakeResource(LakeResource):
     def save_file(self, relative_path: str, data: bytes, content_type: str) -> str:
         location = self.location(relative_path)
         bucket, key = self._bucket_key(location)
-        self.s3.get_client().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        self.s3.get_client().put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            **wiring.s3_put_arguments(self.sse, self.sse_kms_key_id),
+        )
         return location
 
     def read_file(self, location: str) -> bytes:
@@ -108,8 +120,26 @@ class ModelRegistryResource(dg.ConfigurableResource):
     """Downloaded bundles, shared with the command line and the gateway."""
     ui_url: str = "http://127.0.0.1:5000"
     """Where ``mlflow ui`` serves this store; used for links in asset metadata."""
+    s3_region: str | None = None
+    s3_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    sse: str = "none"
+    sse_kms_key_id: str | None = None
+    """S3 artifacts (``artifact_root`` = ``s3://…``): where, credentials, encryption."""
 
     def open(self, lake: Lake) -> Registry:
+        os.environ.update(  # MLflow's S3 artifact store is configured by environment only
+            wiring.mlflow_s3_environment(
+                self.artifact_root,
+                region=self.s3_region,
+                endpoint_url=self.s3_endpoint_url,
+                access_key_id=self.aws_access_key_id,
+                secret_access_key=self.aws_secret_access_key,
+                sse=self.sse,
+                sse_kms_key_id=self.sse_kms_key_id,
+            )
+        )
         return wiring.open_registry(
             self.tracking_uri, self.model_name, self.artifact_root, self.cache_dir, lake
         )
@@ -139,10 +169,16 @@ class PlatformPaths(dg.ConfigurableResource):
         return path
 
 
+class RetentionPolicy(dg.ConfigurableResource):
+    """How long raw audio stays in bronze (from ``SONOLAKE_BRONZE_PCM_RETENTION_DAYS``)."""
+
+    bronze_pcm_retention_days: int = 30
+
+
 def _lake_resource(settings: Settings) -> LakeResource:
     path = wiring.catalog_path(settings)
     catalog = str(path) if path is not None else None
-    if settings.environment == "s3":
+    if settings.environment in ("s3", "postgres"):
         s3 = S3Resource(
             region_name=settings.aws_region,
             endpoint_url=settings.s3_endpoint_url,
@@ -150,21 +186,43 @@ def _lake_resource(settings: Settings) -> LakeResource:
             aws_secret_access_key=dg.EnvVar("SONOLAKE_AWS_SECRET_ACCESS_KEY"),
         )
         return S3LakeResource(
-            root=settings.lake_root, catalog_path=catalog, s3=s3, allow_http=settings.aws_allow_http
+            root=settings.lake_root,
+            catalog_path=catalog,
+            s3=s3,
+            allow_http=settings.aws_allow_http,
+            sse=settings.s3_sse,
+            sse_kms_key_id=settings.s3_sse_kms_key_id,
         )
     return LakeResource(root=settings.lake_root, catalog_path=catalog)
+
+
+def _registry_resource(settings: Settings) -> ModelRegistryResource:
+    artifact_root = str(settings.mlflow_artifact_root)
+    s3: dict[str, Any] = {}
+    if artifact_root.startswith("s3://"):
+        s3 = {
+            "s3_region": settings.aws_region,
+            "s3_endpoint_url": settings.s3_endpoint_url,
+            "aws_access_key_id": dg.EnvVar("SONOLAKE_AWS_ACCESS_KEY_ID"),
+            "aws_secret_access_key": dg.EnvVar("SONOLAKE_AWS_SECRET_ACCESS_KEY"),
+            "sse": settings.s3_sse,
+            "sse_kms_key_id": settings.s3_sse_kms_key_id,
+        }
+    return ModelRegistryResource(
+        tracking_uri=settings.mlflow_tracking_uri,
+        model_name=settings.model_name,
+        artifact_root=artifact_root,
+        cache_dir=str(settings.model_cache_dir),
+        **s3,
+    )
 
 
 def resources_for(settings: Settings) -> dict[str, Any]:
     """Every resource the definitions need, for the environment the settings name."""
     return {
         "lake": _lake_resource(settings),
-        "registry": ModelRegistryResource(
-            tracking_uri=settings.mlflow_tracking_uri,
-            model_name=settings.model_name,
-            artifact_root=str(settings.mlflow_artifact_root),
-            cache_dir=str(settings.model_cache_dir),
-        ),
+        "registry": _registry_resource(settings),
+        "retention": RetentionPolicy(bronze_pcm_retention_days=settings.bronze_pcm_retention_days),
         "paths": PlatformPaths(
             state_dir=str(settings.state_path),
             spool_dir=str(settings.spool_path),

@@ -30,8 +30,10 @@ class Settings(BaseSettings):
         env_prefix="SONOLAKE_", env_file=".env", extra="ignore", frozen=False
     )
 
-    environment: Literal["local", "s3"] = Field(
-        "local", description="Which resource set Dagster uses: a local lake or an S3 lake."
+    environment: Literal["local", "s3", "postgres"] = Field(
+        "local",
+        description="Which resource set Dagster uses: a local lake, an S3 lake, or 'postgres' "
+        "(more than one machine: S3 lake, Dagster and MLflow on Postgres, artifacts on S3).",
     )
     state_dir: Path = Field(
         Path(".sonolake"),
@@ -52,6 +54,30 @@ class Settings(BaseSettings):
     aws_access_key_id: str | None = Field(None, description="S3 access key id.")
     aws_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
     aws_allow_http: bool = Field(False, description="Allow plain-HTTP endpoints (test stores).")
+    s3_sse: Literal["none", "AES256", "aws:kms"] = Field(
+        "none",
+        description="Server-side encryption of every object written to S3 (lake, reports, "
+        "MLflow artifacts): none, AES256 (SSE-S3) or aws:kms (SSE-KMS).",
+    )
+    s3_sse_kms_key_id: str | None = Field(
+        None, description="KMS key id or ARN for aws:kms (default: the bucket's AWS managed key)."
+    )
+    dagster_postgres_url: SecretStr | None = Field(
+        None,
+        description="postgres environment: Dagster run, event and schedule storage, e.g. "
+        "postgresql+psycopg2://user:pw@host:5432/dagster.",
+    )
+    mlflow_artifacts_uri: str | None = Field(
+        None,
+        description="Where new MLflow experiments keep artifacts, e.g. s3://bucket/mlflow "
+        "(default <state_dir>/mlartifacts).",
+    )
+    bronze_pcm_retention_days: int = Field(
+        30, ge=1, description="Days raw PCM stays in bronze.audio_chunks (by ingest date)."
+    )
+    sidecar_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Sidecar: port of its Prometheus /metrics (off: unset)."
+    )
 
     spool_dir: Path | None = Field(
         None, description="Durable spool of accepted chunks (default <state_dir>/spool)."
@@ -220,6 +246,27 @@ class Settings(BaseSettings):
             raise ValueError("must look like tcp://HOST:PORT (or tls://HOST:PORT)")
         return value
 
+    @model_validator(mode="after")
+    def _check_profiles(self) -> Settings:
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            raise ValueError("s3_sse_kms_key_id is set but s3_sse is not aws:kms; set both")
+        if self.environment == "postgres":
+            missing = [
+                name
+                for name, ok in (
+                    ("SONOLAKE_DAGSTER_POSTGRES_URL", self.dagster_postgres_url is not None),
+                    (
+                        "SONOLAKE_MLFLOW_URI=postgresql+psycopg2://… (or an MLflow server on it)",
+                        (self.mlflow_uri or "").startswith(("postgresql", "http://", "https://")),
+                    ),
+                    ("SONOLAKE_LAKE_URI=s3://…", self.is_remote_lake),
+                )
+                if not ok
+            ]
+            if missing:
+                raise ValueError("the postgres environment needs " + ", ".join(missing))
+        return self
+
     @field_validator("auth_tokens", "gateway_allowed_origins", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
@@ -263,8 +310,9 @@ class Settings(BaseSettings):
         return self.mlflow_uri or f"sqlite:///{self.state_path / 'mlflow.db'}"
 
     @cached_property
-    def mlflow_artifact_root(self) -> Path:
-        return self.state_path / "mlartifacts"
+    def mlflow_artifact_root(self) -> Path | str:
+        """A local folder, or the ``SONOLAKE_MLFLOW_ARTIFACTS_URI`` (``s3://…``)."""
+        return self.mlflow_artifacts_uri or self.state_path / "mlartifacts"
 
     @cached_property
     def model_cache_dir(self) -> Path:
@@ -285,6 +333,8 @@ SECRET_FIELDS = (
     "aws_access_key_id",
     "auth_tokens",
     "gateway_metrics_token",
+    "dagster_postgres_url",
+    "mlflow_uri",
 )
 """Settings whose values are never printed, not even in an error."""
 
@@ -293,9 +343,12 @@ def describe_errors(error: ValidationError) -> str:
     """One line per bad setting: the variable, the value and what is allowed."""
     lines = []
     for problem in error.errors():
-        name = str(problem["loc"][0]) if problem["loc"] else "?"
-        value = "***" if name in SECRET_FIELDS else repr(problem.get("input"))
         allowed = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:  # a rule across settings: its input is all of them, never shown
+            lines.append(f"settings are not allowed together: {allowed}")
+            continue
+        name = str(problem["loc"][0])
+        value = "***" if name in SECRET_FIELDS else repr(problem.get("input"))
         lines.append(f"SONOLAKE_{name.upper()}={value} is not allowed: {allowed}")
     return "\n".join(lines)
 

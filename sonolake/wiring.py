@@ -15,6 +15,8 @@ lake has none (:meth:`lake_schemas.Lake.refresh_sql_catalog`).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,9 +38,19 @@ def s3_storage_options(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     allow_http: bool = False,
+    sse: str = "none",
+    sse_kms_key_id: str | None = None,
 ) -> dict[str, str]:
-    """delta-rs / object_store options of an S3 (or S3-compatible) lake."""
+    """delta-rs / object_store options of an S3 (or S3-compatible) lake.
+
+    ``sse`` (``AES256`` or ``aws:kms``) makes every object the lake writes carry the
+    ``x-amz-server-side-encryption`` header (and the KMS key id when one is given).
+    """
     options = {"AWS_REGION": region or "us-east-1"}
+    if sse != "none":
+        options["AWS_SERVER_SIDE_ENCRYPTION"] = sse
+    if sse_kms_key_id:
+        options["AWS_SSE_KMS_KEY_ID"] = sse_kms_key_id
     if endpoint_url:
         options["AWS_ENDPOINT_URL"] = endpoint_url
     if access_key_id:
@@ -61,6 +73,59 @@ def storage_options(settings: Settings) -> dict[str, str]:
         access_key_id=settings.aws_access_key_id,
         secret_access_key=secret.get_secret_value() if secret is not None else None,
         allow_http=settings.aws_allow_http,
+        sse=settings.s3_sse,
+        sse_kms_key_id=settings.s3_sse_kms_key_id,
+    )
+
+
+def s3_put_arguments(sse: str, sse_kms_key_id: str | None) -> dict[str, str]:
+    """boto3 ``put_object`` / ``upload_file`` arguments for server-side encryption."""
+    if sse == "none":
+        return {}
+    arguments = {"ServerSideEncryption": sse}
+    if sse_kms_key_id:
+        arguments["SSEKMSKeyId"] = sse_kms_key_id
+    return arguments
+
+
+def mlflow_s3_environment(
+    artifact_root: str | Path,
+    *,
+    region: str | None,
+    endpoint_url: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    sse: str = "none",
+    sse_kms_key_id: str | None = None,
+) -> dict[str, str]:
+    """Environment MLflow's S3 artifact store reads (it takes no other configuration): the
+    endpoint, the credentials and the encryption of every upload. Empty for local artifacts."""
+    if not str(artifact_root).startswith("s3://"):
+        return {}
+    env = {"AWS_DEFAULT_REGION": region or "us-east-1"}
+    if endpoint_url:
+        env["MLFLOW_S3_ENDPOINT_URL"] = endpoint_url
+    if access_key_id:
+        env["AWS_ACCESS_KEY_ID"] = access_key_id
+    if secret_access_key:
+        env["AWS_SECRET_ACCESS_KEY"] = secret_access_key
+    extra = s3_put_arguments(sse, sse_kms_key_id)
+    if extra:
+        env["MLFLOW_S3_UPLOAD_EXTRA_ARGS"] = json.dumps(extra)
+    return env
+
+
+def settings_mlflow_environment(settings: Settings) -> dict[str, str]:
+    """:func:`mlflow_s3_environment` of the settings."""
+    secret = settings.aws_secret_access_key
+    return mlflow_s3_environment(
+        settings.mlflow_artifact_root,
+        region=settings.aws_region,
+        endpoint_url=settings.s3_endpoint_url,
+        access_key_id=settings.aws_access_key_id,
+        secret_access_key=secret.get_secret_value() if secret is not None else None,
+        sse=settings.s3_sse,
+        sse_kms_key_id=settings.s3_sse_kms_key_id,
     )
 
 
@@ -104,7 +169,12 @@ def open_registry(
 
 
 def registry(settings: Settings, lake_: Lake | None = None) -> Registry:
-    """The registry of the settings, recording into ``lake_`` (default: the settings' lake)."""
+    """The registry of the settings, recording into ``lake_`` (default: the settings' lake).
+
+    With artifacts on S3, MLflow's S3 variables are set in this process's environment first
+    (MLflow reads nothing else).
+    """
+    os.environ.update(settings_mlflow_environment(settings))
     return open_registry(
         settings.mlflow_tracking_uri,
         settings.model_name,

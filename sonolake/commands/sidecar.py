@@ -68,7 +68,7 @@ def dask_scheduler_for(settings: Settings) -> str | None:
     return settings.dask_scheduler
 
 
-def build_sidecar(settings: Settings) -> Any:
+def build_sidecar(settings: Settings, on_batch: Any | None = None) -> Any:
     from sonolake import wiring
     from streaming.sidecar.driver import Sidecar, SidecarConfig
 
@@ -82,8 +82,25 @@ def build_sidecar(settings: Settings) -> Any:
         dask_partitions=settings.dask_partitions,
     )
     return Sidecar(
-        lake, config, classifier=classifier_for(settings), on_phase=phase_printer(settings)
+        lake,
+        config,
+        classifier=classifier_for(settings),
+        on_phase=phase_printer(settings),
+        on_batch=on_batch,
     )
+
+
+def start_metrics(settings: Settings) -> Any | None:
+    """The sidecar's /metrics on ``SONOLAKE_SIDECAR_METRICS_PORT`` (None when unset)."""
+    if settings.sidecar_metrics_port is None:
+        return None
+    from streaming.sidecar.metrics import SidecarMetrics, serve
+
+    metrics = SidecarMetrics(settings.spool_path)
+    server = serve(metrics, settings.sidecar_metrics_port, settings.gateway_host)
+    host, port = server.server_address[:2]
+    sys.stdout.write(f"sidecar metrics on http://{host}:{port}/metrics\n")
+    return metrics
 
 
 def run_sidecar(
@@ -113,7 +130,8 @@ def run_sidecar(
     interval_s = settings.sidecar_interval_s if interval is None else interval
     if interval_s <= 0:
         raise BadInput(f"--interval {interval_s} must be > 0 seconds")
-    sidecar = build_sidecar(settings)
+    metrics = start_metrics(settings)
+    sidecar = build_sidecar(settings, on_batch=metrics.observe if metrics is not None else None)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

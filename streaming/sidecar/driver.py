@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, Lake, TableSpec
+from lake_schemas.erasure import ErasedDevices
 from streaming.segments import SegmenterParams
 from streaming.sidecar.options import ClusterUnavailable
 from streaming.sidecar.session_rows import merge_session_rows
@@ -52,6 +53,7 @@ from streaming.spool import (
     retire_segment,
     sealed_segments,
 )
+from streaming.spool.erasure import erasure_lock
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +127,18 @@ class Sidecar:
         *,
         classifier: Any | None = None,
         on_phase: PhaseHook | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
         self.lake = lake
         self.config = config
         self.classifier = classifier
         self.on_phase = on_phase or (lambda phase, batch: None)
+        self.on_batch = on_batch or (lambda report: None)
+        """Called with each landed batch's report (metrics)."""
         self.batches_dir = config.state_dir / "batches"
         self.batches_dir.mkdir(parents=True, exist_ok=True)
+        self.erased = ErasedDevices(lake)
+        """Tombstones: rows of devices erased after they were staged never land."""
 
     # ---------------------------------------------------------------------- bookkeeping
     def _manifest_path(self, batch: int) -> Path:
@@ -160,8 +167,13 @@ class Sidecar:
     def land_once(self) -> BatchReport | None:
         """Finish an interrupted batch, or land the sealed segments as a new one.
 
-        Returns None when there was nothing to do.
+        Returns None when there was nothing to do. Holds the spool's erasure lock throughout,
+        so a batch never interleaves with an erasure (see :mod:`streaming.spool.erasure`).
         """
+        with erasure_lock(self.config.spool_dir):
+            return self._land_once()
+
+    def _land_once(self) -> BatchReport | None:
         batches = self._manifests()
         if batches:
             last = batches[-1]
@@ -231,6 +243,7 @@ class Sidecar:
         report.quarantined = self._retire(manifest)
         self.on_phase("retired", batch)
         report.seconds = time.perf_counter() - started
+        self.on_batch(report)
         log.info(
             "batch %d landed: %d segments, rows %s, skipped %s, %.2f s",
             batch,
@@ -318,13 +331,13 @@ class Sidecar:
     def _commit(self, batch: int, staging: Path, report: BatchReport, batch_time: datetime) -> None:
         writer, app_id = self.config.writer, self.config.app_id
         for name, spec in STAGED_TABLES:
-            table = read_parts(staging, name, spec.schema)
+            table = self.erased.drop(read_parts(staging, name, spec.schema))
             if table.num_rows == 0:
                 continue
             result = self.lake.append(spec, table, writer=writer, app_id=app_id, app_version=batch)
             self._record(report, spec, result.skipped, result.rows)
             self.on_phase(f"committed:{spec.name}", batch)
-        deltas = read_parts(staging, "sessions", None)
+        deltas = self.erased.drop(read_parts(staging, "sessions", None))
         if deltas.num_rows:
             done = self.lake.transaction_version(SESSIONS, self.config.app_id)
             if done is not None and done >= batch:

@@ -23,6 +23,7 @@ from real_lake import LakeEnv, isolated_settings
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS
 from orchestration import LIFECYCLE, OBSERVE_JOB, RETRAIN_JOB, build_definitions, table_key
+from orchestration.keys import ERASE_JOB
 from orchestration.resources import LakeResource, S3LakeResource
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +73,9 @@ def test_code_location_loads_every_definition(empty_env: LakeEnv, environment: s
         "dbt tests become asset checks on the analytics models"
     )
 
-    assert sorted(j.name for j in repo.get_all_jobs()) == ["__ASSET_JOB", OBSERVE_JOB, RETRAIN_JOB]
+    assert sorted(j.name for j in repo.get_all_jobs()) == sorted(
+        ["__ASSET_JOB", ERASE_JOB, OBSERVE_JOB, RETRAIN_JOB]
+    )
     jobs = {
         RETRAIN_JOB: set(LIFECYCLE),
         OBSERVE_JOB: {table_key(s) for s in (AUDIO_CHUNKS, DEAD_LETTERS, AUDIO_EVENTS, SESSIONS)},

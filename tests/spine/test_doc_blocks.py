@@ -30,11 +30,10 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Ite
 
 @pytest.fixture(scope="module")
 def shared_data() -> Path:  # module scope for the sandbox; the same check as tests/conftest.py
-    from conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "speech_commands" / "manifest.csv").exists():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    data = REPO_ROOT.parent / "shared" / "data"
+    if not (data / "speech_commands" / "manifest.csv").exists():
+        pytest.skip(f"real data not found at {data}")
+    return data
 
 
 def test_every_skipped_block_says_why() -> None:
