@@ -44,6 +44,7 @@ from lake_schemas.sql_catalog import (
     ViewSource,
     connect_in_memory,
     file_layout,
+    parquet_columns,
     write_catalog_file,
 )
 from lake_schemas.tables import ALL_TABLES, TableSpec
@@ -561,14 +562,20 @@ class Lake:
         schema = pa.schema(table.schema().to_arrow())
         partition_by = tuple(table.metadata().partition_columns)
         actions = pa.table(table.get_add_actions(flatten=True))
+        files = tuple(table.file_uris())
         union_by_name, absent = file_layout(
-            actions, schema, partition_by, table.metadata().configuration
+            actions,
+            schema,
+            partition_by,
+            table.metadata().configuration,
+            files,
+            None if self.is_remote else parquet_columns,
         )
         return ViewSource(
             name,
             schema,
             partition_by,
-            tuple(table.file_uris()),
+            files,
             table.version(),
             dataset=table.to_pyarrow_dataset() if in_process and self.is_remote else None,
             union_by_name=union_by_name,
