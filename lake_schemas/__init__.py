@@ -9,7 +9,13 @@ See docs/lake.md for the one-writer rule, app transactions, time travel and SQL.
 """
 
 from lake_schemas.catalog import MetadataCatalog, QualityResult, SchemaVersion, TableEntry
-from lake_schemas.errors import LakeError, SchemaMismatch, TableNotFound, VersionNotFound
+from lake_schemas.errors import (
+    LakeError,
+    NotReadOnly,
+    SchemaMismatch,
+    TableNotFound,
+    VersionNotFound,
+)
 from lake_schemas.lake import CommitResult, Lake, TableSnapshot
 from lake_schemas.tables import (
     ALL_TABLES,
@@ -43,6 +49,7 @@ __all__ = [
     "Lake",
     "LakeError",
     "MetadataCatalog",
+    "NotReadOnly",
     "QualityResult",
     "SchemaMismatch",
     "SchemaVersion",

@@ -22,6 +22,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from lake_schemas.errors import VersionNotFound
 from lake_schemas.lineage import commit_metadata
 from lake_schemas.tables import TableSpec
 
@@ -50,6 +51,28 @@ def open_table(
     if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
         return None
     return DeltaTable(uri, version=version, storage_options=storage_options)
+
+
+def load_version(name: str, table: DeltaTable, version: int) -> DeltaTable:
+    """Move the latest snapshot ``table`` back to ``version``, or say which versions exist.
+
+    delta-kernel's own message for a version past the end ("LogSegment end version 1 not the
+    same as the specified end version 3") names neither the table nor what to ask for instead.
+    """
+    newest = table.version()
+    reason = ""
+    if 0 <= version <= newest:
+        try:
+            table.load_as_version(int(version))
+            return table
+        except (DeltaError, OSError, ValueError) as exc:  # its log entry is gone (retention)
+            reason = f": {exc}"
+    commits = [int(commit["version"]) for commit in table.history() if "version" in commit]
+    oldest = min(commits, default=newest)
+    raise VersionNotFound(
+        f"{name} has no version {version}; it has versions {oldest}–{newest}"
+        f" (time travel reaches as far back as its log retention){reason}"
+    )
 
 
 def create_if_missing(

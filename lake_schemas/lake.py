@@ -44,6 +44,7 @@ from lake_schemas.sql_catalog import (
     ViewSource,
     connect_in_memory,
     file_layout,
+    lock_read_only,
     parquet_columns,
     write_catalog_file,
 )
@@ -409,16 +410,13 @@ class Lake:
             return None
         if version is None and as_of is None:
             return table
+        if version is not None:
+            return delta.load_version(spec.name, table, int(version))
+        assert as_of is not None
         try:
-            if version is not None:
-                table.load_as_version(int(version))
-            else:
-                assert as_of is not None
-                when = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-                table.load_as_version(when)
+            table.load_as_version(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
         except (DeltaError, OSError, ValueError) as exc:
-            what = f"version {version}" if version is not None else f"time {as_of}"
-            raise VersionNotFound(f"{spec.name} has no {what}: {exc}") from exc
+            raise VersionNotFound(f"{spec.name} has no version as of {as_of}: {exc}") from exc
         return table
 
     def dataset(
@@ -544,10 +542,7 @@ class Lake:
     ) -> ViewSource:
         table = delta.open_table(uri, self.storage_options)
         if table is not None and version is not None:
-            try:
-                table.load_as_version(int(version))
-            except (DeltaError, OSError, ValueError) as exc:
-                raise VersionNotFound(f"{name} has no version {version}: {exc}") from exc
+            table = delta.load_version(name, table, int(version))
         elif table is not None and as_of is not None:
             try:
                 table.load_as_version(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
@@ -597,13 +592,22 @@ class Lake:
         self,
         versions: Mapping[str, int] | None = None,
         as_of: datetime | None = None,
+        *,
+        read_only: bool = False,
     ) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with one view per table (``silver.audio_events``)
-        and the ``catalog`` views; any table pinned to ``versions[name]`` or ``as_of``.
+        and the ``meta`` views; any table pinned to ``versions[name]`` or ``as_of``.
 
         Works on local and object-store lakes alike (the latter through Arrow datasets).
+        ``read_only``: the connection may read the snapshots' files and nothing else, and its
+        settings are locked (for SQL written by someone else: ``sonolake sql``); run only
+        :func:`~lake_schemas.sql_catalog.read_only_statement` on it.
         """
-        return connect_in_memory(self.view_sources(versions, as_of, in_process=True))
+        sources = self.view_sources(versions, as_of, in_process=True)
+        con = connect_in_memory(sources)
+        if read_only:
+            lock_read_only(con, sources)
+        return con
 
     def register(self, specs: Iterable[TableSpec]) -> None:
         """Make extra table specs known for SQL before they are first written."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+
+from lake_schemas.errors import NotReadOnly
 
 
 @dataclass(frozen=True)
@@ -271,3 +274,54 @@ def connect_in_memory(sources: Sequence[ViewSource]) -> duckdb.DuckDBPyConnectio
     con.execute("SET TimeZone = 'UTC'")
     define_all(con, sources)
     return con
+
+
+READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT})
+"""What analyst SQL may be: a query (``SELECT``, ``FROM …``, ``WITH``, ``VALUES``, ``DESCRIBE``,
+``SHOW``, ``SUMMARIZE`` all parse to it), or ``EXPLAIN [ANALYZE]`` of one."""
+_EXPLAIN = re.compile(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", re.IGNORECASE)
+
+
+def read_only_statement(query: str) -> str:
+    """The one read statement ``query`` holds, as DuckDB's own parser splits and types it.
+
+    Raises :class:`NotReadOnly` (naming what was found) for no statement, several, or one that
+    is not a read (``COPY``, ``ATTACH``, ``CREATE``, ``SET``, ``PRAGMA``, ``INSTALL`` …), and
+    DuckDB's own ``ParserException`` for a syntax error.
+    """
+    statements = duckdb.extract_statements(query)
+    if len(statements) != 1:
+        raise NotReadOnly(
+            f"give exactly one SQL statement (found {len(statements)}); run each query on its own"
+        )
+    statement = statements[0]
+    kind = statement.type
+    if kind == duckdb.StatementType.EXPLAIN:
+        inner = duckdb.extract_statements(_EXPLAIN.sub("", statement.query, count=1))
+        kind = inner[0].type if len(inner) == 1 else kind
+        if kind in READ_STATEMENTS:
+            return statement.query
+    if kind not in READ_STATEMENTS:
+        name = str(kind).rsplit(".", 1)[-1]
+        raise NotReadOnly(
+            f"analyst SQL is read-only: a {name} statement is not allowed; "
+            "use one SELECT (or EXPLAIN SELECT) over the lake's tables"
+        )
+    return statement.query
+
+
+def lock_read_only(con: duckdb.DuckDBPyConnection, sources: Sequence[ViewSource]) -> None:
+    """Turn external access off except for the views' snapshot files, then lock the settings.
+
+    After this the connection cannot read or write any other file (``read_csv('/etc/passwd')``,
+    ``COPY … TO``, ``ATTACH``), load or install an extension, scan Python objects, or change a
+    setting (``SET`` fails with "the configuration has been locked").
+    """
+    files = sorted({path for source in sources for path in source.files})
+    listed = ", ".join(_quote_literal(path) for path in files)
+    con.execute(f"SET allowed_paths = [{listed}]")
+    con.execute("SET python_enable_replacements = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
