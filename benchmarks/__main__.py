@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchmarks.harness import BenchResult, machine_info, print_summary, write_json
 
-BENCHMARKS = ("gateway", "vad", "sidecar", "inference", "query", "pipeline")
+BENCHMARKS = ("gateway", "vad", "sidecar", "inference", "query", "growth", "pipeline")
 
 
 def run_one(name: str, quick: bool) -> BenchResult:
