@@ -53,6 +53,33 @@ def open_table(
     return DeltaTable(uri, version=version, storage_options=storage_options)
 
 
+class OpenTables:
+    """The latest snapshot of each table, kept open and brought forward with
+    ``update_incremental`` (which reads only the commits since), so a writer's cost per commit
+    does not grow with the table's history: opening a table from scratch replays its last
+    checkpoint plus every commit after it (up to ``CHECKPOINT_INTERVAL``).
+
+    Only for latest snapshots: never move one back in time (``load_as_version``).
+    """
+
+    def __init__(self, storage_options: dict[str, str] | None) -> None:
+        self.storage_options = storage_options
+        self._tables: dict[str, DeltaTable] = {}
+
+    def latest(self, uri: str) -> DeltaTable | None:
+        table = self._tables.get(uri)
+        if table is not None:
+            try:
+                table.update_incremental()
+                return table
+            except (DeltaError, OSError):  # replaced or removed under us: open it again
+                del self._tables[uri]
+        table = open_table(uri, self.storage_options)
+        if table is not None:
+            self._tables[uri] = table
+        return table
+
+
 def load_version(name: str, table: DeltaTable, version: int) -> DeltaTable:
     """Move the latest snapshot ``table`` back to ``version``, or say which versions exist.
 

@@ -63,6 +63,32 @@ SQL_LOG_SUFFIX = "_log"
 
 
 @dataclass(frozen=True)
+class CompactionPolicy:
+    """When a table's owner merges small files itself, right after its own commit.
+
+    A streaming writer adds a file per partition per commit (at one micro-batch a second,
+    ~86,000 a day), so waiting for the nightly maintenance would slow every read and commit
+    hour by hour. After each write, every partition the write touched that now holds
+    ``min_files`` files smaller than ``target_file_bytes`` is compacted with Delta's optimize
+    (bin-packing files below the target into files of about the target). The owner does it
+    between its own commits, so it never races another writer of the table; the OPTIMIZE
+    commit carries no app transaction and changes no row, so exactly-once is unaffected.
+    Each compaction rewrites at most the partition's files below the target (amplification
+    about target ÷ (2 × min_files × commit size)); the nightly maintenance asset merges the
+    results further (128 MB).
+    """
+
+    min_files: int = 32
+    """Small files in one partition that trigger a compaction (0: never)."""
+    target_file_bytes: int = 16 * 1024 * 1024
+    """Optimize's target file size, bytes; files at or above it are left alone."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.min_files > 0
+
+
+@dataclass(frozen=True)
 class CommitResult:
     """What one write did.
 
@@ -135,10 +161,12 @@ class Lake:
         root: str | Path,
         storage_options: Mapping[str, str] | None = None,
         catalog_file: Path | None = None,
+        compaction: CompactionPolicy | None = None,
     ) -> None:
         """``catalog_file``: the DuckDB catalog kept in step with every commit. Default:
         ``<root>/catalog.duckdb`` for a local lake; none for an object-store lake (see
-        :meth:`refresh_sql_catalog`)."""
+        :meth:`refresh_sql_catalog`). ``compaction``: when a writer compacts the partitions
+        it wrote (default :class:`CompactionPolicy`; ``CompactionPolicy(min_files=0)``: never)."""
         self.root = _normalize_root(root)
         self.storage_options: dict[str, str] | None = (
             dict(storage_options) if storage_options else None
@@ -153,6 +181,11 @@ class Lake:
         self._specs: dict[str, TableSpec] = {spec.name: spec for spec in ALL_TABLES}
         self._deferring = 0
         self._refresh_pending = False
+        self._tables = delta.OpenTables(self.storage_options)
+        self.compaction = compaction or CompactionPolicy()
+        self._views: dict[str, ViewSource] = {}
+        """The catalog file's view of each table at its last refresh, reused while the table's
+        version is unchanged (a refresh then costs one log check per unchanged table)."""
 
     def __repr__(self) -> str:
         return f"Lake({self.root!r})"
@@ -166,8 +199,9 @@ class Lake:
         """Where a table lives, by its ``layer.table`` name."""
         return table_location(self.root, table_name)
 
-    def _open(self, spec: TableSpec, version: int | None = None) -> DeltaTable | None:
-        return delta.open_table(self.uri(spec), self.storage_options, version)
+    def _open(self, spec: TableSpec) -> DeltaTable | None:
+        """The table's latest snapshot (kept open between calls; see ``delta.OpenTables``)."""
+        return self._tables.latest(self.uri(spec))
 
     def exists(self, spec: TableSpec) -> bool:
         return DeltaTable.is_deltatable(self.uri(spec), storage_options=self.storage_options)
@@ -288,8 +322,48 @@ class Lake:
 
         result = delta.with_commit_retries(attempt)
         if committed:
-            self._after_commit(spec, committed[-1])
+            table = committed[-1]
+            if result.rows:
+                self._compact_touched(spec, table, data, writer)
+            self._after_commit(spec, table)
         return result
+
+    def _compact_touched(
+        self, spec: TableSpec, table: DeltaTable, data: pa.Table, writer: str
+    ) -> None:
+        """Compact the partitions this write touched that crossed the policy's threshold."""
+        policy = self.compaction
+        if not policy.enabled:
+            return
+        columns = list(table.metadata().partition_columns)
+        actions = pa.table(table.get_add_actions(flatten=True))
+        small = actions.filter(pc.less(actions.column("size_bytes"), policy.target_file_bytes))
+        if small.num_rows < policy.min_files:
+            return
+        keys = [f"partition.{c}" for c in columns]
+        counts = small.group_by(keys).aggregate([("path", "count")]) if keys else small
+        if keys:
+            touched = data.select(columns).group_by(columns).aggregate([])
+            wanted = {tuple(str(v) for v in row.values()) for row in touched.to_pylist()}
+            crowded = [
+                tuple(str(row[k]) for k in keys)
+                for row in counts.to_pylist()
+                if row["path_count"] >= policy.min_files
+            ]
+            partitions = [p for p in crowded if p in wanted]
+        else:
+            partitions = [()]
+        for values in partitions:
+            filters = [(c, "=", v) for c, v in zip(columns, values, strict=True)] or None
+            try:
+                table.optimize.compact(
+                    partition_filters=filters,
+                    target_size=policy.target_file_bytes,
+                    commit_properties=delta.commit_properties(f"{writer} (auto-compaction)"),
+                )
+            except DeltaError:
+                log.warning("auto-compaction of %s %s failed", spec.name, values, exc_info=True)
+            table.update_incremental()
 
     def _evolve(self, table: DeltaTable, conformed: Conformed, writer: str) -> None:
         """Additive schema evolution: add the spec's new nullable columns in their own commit."""
@@ -403,7 +477,9 @@ class Lake:
     ) -> DeltaTable | None:
         if version is not None and as_of is not None:
             raise ValueError("give version or as_of, not both")
-        table = self._open(spec)
+        if version is None and as_of is None:
+            return self._open(spec)
+        table = delta.open_table(self.uri(spec), self.storage_options)
         if table is None:
             if version is not None or as_of is not None:
                 raise TableNotFound(f"{spec.name} does not exist; no version to travel to")
@@ -540,7 +616,14 @@ class Lake:
         as_of: datetime | None,
         in_process: bool,
     ) -> ViewSource:
-        table = delta.open_table(uri, self.storage_options)
+        latest = version is None and as_of is None and not in_process
+        if latest:
+            table = self._tables.latest(uri)
+            cached = self._views.get(name)
+            if table is not None and cached is not None and cached.version == table.version():
+                return cached
+        else:
+            table = delta.open_table(uri, self.storage_options)
         if table is not None and version is not None:
             table = delta.load_version(name, table, int(version))
         elif table is not None and as_of is not None:
@@ -566,7 +649,7 @@ class Lake:
             files,
             None if self.is_remote else parquet_columns,
         )
-        return ViewSource(
+        source = ViewSource(
             name,
             schema,
             partition_by,
@@ -576,6 +659,9 @@ class Lake:
             union_by_name=union_by_name,
             absent_columns=absent,
         )
+        if latest:
+            self._views[name] = source
+        return source
 
     def refresh_sql_catalog(self) -> Path | None:
         """Rewrite the DuckDB catalog file from the tables' current snapshots (atomically).
