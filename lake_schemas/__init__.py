@@ -16,7 +16,7 @@ from lake_schemas.errors import (
     TableNotFound,
     VersionNotFound,
 )
-from lake_schemas.lake import CommitResult, Lake, TableSnapshot
+from lake_schemas.lake import CommitResult, CompactionPolicy, Lake, TableSnapshot
 from lake_schemas.tables import (
     ALL_TABLES,
     AUDIO_CHUNKS,
@@ -46,6 +46,7 @@ __all__ = [
     "TABLES",
     "TIMESTAMP",
     "CommitResult",
+    "CompactionPolicy",
     "Lake",
     "LakeError",
     "MetadataCatalog",

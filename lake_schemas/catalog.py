@@ -209,7 +209,7 @@ class MetadataCatalog:
 
     def _compact_when_fragmented(self, spec: CatalogTableSpec, table: DeltaTable) -> None:
         """Every record adds a small file; merge them once there are many."""
-        table.update_incremental()
+        delta.bring_forward(table)
         if len(table.file_uris()) < COMPACT_AFTER_FILES:
             return
         try:

@@ -9,7 +9,9 @@ primary-key merge predicates, and a retry policy for commits that lost a race.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,7 +26,7 @@ from tenacity import (
 
 from lake_schemas.errors import VersionNotFound
 from lake_schemas.lineage import commit_metadata
-from lake_schemas.tables import TableSpec
+from lake_schemas.tables import TABLE_PROPERTIES, TableSpec
 
 COMMIT_ATTEMPTS = 8
 """Attempts of one lake operation when its commit loses a race (CommitFailedError)."""
@@ -53,6 +55,22 @@ def open_table(
     return DeltaTable(uri, version=version, storage_options=storage_options)
 
 
+def bring_forward(table: DeltaTable) -> None:
+    """Load the commits made since ``table``'s snapshot, if any.
+
+    ``update_incremental`` lists the whole ``_delta_log`` folder of a local table (the local
+    object store has no listing from an offset), which grows by a file per commit. For a local
+    table a stat of the next commit file answers "anything new?" in O(1); only then is the log
+    read. Object stores list from an offset, so there it is called as is.
+    """
+    uri = table.table_uri
+    if not is_remote(uri):
+        folder = Path(unquote(uri.removeprefix("file://")))
+        if not (folder / "_delta_log" / f"{table.version() + 1:020d}.json").exists():
+            return
+    table.update_incremental()
+
+
 class OpenTables:
     """The latest snapshot of each table, kept open and brought forward with
     ``update_incremental`` (which reads only the commits since), so a writer's cost per commit
@@ -70,7 +88,7 @@ class OpenTables:
         table = self._tables.get(uri)
         if table is not None:
             try:
-                table.update_incremental()
+                bring_forward(table)
                 return table
             except (DeltaError, OSError):  # replaced or removed under us: open it again
                 del self._tables[uri]
@@ -122,6 +140,7 @@ def create_if_missing(
             partition_by=list(spec.partition_by) or None,
             name=spec.name,
             description=spec.description,
+            configuration=TABLE_PROPERTIES,
             storage_options=storage_options,
             # No rebase: a CREATE that lost the race must fail, not land as version 1 on top of
             # the winner's table (delta-rs would otherwise retry it at the next version).

@@ -363,7 +363,7 @@ class Lake:
                 )
             except DeltaError:
                 log.warning("auto-compaction of %s %s failed", spec.name, values, exc_info=True)
-            table.update_incremental()
+            delta.bring_forward(table)
 
     def _evolve(self, table: DeltaTable, conformed: Conformed, writer: str) -> None:
         """Additive schema evolution: add the spec's new nullable columns in their own commit."""
@@ -373,7 +373,7 @@ class Lake:
             [Field.from_arrow(field) for field in conformed.new_columns],
             commit_properties=delta.commit_properties(writer),
         )
-        table.update_incremental()
+        delta.bring_forward(table)
 
     def _commit(
         self,
@@ -389,7 +389,7 @@ class Lake:
         properties = delta.commit_properties(writer, app_id, app_version)
         if operation == "append":
             write_deltalake(table, data, mode="append", commit_properties=properties)
-            table.update_incremental()
+            delta.bring_forward(table)
             return data.num_rows
         keep = "first" if operation == "merge_insert" else "last"
         source = delta.dedupe_on_key(data, spec.primary_key, keep=keep)
@@ -405,14 +405,14 @@ class Lake:
         if operation == "upsert":
             merger = merger.when_matched_update_all()
         metrics = merger.when_not_matched_insert_all().execute()
-        table.update_incremental()
+        delta.bring_forward(table)
         if table.version() == before and app_id is not None:
             # Nothing to insert: delta-rs makes no commit, so record the app transaction in an
             # empty one, or a replay of this batch would not know it was already applied.
             write_deltalake(
                 table, data.schema.empty_table(), mode="append", commit_properties=properties
             )
-            table.update_incremental()
+            delta.bring_forward(table)
         return int(metrics.get("num_target_rows_inserted", 0)) + int(
             metrics.get("num_target_rows_updated", 0)
         )
@@ -434,7 +434,7 @@ class Lake:
             metrics = fresh.optimize.compact(
                 target_size=target_size_bytes, commit_properties=delta.commit_properties(writer)
             )
-            fresh.update_incremental()
+            delta.bring_forward(fresh)
             return fresh, metrics
 
         table, metrics = delta.with_commit_retries(attempt)
@@ -467,7 +467,7 @@ class Lake:
             enforce_retention_duration=False,
             commit_properties=delta.commit_properties(writer),
         )
-        table.update_incremental()
+        delta.bring_forward(table)
         self._after_commit(spec, table)
         return list(deleted)
 
