@@ -16,7 +16,7 @@ from deltalake import DeltaTable
 from lake_schemas import AUDIO_EVENTS, CompactionPolicy, Lake
 from lake_schemas.tables import TABLE_PROPERTIES
 
-APPENDS = 240
+APPENDS = 160
 MIN_FILES = 4
 DAYS = 2
 
