@@ -23,6 +23,7 @@ BENCHMARKS = (
     "inference",
     "serving",
     "query",
+    "growth",
     "pipeline",
 )
 

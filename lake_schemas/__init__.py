@@ -9,8 +9,14 @@ See docs/lake.md for the one-writer rule, app transactions, time travel and SQL.
 """
 
 from lake_schemas.catalog import MetadataCatalog, QualityResult, SchemaVersion, TableEntry
-from lake_schemas.errors import LakeError, SchemaMismatch, TableNotFound, VersionNotFound
-from lake_schemas.lake import CommitResult, Lake, TableSnapshot
+from lake_schemas.errors import (
+    LakeError,
+    NotReadOnly,
+    SchemaMismatch,
+    TableNotFound,
+    VersionNotFound,
+)
+from lake_schemas.lake import CommitResult, CompactionPolicy, Lake, TableSnapshot
 from lake_schemas.tables import (
     ALL_TABLES,
     AUDIO_CHUNKS,
@@ -42,9 +48,11 @@ __all__ = [
     "TABLES",
     "TIMESTAMP",
     "CommitResult",
+    "CompactionPolicy",
     "Lake",
     "LakeError",
     "MetadataCatalog",
+    "NotReadOnly",
     "QualityResult",
     "SchemaMismatch",
     "SchemaVersion",

@@ -179,20 +179,21 @@ class MetadataCatalog:
         self.storage_options = dict(storage_options) if storage_options else None
         self.on_quality_recorded = on_quality_recorded
         self._last_recorded: dict[str, int] | None = None
+        self._tables = delta.OpenTables(self.storage_options)
 
     # -- locations -------------------------------------------------------------------------
     def uri(self, spec: CatalogTableSpec) -> str:
         return delta.join_uri(self.root, spec.path)
 
     def _open(self, spec: CatalogTableSpec) -> DeltaTable | None:
-        return delta.open_table(self.uri(spec), self.storage_options)
+        return self._tables.latest(self.uri(spec))
 
     # -- writing ---------------------------------------------------------------------------
     def _append(self, spec: CatalogTableSpec, rows: list[dict[str, Any]]) -> None:
         batch = conform(spec, pa.Table.from_pylist(rows, schema=spec.schema), None).data
 
         def attempt() -> DeltaTable:
-            table = delta.create_if_missing(
+            table = self._open(spec) or delta.create_if_missing(
                 self.uri(spec), self.storage_options, spec, CATALOG_WRITER
             )
             write_deltalake(
@@ -208,7 +209,7 @@ class MetadataCatalog:
 
     def _compact_when_fragmented(self, spec: CatalogTableSpec, table: DeltaTable) -> None:
         """Every record adds a small file; merge them once there are many."""
-        table.update_incremental()
+        delta.bring_forward(table)
         if len(table.file_uris()) < COMPACT_AFTER_FILES:
             return
         try:

@@ -9,7 +9,9 @@ primary-key merge predicates, and a retry policy for commits that lost a race.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,8 +24,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from lake_schemas.errors import VersionNotFound
 from lake_schemas.lineage import commit_metadata
-from lake_schemas.tables import TableSpec
+from lake_schemas.tables import TABLE_PROPERTIES, TableSpec
 
 COMMIT_ATTEMPTS = 8
 """Attempts of one lake operation when its commit loses a race (CommitFailedError)."""
@@ -52,6 +55,71 @@ def open_table(
     return DeltaTable(uri, version=version, storage_options=storage_options)
 
 
+def bring_forward(table: DeltaTable) -> None:
+    """Load the commits made since ``table``'s snapshot, if any.
+
+    ``update_incremental`` lists the whole ``_delta_log`` folder of a local table (the local
+    object store has no listing from an offset), which grows by a file per commit. For a local
+    table a stat of the next commit file answers "anything new?" in O(1); only then is the log
+    read. Object stores list from an offset, so there it is called as is.
+    """
+    uri = table.table_uri
+    if not is_remote(uri):
+        folder = Path(unquote(uri.removeprefix("file://")))
+        if not (folder / "_delta_log" / f"{table.version() + 1:020d}.json").exists():
+            return
+    table.update_incremental()
+
+
+class OpenTables:
+    """The latest snapshot of each table, kept open and brought forward with
+    ``update_incremental`` (which reads only the commits since), so a writer's cost per commit
+    does not grow with the table's history: opening a table from scratch replays its last
+    checkpoint plus every commit after it (up to ``CHECKPOINT_INTERVAL``).
+
+    Only for latest snapshots: never move one back in time (``load_as_version``).
+    """
+
+    def __init__(self, storage_options: dict[str, str] | None) -> None:
+        self.storage_options = storage_options
+        self._tables: dict[str, DeltaTable] = {}
+
+    def latest(self, uri: str) -> DeltaTable | None:
+        table = self._tables.get(uri)
+        if table is not None:
+            try:
+                bring_forward(table)
+                return table
+            except (DeltaError, OSError):  # replaced or removed under us: open it again
+                del self._tables[uri]
+        table = open_table(uri, self.storage_options)
+        if table is not None:
+            self._tables[uri] = table
+        return table
+
+
+def load_version(name: str, table: DeltaTable, version: int) -> DeltaTable:
+    """Move the latest snapshot ``table`` back to ``version``, or say which versions exist.
+
+    delta-kernel's own message for a version past the end ("LogSegment end version 1 not the
+    same as the specified end version 3") names neither the table nor what to ask for instead.
+    """
+    newest = table.version()
+    reason = ""
+    if 0 <= version <= newest:
+        try:
+            table.load_as_version(int(version))
+            return table
+        except (DeltaError, OSError, ValueError) as exc:  # its log entry is gone (retention)
+            reason = f": {exc}"
+    commits = [int(commit["version"]) for commit in table.history() if "version" in commit]
+    oldest = min(commits, default=newest)
+    raise VersionNotFound(
+        f"{name} has no version {version}; it has versions {oldest}–{newest}"
+        f" (time travel reaches as far back as its log retention){reason}"
+    )
+
+
 def create_if_missing(
     uri: str, storage_options: dict[str, str] | None, spec: TableSpec, writer: str
 ) -> DeltaTable:
@@ -72,6 +140,7 @@ def create_if_missing(
             partition_by=list(spec.partition_by) or None,
             name=spec.name,
             description=spec.description,
+            configuration=TABLE_PROPERTIES,
             storage_options=storage_options,
             # No rebase: a CREATE that lost the race must fail, not land as version 1 on top of
             # the winner's table (delta-rs would otherwise retry it at the next version).

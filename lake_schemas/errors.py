@@ -34,3 +34,7 @@ class VersionNotFound(LakeError, LookupError):
 
 class TableNotFound(LakeError, LookupError):
     """An operation needs a table that has never been written."""
+
+
+class NotReadOnly(LakeError, ValueError):
+    """Analyst SQL that is not exactly one read statement (nothing was run)."""

@@ -44,6 +44,8 @@ from lake_schemas.sql_catalog import (
     ViewSource,
     connect_in_memory,
     file_layout,
+    lock_read_only,
+    parquet_columns,
     write_catalog_file,
 )
 from lake_schemas.tables import ALL_TABLES, TableSpec
@@ -58,6 +60,32 @@ Filter: TypeAlias = (
 CATALOG_FILE_NAME = "catalog.duckdb"
 SQL_LOG_SUFFIX = "_log"
 """Catalog tables appear in SQL as ``catalog.<table>_log``; views over them drop the suffix."""
+
+
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """When a table's owner merges small files itself, right after its own commit.
+
+    A streaming writer adds a file per partition per commit (at one micro-batch a second,
+    ~86,000 a day), so waiting for the nightly maintenance would slow every read and commit
+    hour by hour. After each write, every partition the write touched that now holds
+    ``min_files`` files smaller than ``target_file_bytes`` is compacted with Delta's optimize
+    (bin-packing files below the target into files of about the target). The owner does it
+    between its own commits, so it never races another writer of the table; the OPTIMIZE
+    commit carries no app transaction and changes no row, so exactly-once is unaffected.
+    Each compaction rewrites at most the partition's files below the target (amplification
+    about target ÷ (2 × min_files × commit size)); the nightly maintenance asset merges the
+    results further (128 MB).
+    """
+
+    min_files: int = 32
+    """Small files in one partition that trigger a compaction (0: never)."""
+    target_file_bytes: int = 16 * 1024 * 1024
+    """Optimize's target file size, bytes; files at or above it are left alone."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.min_files > 0
 
 
 @dataclass(frozen=True)
@@ -133,10 +161,12 @@ class Lake:
         root: str | Path,
         storage_options: Mapping[str, str] | None = None,
         catalog_file: Path | None = None,
+        compaction: CompactionPolicy | None = None,
     ) -> None:
         """``catalog_file``: the DuckDB catalog kept in step with every commit. Default:
         ``<root>/catalog.duckdb`` for a local lake; none for an object-store lake (see
-        :meth:`refresh_sql_catalog`)."""
+        :meth:`refresh_sql_catalog`). ``compaction``: when a writer compacts the partitions
+        it wrote (default :class:`CompactionPolicy`; ``CompactionPolicy(min_files=0)``: never)."""
         self.root = _normalize_root(root)
         self.storage_options: dict[str, str] | None = (
             dict(storage_options) if storage_options else None
@@ -151,6 +181,11 @@ class Lake:
         self._specs: dict[str, TableSpec] = {spec.name: spec for spec in ALL_TABLES}
         self._deferring = 0
         self._refresh_pending = False
+        self._tables = delta.OpenTables(self.storage_options)
+        self.compaction = compaction or CompactionPolicy()
+        self._views: dict[str, ViewSource] = {}
+        """The catalog file's view of each table at its last refresh, reused while the table's
+        version is unchanged (a refresh then costs one log check per unchanged table)."""
 
     def __repr__(self) -> str:
         return f"Lake({self.root!r})"
@@ -164,8 +199,9 @@ class Lake:
         """Where a table lives, by its ``layer.table`` name."""
         return table_location(self.root, table_name)
 
-    def _open(self, spec: TableSpec, version: int | None = None) -> DeltaTable | None:
-        return delta.open_table(self.uri(spec), self.storage_options, version)
+    def _open(self, spec: TableSpec) -> DeltaTable | None:
+        """The table's latest snapshot (kept open between calls; see ``delta.OpenTables``)."""
+        return self._tables.latest(self.uri(spec))
 
     def exists(self, spec: TableSpec) -> bool:
         return DeltaTable.is_deltatable(self.uri(spec), storage_options=self.storage_options)
@@ -286,8 +322,48 @@ class Lake:
 
         result = delta.with_commit_retries(attempt)
         if committed:
-            self._after_commit(spec, committed[-1])
+            table = committed[-1]
+            if result.rows:
+                self._compact_touched(spec, table, data, writer)
+            self._after_commit(spec, table)
         return result
+
+    def _compact_touched(
+        self, spec: TableSpec, table: DeltaTable, data: pa.Table, writer: str
+    ) -> None:
+        """Compact the partitions this write touched that crossed the policy's threshold."""
+        policy = self.compaction
+        if not policy.enabled:
+            return
+        columns = list(table.metadata().partition_columns)
+        actions = pa.table(table.get_add_actions(flatten=True))
+        small = actions.filter(pc.less(actions.column("size_bytes"), policy.target_file_bytes))
+        if small.num_rows < policy.min_files:
+            return
+        keys = [f"partition.{c}" for c in columns]
+        counts = small.group_by(keys).aggregate([("path", "count")]) if keys else small
+        if keys:
+            touched = data.select(columns).group_by(columns).aggregate([])
+            wanted = {tuple(str(v) for v in row.values()) for row in touched.to_pylist()}
+            crowded = [
+                tuple(str(row[k]) for k in keys)
+                for row in counts.to_pylist()
+                if row["path_count"] >= policy.min_files
+            ]
+            partitions = [p for p in crowded if p in wanted]
+        else:
+            partitions = [()]
+        for values in partitions:
+            filters = [(c, "=", v) for c, v in zip(columns, values, strict=True)] or None
+            try:
+                table.optimize.compact(
+                    partition_filters=filters,
+                    target_size=policy.target_file_bytes,
+                    commit_properties=delta.commit_properties(f"{writer} (auto-compaction)"),
+                )
+            except DeltaError:
+                log.warning("auto-compaction of %s %s failed", spec.name, values, exc_info=True)
+            delta.bring_forward(table)
 
     def _evolve(self, table: DeltaTable, conformed: Conformed, writer: str) -> None:
         """Additive schema evolution: add the spec's new nullable columns in their own commit."""
@@ -297,7 +373,7 @@ class Lake:
             [Field.from_arrow(field) for field in conformed.new_columns],
             commit_properties=delta.commit_properties(writer),
         )
-        table.update_incremental()
+        delta.bring_forward(table)
 
     def _commit(
         self,
@@ -313,7 +389,7 @@ class Lake:
         properties = delta.commit_properties(writer, app_id, app_version)
         if operation == "append":
             write_deltalake(table, data, mode="append", commit_properties=properties)
-            table.update_incremental()
+            delta.bring_forward(table)
             return data.num_rows
         keep = "first" if operation == "merge_insert" else "last"
         source = delta.dedupe_on_key(data, spec.primary_key, keep=keep)
@@ -329,14 +405,14 @@ class Lake:
         if operation == "upsert":
             merger = merger.when_matched_update_all()
         metrics = merger.when_not_matched_insert_all().execute()
-        table.update_incremental()
+        delta.bring_forward(table)
         if table.version() == before and app_id is not None:
             # Nothing to insert: delta-rs makes no commit, so record the app transaction in an
             # empty one, or a replay of this batch would not know it was already applied.
             write_deltalake(
                 table, data.schema.empty_table(), mode="append", commit_properties=properties
             )
-            table.update_incremental()
+            delta.bring_forward(table)
         return int(metrics.get("num_target_rows_inserted", 0)) + int(
             metrics.get("num_target_rows_updated", 0)
         )
@@ -358,7 +434,7 @@ class Lake:
             metrics = fresh.optimize.compact(
                 target_size=target_size_bytes, commit_properties=delta.commit_properties(writer)
             )
-            fresh.update_incremental()
+            delta.bring_forward(fresh)
             return fresh, metrics
 
         table, metrics = delta.with_commit_retries(attempt)
@@ -391,7 +467,7 @@ class Lake:
             enforce_retention_duration=False,
             commit_properties=delta.commit_properties(writer),
         )
-        table.update_incremental()
+        delta.bring_forward(table)
         self._after_commit(spec, table)
         return list(deleted)
 
@@ -401,23 +477,22 @@ class Lake:
     ) -> DeltaTable | None:
         if version is not None and as_of is not None:
             raise ValueError("give version or as_of, not both")
-        table = self._open(spec)
+        if version is None and as_of is None:
+            return self._open(spec)
+        table = delta.open_table(self.uri(spec), self.storage_options)
         if table is None:
             if version is not None or as_of is not None:
                 raise TableNotFound(f"{spec.name} does not exist; no version to travel to")
             return None
         if version is None and as_of is None:
             return table
+        if version is not None:
+            return delta.load_version(spec.name, table, int(version))
+        assert as_of is not None
         try:
-            if version is not None:
-                table.load_as_version(int(version))
-            else:
-                assert as_of is not None
-                when = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-                table.load_as_version(when)
+            table.load_as_version(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
         except (DeltaError, OSError, ValueError) as exc:
-            what = f"version {version}" if version is not None else f"time {as_of}"
-            raise VersionNotFound(f"{spec.name} has no {what}: {exc}") from exc
+            raise VersionNotFound(f"{spec.name} has no version as of {as_of}: {exc}") from exc
         return table
 
     def dataset(
@@ -541,12 +616,16 @@ class Lake:
         as_of: datetime | None,
         in_process: bool,
     ) -> ViewSource:
-        table = delta.open_table(uri, self.storage_options)
+        latest = version is None and as_of is None and not in_process
+        if latest:
+            table = self._tables.latest(uri)
+            cached = self._views.get(name)
+            if table is not None and cached is not None and cached.version == table.version():
+                return cached
+        else:
+            table = delta.open_table(uri, self.storage_options)
         if table is not None and version is not None:
-            try:
-                table.load_as_version(int(version))
-            except (DeltaError, OSError, ValueError) as exc:
-                raise VersionNotFound(f"{name} has no version {version}: {exc}") from exc
+            table = delta.load_version(name, table, int(version))
         elif table is not None and as_of is not None:
             try:
                 table.load_as_version(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
@@ -561,19 +640,28 @@ class Lake:
         schema = pa.schema(table.schema().to_arrow())
         partition_by = tuple(table.metadata().partition_columns)
         actions = pa.table(table.get_add_actions(flatten=True))
+        files = tuple(table.file_uris())
         union_by_name, absent = file_layout(
-            actions, schema, partition_by, table.metadata().configuration
+            actions,
+            schema,
+            partition_by,
+            table.metadata().configuration,
+            files,
+            None if self.is_remote else parquet_columns,
         )
-        return ViewSource(
+        source = ViewSource(
             name,
             schema,
             partition_by,
-            tuple(table.file_uris()),
+            files,
             table.version(),
             dataset=table.to_pyarrow_dataset() if in_process and self.is_remote else None,
             union_by_name=union_by_name,
             absent_columns=absent,
         )
+        if latest:
+            self._views[name] = source
+        return source
 
     def refresh_sql_catalog(self) -> Path | None:
         """Rewrite the DuckDB catalog file from the tables' current snapshots (atomically).
@@ -590,13 +678,22 @@ class Lake:
         self,
         versions: Mapping[str, int] | None = None,
         as_of: datetime | None = None,
+        *,
+        read_only: bool = False,
     ) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with one view per table (``silver.audio_events``)
-        and the ``catalog`` views; any table pinned to ``versions[name]`` or ``as_of``.
+        and the ``meta`` views; any table pinned to ``versions[name]`` or ``as_of``.
 
         Works on local and object-store lakes alike (the latter through Arrow datasets).
+        ``read_only``: the connection may read the snapshots' files and nothing else, and its
+        settings are locked (for SQL written by someone else: ``sonolake sql``); run only
+        :func:`~lake_schemas.sql_catalog.read_only_statement` on it.
         """
-        return connect_in_memory(self.view_sources(versions, as_of, in_process=True))
+        sources = self.view_sources(versions, as_of, in_process=True)
+        con = connect_in_memory(sources)
+        if read_only:
+            lock_read_only(con, sources)
+        return con
 
     def register(self, specs: Iterable[TableSpec]) -> None:
         """Make extra table specs known for SQL before they are first written."""

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from lake_schemas.errors import NotReadOnly
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,17 @@ class ViewSource:
 STATS_INDEXED_COLUMNS = 32
 """Delta's default ``delta.dataSkippingNumIndexedCols``: columns past it have no statistics."""
 _STATS_CONFIG_KEYS = ("delta.dataSkippingNumIndexedCols", "delta.dataSkippingStatsColumns")
+FOOTER_CACHE_FILES = 200_000
+"""Parquet footers remembered per process (a data file never changes, so its columns don't)."""
+
+ColumnsOf = Callable[[str], frozenset[str]]
+"""The column names a data file holds (read from its Parquet footer)."""
+
+
+@lru_cache(maxsize=FOOTER_CACHE_FILES)
+def parquet_columns(path: str) -> frozenset[str]:
+    """Top-level columns of a local Parquet file, from its footer (about 0.1 ms a file)."""
+    return frozenset(pq.read_schema(path).names)
 
 
 def file_layout(
@@ -63,36 +79,47 @@ def file_layout(
     schema: pa.Schema,
     partition_by: Sequence[str],
     configuration: Mapping[str, str | None],
+    files: Sequence[str] = (),
+    columns_of: ColumnsOf | None = None,
 ) -> tuple[bool, tuple[str, ...]]:
     """From a snapshot's add actions: do files differ in columns, and which no file has.
 
-    delta-rs writes a null count for every primitive column of every file, so a file with no
-    null count for a column does not have that column. When that evidence is missing (files
-    without statistics, wide tables, custom statistics settings) the answer is the safe one:
-    read by name.
+    delta-rs writes a null count for every primitive column of every file *it keeps
+    statistics for*, so a file with no null count for such a column does not have it. Binary
+    and nested columns (``pcm``, ``features``) never get statistics, and neither do columns
+    past the indexed ones or under custom statistics settings: for those, statistics say
+    nothing, and the files' own footers (``columns_of`` over ``files``) decide. Without a way
+    to read footers the answer is the safe one: read by name.
     """
     if actions.num_rows == 0:
         return False, ()
-    leaves = [
-        f.name for f in schema if f.name not in partition_by and not pa.types.is_nested(f.type)
-    ]
-    if (
+    data_columns = [f.name for f in schema if f.name not in partition_by]
+    trusted = not (
         len(schema) > STATS_INDEXED_COLUMNS
         or any(configuration.get(key) for key in _STATS_CONFIG_KEYS)
         or actions.column("num_records").null_count
-    ):
-        return True, ()
-    absent = []
-    for name in leaves:
+    )
+    unknown: list[str] = []
+    present: dict[str, int] = {}
+    for name in data_columns:
         key = f"null_count.{name}"
-        present = (
-            actions.num_rows - actions.column(key).null_count if key in actions.column_names else 0
+        seen = (
+            actions.num_rows - actions.column(key).null_count
+            if trusted and key in actions.column_names
+            else 0
         )
-        if present == 0:
-            absent.append(name)
-        elif present < actions.num_rows:
+        if seen and not pa.types.is_nested(schema.field(name).type):
+            present[name] = seen
+        else:
+            unknown.append(name)
+    total = actions.num_rows
+    if unknown:
+        if columns_of is None or len(files) != total:
             return True, ()
-    return False, tuple(absent)
+        held = [columns_of(path) for path in files]
+        present.update({name: sum(name in cols for cols in held) for name in unknown})
+    absent = tuple(name for name in data_columns if present[name] == 0)
+    return any(0 < count < total for count in present.values()), absent
 
 
 def _quote_ident(name: str) -> str:
@@ -247,3 +274,54 @@ def connect_in_memory(sources: Sequence[ViewSource]) -> duckdb.DuckDBPyConnectio
     con.execute("SET TimeZone = 'UTC'")
     define_all(con, sources)
     return con
+
+
+READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT})
+"""What analyst SQL may be: a query (``SELECT``, ``FROM …``, ``WITH``, ``VALUES``, ``DESCRIBE``,
+``SHOW``, ``SUMMARIZE`` all parse to it), or ``EXPLAIN [ANALYZE]`` of one."""
+_EXPLAIN = re.compile(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", re.IGNORECASE)
+
+
+def read_only_statement(query: str) -> str:
+    """The one read statement ``query`` holds, as DuckDB's own parser splits and types it.
+
+    Raises :class:`NotReadOnly` (naming what was found) for no statement, several, or one that
+    is not a read (``COPY``, ``ATTACH``, ``CREATE``, ``SET``, ``PRAGMA``, ``INSTALL`` …), and
+    DuckDB's own ``ParserException`` for a syntax error.
+    """
+    statements = duckdb.extract_statements(query)
+    if len(statements) != 1:
+        raise NotReadOnly(
+            f"give exactly one SQL statement (found {len(statements)}); run each query on its own"
+        )
+    statement = statements[0]
+    kind = statement.type
+    if kind == duckdb.StatementType.EXPLAIN:
+        inner = duckdb.extract_statements(_EXPLAIN.sub("", statement.query, count=1))
+        kind = inner[0].type if len(inner) == 1 else kind
+        if kind in READ_STATEMENTS:
+            return statement.query
+    if kind not in READ_STATEMENTS:
+        name = str(kind).rsplit(".", 1)[-1]
+        raise NotReadOnly(
+            f"analyst SQL is read-only: a {name} statement is not allowed; "
+            "use one SELECT (or EXPLAIN SELECT) over the lake's tables"
+        )
+    return statement.query
+
+
+def lock_read_only(con: duckdb.DuckDBPyConnection, sources: Sequence[ViewSource]) -> None:
+    """Turn external access off except for the views' snapshot files, then lock the settings.
+
+    After this the connection cannot read or write any other file (``read_csv('/etc/passwd')``,
+    ``COPY … TO``, ``ATTACH``), load or install an extension, scan Python objects, or change a
+    setting (``SET`` fails with "the configuration has been locked").
+    """
+    files = sorted({path for source in sources for path in source.files})
+    listed = ", ".join(_quote_literal(path) for path in files)
+    con.execute(f"SET allowed_paths = [{listed}]")
+    con.execute("SET python_enable_replacements = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")

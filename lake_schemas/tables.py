@@ -286,3 +286,22 @@ def get_table(name: str) -> TableSpec:
     except KeyError:
         known = ", ".join(sorted(TABLES))
         raise KeyError(f"unknown table {name!r}; known tables: {known}") from None
+
+
+CHECKPOINT_INTERVAL = 100
+"""Commits between Delta checkpoints (Delta's default, chosen deliberately): opening a table
+reads its last checkpoint plus at most this many commit files; a writer that keeps its table
+open reads only the new commits (``delta.OpenTables``)."""
+LOG_RETENTION = "interval 7 days"
+"""How long commit files are kept (Delta's default is 30 days). Older ones are removed after a
+checkpoint, so the log of a table committed to every second stays ~600,000 files, not 2.6
+million; time travel reaches back this far, the same 7 days the maintenance vacuum keeps."""
+DELETED_FILE_RETENTION = "interval 7 days"
+"""How long files removed by compaction stay readable for time travel before vacuum may go."""
+TABLE_PROPERTIES: dict[str, str] = {
+    "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
+    "delta.logRetentionDuration": LOG_RETENTION,
+    "delta.deletedFileRetentionDuration": DELETED_FILE_RETENTION,
+    "delta.enableExpiredLogCleanup": "true",
+}
+"""Set on every table the Lake creates (the catalog's own tables included)."""

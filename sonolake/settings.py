@@ -47,6 +47,15 @@ class Settings(BaseSettings):
         description="DuckDB catalog file for analysts (default: <lake>/catalog.duckdb; an "
         "s3:// lake has none, `sonolake sql` registers its tables in-process).",
     )
+    lake_compact_min_files: int = Field(
+        32,
+        ge=0,
+        description="A table's writer compacts a partition it wrote once it holds this many "
+        "files smaller than the target (0: only the nightly maintenance compacts).",
+    )
+    lake_compact_target_mb: int = Field(
+        16, ge=1, le=1024, description="Target file size of the writer's compaction (MB)."
+    )
 
     # S3 (or an S3-compatible store). Credentials are read from these variables only.
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. a MinIO or moto URL.")

@@ -130,18 +130,32 @@ def settings_mlflow_environment(settings: Settings) -> dict[str, str]:
 
 
 def open_lake(
-    root: str, options: Mapping[str, str] | None = None, catalog_path: str | Path | None = None
+    root: str,
+    options: Mapping[str, str] | None = None,
+    catalog_path: str | Path | None = None,
+    *,
+    compact_min_files: int | None = None,
+    compact_target_mb: int | None = None,
 ) -> Lake:
     """The lake at ``root``: the one place a ``Lake`` is constructed.
 
-    Lake-wide policies that come from settings (e.g. compaction) are passed here.
+    Lake-wide policies that come from settings (the writers' compaction) are passed here;
+    ``None`` keeps the lake's default.
     """
-    from lake_schemas import Lake
+    from lake_schemas import CompactionPolicy, Lake
 
+    policy = CompactionPolicy()
+    policy = CompactionPolicy(
+        min_files=policy.min_files if compact_min_files is None else compact_min_files,
+        target_file_bytes=policy.target_file_bytes
+        if compact_target_mb is None
+        else compact_target_mb * 1024 * 1024,
+    )
     return Lake(
         root,
         storage_options=dict(options) if options else None,
         catalog_file=Path(catalog_path) if catalog_path else None,
+        compaction=policy,
     )
 
 
@@ -152,7 +166,13 @@ def catalog_path(settings: Settings) -> Path | None:
 
 def lake(settings: Settings) -> Lake:
     """The lake the settings name (``SONOLAKE_LAKE_URI``, S3 options, catalog path)."""
-    return open_lake(settings.lake_root, storage_options(settings), catalog_path(settings))
+    return open_lake(
+        settings.lake_root,
+        storage_options(settings),
+        catalog_path(settings),
+        compact_min_files=settings.lake_compact_min_files,
+        compact_target_mb=settings.lake_compact_target_mb,
+    )
 
 
 def open_registry(

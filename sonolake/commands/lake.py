@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -142,21 +143,36 @@ AS_OF_VERSION_HELP = (
 )
 
 
-def _referenced_tables(query: str, known: set[str]) -> set[str]:
-    """Lake tables a query names (``schema.table``), as far as DuckDB's parser tells."""
+def _base_tables(node: Any) -> Iterator[tuple[str, str]]:
+    """``(schema, table)`` of every table reference in a parsed statement (DuckDB's JSON)."""
+    if isinstance(node, dict):
+        if node.get("type") == "BASE_TABLE" and "table_name" in node:
+            yield str(node.get("schema_name") or ""), str(node["table_name"])
+        for value in node.values():
+            yield from _base_tables(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _base_tables(value)
+
+
+def referenced_tables(query: str, known: set[str]) -> set[str]:
+    """Lake tables (``schema.table``) a query names, from DuckDB's own parse tree.
+
+    ``json_serialize_sql`` parses without binding, so ``JOIN … USING``, CTEs and subqueries
+    are seen as written (``duckdb.get_table_names`` binds ``USING`` columns and fails on them).
+    A query DuckDB cannot parse names nothing; running it reports the syntax error.
+    """
     import duckdb
 
+    con = duckdb.connect()
     try:
-        names = duckdb.get_table_names(query, qualified=True)
-    except duckdb.Error:
+        row = con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
+    finally:
+        con.close()
+    tree = json.loads(row[0]) if row else {"error": True}
+    if tree.get("error"):
         return set()
-    found = set()
-    for raw in names:
-        name = raw.split(" AS ", 1)[0].replace('"', "")
-        qualified = ".".join(name.split(".")[-2:])
-        if qualified in known:
-            found.add(qualified)
-    return found
+    return {f"{s}.{t}" for s, t in _base_tables(tree.get("statements", [])) if f"{s}.{t}" in known}
 
 
 def parse_as_of_versions(values: list[str], query: str, known: list[str]) -> dict[str, int]:
@@ -175,7 +191,7 @@ def parse_as_of_versions(values: list[str], query: str, known: list[str]) -> dic
         if version < 0:
             raise BadInput(f"--as-of-version {value!r}: versions start at 0")
         if not table:
-            referenced = _referenced_tables(query, set(known))
+            referenced = referenced_tables(query, set(known))
             if len(referenced) != 1:
                 named = ", ".join(sorted(referenced)) or "no lake table"
                 raise BadInput(
@@ -230,29 +246,43 @@ def run_sql(
         ),
     ] = None,
 ) -> None:
-    """Run SQL over the lake's tables (schemas: bronze, silver, gold, monitoring, meta).
+    """Run one read-only SQL query over the lake's tables (schemas: bronze, silver, gold,
+    monitoring, meta).
 
-    Bad SQL or an unknown table exits with code 2 and DuckDB's message.
+    Exactly one SELECT (or EXPLAIN SELECT); the query can read the tables' snapshot files and
+    nothing else, and cannot change a setting. Anything else, bad SQL, an unknown table or a
+    version the table does not have exits with code 2 and says why.
     """
     import duckdb
     import pyarrow as pa
 
-    from lake_schemas import TableNotFound, VersionNotFound
+    from lake_schemas import NotReadOnly, TableNotFound, VersionNotFound
+    from lake_schemas.sql_catalog import read_only_statement
 
+    try:
+        statement = read_only_statement(query)
+    except NotReadOnly as exc:
+        raise BadInput(str(exc)) from None
+    except duckdb.Error as exc:
+        raise BadInput(str(exc)) from None
     lake = _lake()
     known = lake.table_names()
-    versions = parse_as_of_versions(list(as_of_version or []), query, known)
+    versions = parse_as_of_versions(list(as_of_version or []), statement, known)
     if versions and as_of_time is not None:
         raise BadInput("use --as-of-version or --as-of-time, not both")
     try:
-        con = lake.connect_sql(versions, as_of_time)
+        con = lake.connect_sql(versions, as_of_time, read_only=True)
     except (VersionNotFound, TableNotFound) as exc:
         raise BadInput(str(exc)) from None
     try:
-        relation = con.sql(query)
+        relation = con.sql(statement)
         result = relation.to_arrow_table() if relation is not None else pa.table({})
     except duckdb.CatalogException as exc:
         raise BadInput(f"{exc}\nknown tables: {', '.join(known)}") from None
+    except duckdb.PermissionException as exc:
+        raise BadInput(
+            f"{exc}\nanalyst SQL reads only the lake's tables (no other files, no settings)"
+        ) from None
     except (duckdb.IOException, duckdb.InternalException) as exc:
         raise WorkFailed(str(exc)) from None
     except duckdb.Error as exc:

@@ -197,23 +197,41 @@ SCHEMA_AB = pa.schema(
 )
 
 
+FOOTERS = {"f0": frozenset({"a"}), "f1": frozenset({"a", "b"})}
+"""Footers of the two files: ``b`` (say, binary: no statistics) only in the newer one."""
+
+
 @pytest.mark.parametrize(
-    ("actions", "expected"),
+    ("actions", "footers", "expected"),
     [
-        (_actions(a=[0, 0], b=[0, 1]), (False, ())),  # same columns everywhere
-        (_actions(a=[0, 0], b=[None, 2]), (True, ())),  # b only in the newer file
-        (_actions(a=[0, 0]), (False, ("b",))),  # b in no file yet
+        (_actions(a=[0, 0], b=[0, 1]), None, (False, ())),  # same columns everywhere
+        (_actions(a=[0, 0], b=[None, 2]), None, (True, ())),  # b only in the newer file
+        (_actions(a=[0, 0]), {"f0": {"a"}, "f1": {"a"}}, (False, ("b",))),  # b in no file yet
+        (_actions(a=[0, 0]), {"f0": {"a", "b"}, "f1": {"a", "b"}}, (False, ())),  # b: no stats
+        (_actions(a=[0, 0]), FOOTERS, (True, ())),  # no stats, and only in the newer file
+        (_actions(a=[0, 0]), None, (True, ())),  # no stats and no footers: read by name
         (
             _actions(a=[0, 0], b=[0, 0]).set_column(
                 1, "num_records", pa.array([None, 1], pa.int64())
             ),
+            None,
             (True, ()),
         ),
     ],
-    ids=["uniform", "evolved", "added-not-written", "no-statistics"],
+    ids=[
+        "uniform",
+        "evolved",
+        "added-not-written",
+        "binary-everywhere",
+        "binary-evolved",
+        "unknowable",
+        "no-statistics",
+    ],
 )
-def test_file_layout_reads_file_statistics(actions: pa.Table, expected) -> None:
-    assert file_layout(actions, SCHEMA_AB, ("d",), {}) == expected
+def test_file_layout_reads_statistics_then_footers(actions: pa.Table, footers, expected) -> None:
+    files = ("f0", "f1") if footers else ()
+    columns_of = (lambda path: frozenset(footers[path])) if footers else None
+    assert file_layout(actions, SCHEMA_AB, ("d",), {}, files, columns_of) == expected
 
 
 def test_deferred_refresh_rebuilds_the_file_once_after_the_block(

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support import REPO_ROOT
@@ -15,6 +16,7 @@ from support import REPO_ROOT
 from lake_schemas import AUDIO_EVENTS, SESSIONS, Lake
 from sonolake import wiring
 from sonolake.cli import main
+from sonolake.commands.lake import referenced_tables
 from sonolake.settings import Settings
 
 
@@ -151,3 +153,92 @@ def test_sql_on_an_s3_lake(s3_store, make_events, monkeypatch, capsys) -> None:
     ]
     code, out, _ = _run(capsys, "catalog", "-f", "json")
     assert {row["table"]: row["rows"] for row in json.loads(out)}[AUDIO_EVENTS.name] == 4
+
+
+def _lake_files(lake: Lake) -> set[str]:
+    return {str(p) for p in Path(lake.root).rglob("*") if p.is_file()}
+
+
+REFUSED: list[tuple[str, str]] = [
+    ("COPY (SELECT * FROM silver.audio_events) TO '{target}'", "COPY"),
+    ("COPY (SELECT 1) TO '{lake}/silver/audio_events/x.parquet'", "COPY"),
+    ("ATTACH '{target}' AS other", "ATTACH"),
+    ("CREATE TABLE t AS SELECT * FROM silver.audio_events", "CREATE"),
+    ("INSTALL delta", "not allowed"),
+    ("SET threads = 1", "not allowed"),
+    ("SELECT 1; COPY (SELECT 1) TO '{target}'", "exactly one"),
+    ("SELECT 1; SELECT 2", "exactly one"),
+    ("", "exactly one"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "disabled"),
+    ("SELECT * FROM read_text('{passwd}')", "disabled"),
+    ("SELECT * FROM glob('{lake}/**')", "disabled"),
+    ("SELECT * FROM read_parquet('{lake}/_catalog/**/*.parquet')", "disabled"),
+    ("EXPLAIN ANALYZE COPY (SELECT 1) TO '{target}'", "not allowed"),
+    ("SELECT * FROM query('COPY (SELECT 1) TO ''{target}''')", "SELECT"),
+]
+"""Writes, other files, settings, extensions, several statements: each refused with exit 2."""
+
+
+def test_sql_is_read_only(populated: Lake, tmp_path: Path, capsys) -> None:
+    target = tmp_path / "out.csv"
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0\n")
+    before = _lake_files(populated)
+    for query, says in REFUSED:
+        text = query.format(target=target, lake=populated.root, passwd=passwd)
+        code, out, err = _run(capsys, "sql", text)
+        assert code == 2, (text, out)
+        assert says in err and "root:x" not in out + err, (text, err)
+        assert not target.exists(), text
+        assert _lake_files(populated) == before, text  # nothing written into the lake
+
+
+def test_sql_reads_and_explains(populated: Lake, capsys) -> None:
+    for query in (
+        "WITH e AS (FROM silver.audio_events) SELECT count(*) AS n FROM e",
+        "SELECT count(*) AS n FROM silver.audio_events;",
+    ):
+        code, out, err = _run(capsys, "sql", query, "-f", "json")
+        assert code == 0, err
+        assert json.loads(out) == [{"n": 12}]
+    code, out, err = _run(capsys, "sql", "EXPLAIN SELECT count(*) FROM silver.audio_events")
+    assert code == 0, err
+    code, out, err = _run(capsys, "sql", "DESCRIBE silver.audio_events", "-f", "json")
+    assert code == 0 and [row["column_name"] for row in json.loads(out)][-1] == "event_date"
+
+
+def test_sql_version_past_the_end_says_which_exist(populated: Lake, capsys) -> None:
+    count = "SELECT count(*) FROM silver.audio_events"
+    code, _, err = _run(capsys, "sql", count, "--as-of-version", "3")
+    assert code == 2
+    assert "silver.audio_events has no version 3; it has versions 0–2" in err
+    assert "LogSegment" not in err
+
+
+def test_time_travel_finds_tables_joined_with_using(populated: Lake, settings, capsys) -> None:
+    lake = wiring.lake(settings)
+    lake.ensure(SESSIONS, writer="sidecar")
+    join = (
+        "SELECT count(*) AS n FROM silver.audio_events e JOIN silver.sessions s USING (session_id)"
+    )
+    code, _, err = _run(capsys, "sql", join, "--as-of-version", "1")
+    assert code == 2 and "silver.audio_events, silver.sessions" in err and "TABLE=N" in err
+    single = (
+        "SELECT count(*) AS n FROM silver.audio_events a "
+        "JOIN silver.audio_events b USING (event_id)"
+    )
+    code, out, err = _run(capsys, "sql", single, "--as-of-version", "1", "-f", "json")
+    assert code == 0, err
+    assert json.loads(out) == [{"n": 6}]
+
+
+def test_referenced_tables_from_the_parse_tree() -> None:
+    known = {"silver.audio_events", "silver.sessions", "bronze.audio_chunks"}
+    query = (
+        "WITH recent AS (SELECT * FROM silver.audio_events) SELECT * FROM recent "
+        "JOIN silver.sessions USING (session_id) "
+        "WHERE session_id IN (SELECT session_id FROM bronze.audio_chunks)"
+    )
+    assert referenced_tables(query, known) == known
+    assert referenced_tables("SELEC nonsense", known) == set()
+    assert referenced_tables('SELECT * FROM "silver"."sessions"', known) == {"silver.sessions"}

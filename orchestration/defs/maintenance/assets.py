@@ -7,6 +7,10 @@ the concurrency pool of that table's writer (``lake_writer_<layer>_<table>``, li
 never overlaps the Dagster asset that writes the table, nor another maintenance run of it.
 The sidecar, which writes bronze and silver from outside Dagster, only appends and merges;
 Delta lets an append commit beside a compaction, and a conflicting merge is retried.
+
+This is the second tier: every writer already compacts the partitions it wrote into ~16 MB
+files right after its own commits (``lake_schemas.CompactionPolicy``), so files stay bounded
+between nightly runs; here they are merged towards ``target_file_mb`` and vacuumed.
 """
 
 from datetime import timedelta
