@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sonolake.errors import BadInput
+from sonolake.secrets import is_secret_name, mask_text, masked_setting
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 """The checkout that holds this package: defaults that point at shared data hang off it."""
@@ -187,17 +188,14 @@ class BadSettings(BadInput):
     """One or more settings have values that cannot be used (exit code 2)."""
 
 
-SECRET_FIELDS = ("aws_secret_access_key", "aws_access_key_id", "auth_tokens")
-"""Settings whose values are never printed, not even in an error."""
-
-
 def describe_errors(error: ValidationError) -> str:
     """One line per bad setting: the variable, the value and what is allowed."""
     lines = []
     for problem in error.errors():
         name = str(problem["loc"][0]) if problem["loc"] else "?"
-        value = "***" if name in SECRET_FIELDS else repr(problem.get("input"))
-        allowed = problem["msg"].removeprefix("Value error, ")
+        raw = problem.get("input")
+        value = masked_setting(name, raw) if is_secret_name(name) else mask_text(repr(raw))
+        allowed = mask_text(problem["msg"].removeprefix("Value error, "))
         lines.append(f"SONOLAKE_{name.upper()}={value} is not allowed: {allowed}")
     return "\n".join(lines)
 
