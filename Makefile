@@ -9,11 +9,12 @@ UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast demo bench bench-quick dev lint fmt browser clean
+.PHONY: help venv test test-fast chaos demo bench bench-quick dev lint fmt browser clean
 
 help:
 	@echo "make demo         the whole loop end to end on the embedded defaults"
 	@echo "make test         create .venv from uv.lock if needed, then run the suite"
+	@echo "make chaos        the long chaos suite: kill -9, full disk, S3 outages, fuzzing"
 	@echo "make bench        every benchmark at full size (JSON in bench-results/)"
 	@echo "make bench-quick  every benchmark, quick sizes"
 	@echo "make dev          Dagster UI and daemon (dg dev when dagster-dg-cli is installed)"
@@ -38,6 +39,11 @@ test: venv browser
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+# The long chaos runs (marker `chaos`); `make test` runs their short variants. -s shows the
+# counts each case prints (kills survived, chunks acked, lost, duplicates).
+chaos: venv
+	$(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) -m sonolake demo
