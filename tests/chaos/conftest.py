@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sidecar"))  # sidecar_signals
+TESTS = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(TESTS / "streaming"), str(TESTS / "sidecar")]  # gateway_support, signals
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
