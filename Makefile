@@ -9,12 +9,13 @@ UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast test-dask test-profile dask-cluster demo bench bench-quick dev lint fmt browser ops-tools clean
+.PHONY: help venv test test-fast test-dask test-profile dask-cluster demo bench bench-quick dev lint fmt browser ops-tools chaos clean
 
 help:
 	@echo "make demo         the whole loop end to end on the embedded defaults"
 	@echo "make venv         create .venv from uv.lock (then: source .venv/bin/activate)"
 	@echo "make test         create .venv from uv.lock if needed, then run the suite"
+	@echo "make chaos        the long chaos suite: kill -9, full disk, S3 outages, fuzzing"
 	@echo "make bench        every benchmark at full size (JSON in bench-results/)"
 	@echo "make bench-quick  every benchmark, quick sizes"
 	@echo "make dev          Dagster UI and daemon (dg dev when dagster-dg-cli is installed)"
@@ -71,6 +72,11 @@ dask-cluster: venv
 	trap 'kill $$scheduler' EXIT; \
 	$(VENV)/bin/dask worker tcp://127.0.0.1:$(DASK_PORT) --nworkers $(DASK_WORKERS) --nthreads 1 \
 	  --no-dashboard
+
+# The long chaos runs (marker `chaos`); `make test` runs their short variants. -s shows the
+# counts each case prints (kills survived, chunks acked, lost, duplicates).
+chaos: venv
+	$(PY) -m pytest tests/chaos tests/streaming -m chaos -s $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) -m sonolake demo

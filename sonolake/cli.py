@@ -13,6 +13,7 @@ from rich.console import Console
 
 from sonolake.commands import demo, lake, models, privacy, serving, sidecar, streaming, training
 from sonolake.errors import BadInput, WorkFailed
+from sonolake.secrets import mask_text
 
 app = typer.Typer(
     name="sonolake",
@@ -26,9 +27,12 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Sonolake: audio lakehouse and MLOps platform with a streaming sidecar."""
+    from sonolake import secrets
     from sonolake.settings import get_settings
 
-    get_settings()  # every bad setting is reported before any command starts (exit code 2)
+    # every bad setting is reported before any command starts (exit code 2); from here on no
+    # log line, error or traceback of this process prints a configured secret
+    secrets.install(get_settings())
 
 
 for module in (lake, streaming, sidecar, training, models, serving, privacy, demo):
@@ -40,17 +44,19 @@ _err = Console(stderr=True)
 @app.command("config")
 def show_config() -> None:
     """Print the effective settings (secrets masked) and where each derived path points."""
+    from rich.markup import escape
     from rich.table import Table
 
     from sonolake import wiring
+    from sonolake.secrets import mask_text, masked_setting
     from sonolake.settings import get_settings
 
     settings = get_settings()
     table = Table("setting", "value")
-    for name, value in settings.model_dump().items():
-        table.add_row(name, "***" if "secret" in name and value else str(value))
+    for name in type(settings).model_fields:
+        table.add_row(name, escape(masked_setting(name, getattr(settings, name))))
     for name in ("lake_root", "spool_path", "mlflow_tracking_uri", "dagster_home"):
-        table.add_row(f"-> {name}", str(getattr(settings, name)))
+        table.add_row(f"-> {name}", escape(mask_text(str(getattr(settings, name)))))
     catalog = wiring.lake(settings).catalog_file
     table.add_row("-> catalog_file", str(catalog) if catalog else "none (an s3:// lake has none)")
     Console().print(table)
@@ -61,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except BadInput as exc:
-        _err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # one line per problem
+        _err.print(f"[bold red]error:[/] {mask_text(str(exc))}", soft_wrap=True)  # a line each
         return 2
     except WorkFailed as exc:
-        _err.print(f"[bold red]failed:[/] {exc}", soft_wrap=True)
+        _err.print(f"[bold red]failed:[/] {mask_text(str(exc))}", soft_wrap=True)
         return 1
     except typer.Exit as exc:
         return int(exc.exit_code or 0)

@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sonolake.errors import BadInput
+from sonolake.secrets import is_secret_name, mask_text, masked_setting
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 """The checkout that holds this package: defaults that point at shared data hang off it."""
@@ -337,27 +338,17 @@ class BadSettings(BadInput):
     """One or more settings have values that cannot be used (exit code 2)."""
 
 
-SECRET_FIELDS = (
-    "aws_secret_access_key",
-    "aws_access_key_id",
-    "auth_tokens",
-    "gateway_metrics_token",
-    "dagster_postgres_url",
-    "mlflow_uri",
-)
-"""Settings whose values are never printed, not even in an error."""
-
-
 def describe_errors(error: ValidationError) -> str:
     """One line per bad setting: the variable, the value and what is allowed."""
     lines = []
     for problem in error.errors():
-        allowed = problem["msg"].removeprefix("Value error, ")
+        allowed = mask_text(problem["msg"].removeprefix("Value error, "))
         if not problem["loc"]:  # a rule across settings: its input is all of them, never shown
             lines.append(f"settings are not allowed together: {allowed}")
             continue
         name = str(problem["loc"][0])
-        value = "***" if name in SECRET_FIELDS else repr(problem.get("input"))
+        raw = problem.get("input")
+        value = masked_setting(name, raw) if is_secret_name(name) else mask_text(repr(raw))
         lines.append(f"SONOLAKE_{name.upper()}={value} is not allowed: {allowed}")
     return "\n".join(lines)
 

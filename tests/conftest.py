@@ -42,6 +42,17 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Compiled modules shared by every sidecar/gateway process the suite starts.
+
+    The environment may disable bytecode caching; then each start would recompile Beam and
+    the feature stack (seconds). One private cache folder for the whole session keeps every
+    start after the first cheap (the sidecar and chaos suites share it) and the checkout clean.
+    """
+    return tmp_path_factory.mktemp("pycache")
+
+
+@pytest.fixture(scope="session")
 def small_lake_template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """The small real lake (real recordings landed by the sidecar), built once per session."""
     from real_lake import build_small_lake
@@ -65,3 +76,13 @@ def empty_env(tmp_path: Path) -> LakeEnv:
     from real_lake import LakeEnv
 
     return LakeEnv(tmp_path / "empty")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long chaos runs only when asked for by marker (``-m chaos``), never by default."""
+    if "chaos" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="long chaos run: `make chaos` (pytest -m chaos)")
+    for item in items:
+        if item.get_closest_marker("chaos") is not None:
+            item.add_marker(skip)

@@ -13,16 +13,6 @@ from gateway_support import TEST_CONFIG, GatewayThread
 from streaming.gateway.results import Classifier
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Long chaos runs only when asked for by marker (``-m chaos``), never by default."""
-    if "chaos" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="long chaos run: pytest -m chaos")
-    for item in items:
-        if item.get_closest_marker("chaos") is not None:
-            item.add_marker(skip)
-
-
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[Any]:
     """Factory: ``make_gateway(**config_overrides)`` → a started :class:`GatewayThread`."""

@@ -1,0 +1,95 @@
+"""Real `sonolake gateway` and `sonolake sidecar` processes for the chaos tests.
+
+Each process gets its settings through ``SONOLAKE_*`` variables only (nothing inherited), runs
+in the test's folder, and is stopped by its PID: SIGKILL for a crash, SIGTERM for a graceful
+stop. ``PYTHONPATH`` points at this checkout, so the code under test is what runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from support import REPO_ROOT, wait_for_port
+
+
+def child_env(cache: Path, **settings: str) -> dict[str, str]:
+    """A child's environment: no inherited SONOLAKE_* values, these instead."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONOLAKE_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(cache)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env.update({f"SONOLAKE_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+@dataclass
+class GatewayProcess:
+    """``sonolake gateway`` on a fixed port; killed and started again as often as a test likes."""
+
+    workdir: Path
+    port: int
+    env: dict[str, str]
+    preexec_fn: Callable[[], None] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/listen"
+
+    def start(self, timeout_s: float = 60) -> GatewayProcess:
+        log_path = self.workdir / f"gateway-{self.starts}.log"
+        self.logs.append(log_path)
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sonolake", "gateway", "--port", str(self.port)],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec_fn,  # resource limits only (the test has threads)
+            )
+        self.starts += 1
+        wait_for_port(self.port, timeout_s, self.proc)
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout_s: float = 30) -> int | None:
+        """Graceful stop (SIGTERM: sessions ended, spool sealed); SIGKILL if it hangs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(timeout=timeout_s)
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+
+def run_sidecar_once(workdir: Path, env: dict[str, str], timeout_s: float = 300) -> list[str]:
+    """``sonolake sidecar --once``: land everything sealed; its output lines (raises on failure)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sonolake", "sidecar", "--once"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"sidecar exited {proc.returncode}: {proc.stderr[-3000:]}")
+    return proc.stdout.splitlines()
