@@ -1,7 +1,7 @@
-"""`sonolake sidecar`: land the gateway's spool into bronze and silver Delta tables.
+"""`sonolake sidecar`: land the gateway's spool into bronze, silver and gold Delta tables.
 
-The composition root of the sidecar: it builds the settings, the lake, the (optional) serving
-engine that follows the ``champion`` alias, and the driver, then lands micro-batches until
+The composition root of the sidecar: it builds the settings, the lake and the driver (no model:
+the gateway decided, the sidecar lands its decisions), then lands micro-batches until
 SIGTERM/SIGINT (the batch in flight finishes first). Each phase prints one line
 (``sidecar batch=N phase=P``) so operators and crash tests can follow along.
 """
@@ -39,23 +39,6 @@ def phase_printer(settings: Settings) -> Any:
     return on_phase
 
 
-def classifier_for(settings: Settings) -> Any:
-    """The engine following the champion, or None (no registry yet, or no champion)."""
-    from sonolake import wiring
-
-    if not wiring.registry_exists(settings):
-        return None  # no registry has been created: nothing to load (and no MLflow import)
-    try:
-        engine = wiring.serving_engine(settings, follow=False)
-    except Exception as exc:
-        log.warning("no serving engine (%s); events land without predictions", exc)
-        return None
-    if not engine.loaded:
-        return None
-    engine.follow(settings.serving_poll_interval_s)
-    return engine
-
-
 def build_sidecar(settings: Settings) -> Any:
     from sonolake import wiring
     from streaming.sidecar.driver import Sidecar, SidecarConfig
@@ -67,9 +50,7 @@ def build_sidecar(settings: Settings) -> Any:
         retention_s=settings.spool_retention_s,
         max_segments_per_batch=settings.sidecar_max_segments_per_batch,
     )
-    return Sidecar(
-        lake, config, classifier=classifier_for(settings), on_phase=phase_printer(settings)
-    )
+    return Sidecar(lake, config, on_phase=phase_printer(settings))
 
 
 def run_sidecar(

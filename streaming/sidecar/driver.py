@@ -38,8 +38,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, Lake, TableSpec
-from streaming.segments import SegmenterParams
+from lake_schemas import (
+    AUDIO_CHUNKS,
+    AUDIO_EVENTS,
+    DEAD_LETTERS,
+    PREDICTIONS,
+    SESSIONS,
+    Lake,
+    TableSpec,
+)
+from streaming.sidecar.landing import LandingParams
 from streaming.sidecar.session_rows import merge_session_rows
 from streaming.sidecar.staging import read_parts
 from streaming.spool import (
@@ -58,6 +66,7 @@ STAGED_TABLES: tuple[tuple[str, TableSpec], ...] = (
     ("dead_letters", DEAD_LETTERS),
     ("bronze", AUDIO_CHUNKS),
     ("events", AUDIO_EVENTS),
+    ("predictions", PREDICTIONS),
 )
 """Staged output → table, committed in this order (sessions last: it merges)."""
 UNREADABLE_PREFIX = "unreadable segment"
@@ -78,7 +87,7 @@ class SidecarConfig:
     retention_s: float = 3600.0
     """Landed segments stay in ``<spool>/landed`` this long (0: delete at once)."""
     max_segments_per_batch: int = 256
-    params: SegmenterParams = field(default_factory=SegmenterParams)
+    params: LandingParams = field(default_factory=LandingParams)
 
 
 @dataclass
@@ -114,12 +123,10 @@ class Sidecar:
         lake: Lake,
         config: SidecarConfig,
         *,
-        classifier: Any | None = None,
         on_phase: PhaseHook | None = None,
     ) -> None:
         self.lake = lake
         self.config = config
-        self.classifier = classifier
         self.on_phase = on_phase or (lambda phase, batch: None)
         self.batches_dir = config.state_dir / "batches"
         self.batches_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +150,7 @@ class Sidecar:
     def _committed_max(self) -> int:
         versions = [
             self.lake.transaction_version(spec, self.config.app_id)
-            for spec in (AUDIO_CHUNKS, DEAD_LETTERS, AUDIO_EVENTS, SESSIONS)
+            for spec in (AUDIO_CHUNKS, DEAD_LETTERS, AUDIO_EVENTS, PREDICTIONS, SESSIONS)
         ]
         return max((v for v in versions if v is not None), default=0)
 
@@ -233,7 +240,6 @@ class Sidecar:
         from streaming.sidecar.options import local_options
         from streaming.sidecar.pipeline import (
             METRICS_NAMESPACE,
-            InProcessClassifier,
             LandSpool,
             ReadSegmentFiles,
             StageOutputs,
@@ -246,25 +252,20 @@ class Sidecar:
         previous = manifest.get("carry_from")
         carry_folders = [] if previous is None else [str(self._staging(int(previous)))]
         paths = [self.config.spool_dir / name for name in manifest["segments"]]
-        classifier = InProcessClassifier(self.classifier)
-        try:
-            pipeline = beam.Pipeline(options=local_options())
-            segments = pipeline | "Segments" >> ReadSegmentFiles(paths)
-            carry = (
-                pipeline
-                | "CarryFolder" >> beam.Create(carry_folders, reshuffle=False)
-                | "ReadCarry" >> beam.Map(load_carries)
-            )
-            outputs = {"segments": segments, "carry": carry} | "Land" >> LandSpool(
-                batch_time=datetime.fromisoformat(manifest["batch_time"]),
-                params=self.config.params,
-                classifier=classifier,
-            )
-            outputs | "Stage" >> StageOutputs(staging)
-            result = pipeline.run()
-            result.wait_until_finish()
-        finally:
-            classifier.release()
+        pipeline = beam.Pipeline(options=local_options())
+        segments = pipeline | "Segments" >> ReadSegmentFiles(paths)
+        carry = (
+            pipeline
+            | "CarryFolder" >> beam.Create(carry_folders, reshuffle=False)
+            | "ReadCarry" >> beam.Map(load_carries)
+        )
+        outputs = {"segments": segments, "carry": carry} | "Land" >> LandSpool(
+            batch_time=datetime.fromisoformat(manifest["batch_time"]),
+            params=self.config.params,
+        )
+        outputs | "Stage" >> StageOutputs(staging)
+        result = pipeline.run()
+        result.wait_until_finish()
         counters: dict[str, int] = {}
         for counter in result.metrics().query(
             beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE)
