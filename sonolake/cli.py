@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from sonolake.commands import demo, lake, models, sidecar, streaming, training
+from sonolake.commands import demo, lake, models, reprocess, sidecar, streaming, training
 from sonolake.errors import BadInput, WorkFailed
 
 app = typer.Typer(
@@ -31,7 +31,7 @@ def _root() -> None:
     get_settings()  # every bad setting is reported before any command starts (exit code 2)
 
 
-for module in (lake, streaming, sidecar, training, models, demo):
+for module in (lake, streaming, sidecar, reprocess, training, models, demo):
     module.register(app)
 
 _err = Console(stderr=True)
