@@ -217,7 +217,8 @@ class Sidecar:
             reused_staged=reused,
             counters=json.loads(done.read_text()).get("counters", {}),
         )
-        self._commit(batch, staging, report, datetime.fromisoformat(manifest["batch_time"]))
+        with self.lake.deferred_sql_refresh():  # SQL sees the batch's tables change together
+            self._commit(batch, staging, report, datetime.fromisoformat(manifest["batch_time"]))
         self._landed_marker(batch).touch()
         fsync_dir(self.batches_dir)
         self.on_phase("landed", batch)

@@ -399,7 +399,8 @@ def land(
     received += [int(v) for v in (pc.max(keys.column("received_us")).as_py(),) if v is not None]
     watermark_us = max(received, default=0)
 
-    status = classify_chunks(chunks, keys, _digests(chunks.column("pcm")))
+    digests = _digests(chunks.column("pcm"))
+    status = classify_chunks(chunks, keys, digests)
     fresh = chunks.filter(pa.array(status == 0))
     conflicts = chunks.filter(pa.array(status == 2))
     dead = [
@@ -419,7 +420,7 @@ def land(
         {
             "session_id": fresh.column("session_id"),
             "seq": fresh.column("seq"),
-            "digest": pa.array(_digests(fresh.column("pcm"))),
+            "digest": pa.array(digests[status == 0]),
             "received_us": pa.array(_us(fresh.column("received_at"))),
         },
         schema=KEYS_SCHEMA,

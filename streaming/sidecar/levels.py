@@ -41,41 +41,61 @@ STATS_SCHEMA = pa.schema(
 """One row per landed chunk: what its utterance's levels need (float audio in [-1, 1))."""
 
 _FLOOR_POWER = 10.0 ** (LEVEL_FLOOR_DBFS / 10.0)
+_FULL_SCALE = 32768
+_RAIL = int(np.ceil(CLIP_THRESHOLD * _FULL_SCALE))
+"""|int16| at or above this sits at the rail (32767), as :data:`CLIP_THRESHOLD` says."""
 
 
 def chunk_stats(pcm: pa.ChunkedArray | pa.Array, encoding: str) -> dict[str, np.ndarray]:
     """Per-chunk samples, sum of squares, peak, clipped count and 20-ms frame powers
-    (``frames`` values and per-chunk ``frame_counts``) of chunks of one encoding."""
-    samples_i16, lengths = decode_chunks(pcm, encoding)
-    audio = samples_i16.astype(np.float32) / np.float32(32768.0)
+    (``frames`` values and per-chunk ``frame_counts``) of chunks of one encoding.
+
+    Integer arithmetic on the int16 samples (squares fit int32, sums int64) and ``reduceat``
+    over chunk and frame bounds: a few passes over the batch's samples, no float copy of them.
+    Values are for float audio in [-1, 1) (int16 / 32768).
+    """
+    samples, lengths = decode_chunks(pcm, encoding)
     n = lengths.size
     starts = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    square = np.square(audio, dtype=np.float64)
-    csum = np.concatenate([[0.0], np.cumsum(square)])
-    sumsq = csum[starts[1:]] - csum[starts[:-1]]
-    magnitude = np.abs(audio)
-    padded = np.concatenate([magnitude, np.zeros(1, dtype=np.float32)])
+    square = samples.astype(np.int32)
+    np.multiply(square, square, out=square)
     nonempty = lengths > 0
+    lo, hi = starts[:-1][nonempty], starts[1:][nonempty]
+    sumsq = np.zeros(n, dtype=np.float64)
     peak = np.zeros(n, dtype=np.float32)
-    if nonempty.any():
-        peak[nonempty] = _segment_max(padded, starts[:-1][nonempty], starts[1:][nonempty])
-    clip = np.concatenate([[0], np.cumsum(magnitude >= CLIP_THRESHOLD)])
-    clipped = clip[starts[1:]] - clip[starts[:-1]]
+    if lo.size:
+        sumsq[nonempty] = _segment_sum(square, lo, hi) / float(_FULL_SCALE**2)
+        peak[nonempty] = np.sqrt(_segment_max(square, lo, hi)) / np.float32(_FULL_SCALE)
+    rail = np.flatnonzero(np.abs(samples.astype(np.int32)) >= _RAIL)
+    clipped = np.bincount(np.searchsorted(starts, rail, "right") - 1, minlength=n)[:n]
     frame_counts = lengths // SNR_FRAME_SAMPLES
     total = int(frame_counts.sum())
     first_frame = np.repeat(starts[:-1], frame_counts)
     within = np.arange(total) - np.repeat(np.cumsum(frame_counts) - frame_counts, frame_counts)
     frame_start = first_frame + within * SNR_FRAME_SAMPLES
-    frame_power = (csum[frame_start + SNR_FRAME_SAMPLES] - csum[frame_start]) / SNR_FRAME_SAMPLES
+    frame_power = np.zeros(total, dtype=np.float64)
+    if total:
+        frame_power = _segment_sum(square, frame_start, frame_start + SNR_FRAME_SAMPLES) / float(
+            _FULL_SCALE**2 * SNR_FRAME_SAMPLES
+        )
     return {
         "samples": lengths.astype(np.int64),
         "sumsq": sumsq,
-        "peak": peak,
+        "peak": peak.astype(np.float32),
         "clipped": clipped.astype(np.int64),
         "frames": frame_power.astype(np.float32),
         "frame_counts": frame_counts.astype(np.int64),
     }
+
+
+def _segment_sum(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """sum(values[lo[i]:hi[i]]) in int64 for non-empty ranges (see :func:`_segment_max`)."""
+    bounds = np.empty(lo.size * 2, dtype=np.int64)
+    bounds[0::2], bounds[1::2] = lo, hi
+    if bounds[-1] >= values.size:  # the last range runs to the end: reduceat does that itself
+        bounds = bounds[:-1]
+    return np.add.reduceat(values, bounds, dtype=np.int64)[0::2]
 
 
 def _segment_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -84,8 +104,8 @@ def _segment_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
     gaps between ranges) are dropped."""
     bounds = np.empty(lo.size * 2, dtype=np.int64)
     bounds[0::2], bounds[1::2] = lo, hi
-    if bounds[-1] >= values.size:  # reduceat needs every index inside the array
-        values = np.concatenate([values, np.zeros(1, dtype=values.dtype)])
+    if bounds[-1] >= values.size:  # the last range runs to the end: reduceat does that itself
+        bounds = bounds[:-1]
     return np.maximum.reduceat(values, bounds)[0::2]
 
 
