@@ -62,19 +62,16 @@ def new_run_id() -> str:
     return f"reprocess-{uuid.uuid4().hex[:12]}"
 
 
-def rederive(
-    chunks: pa.Table,
-    classifier: BatchClassifier | None,
-    *,
-    run_id: str | None = None,
-    params: SegmenterParams | None = None,
-) -> Reprocessed:
-    """Utterances and predictions of ``bronze.audio_chunks`` rows (see the module docstring)."""
+def utterance_records(
+    chunks: pa.Table, params: SegmenterParams | None = None
+) -> tuple[pa.Table, list[np.ndarray]]:
+    """The ``utterance`` decision records (:data:`SPOOL_SCHEMA`, no prediction yet) the
+    gateway's segmenter finds in chunks (``bronze.audio_chunks`` columns: session_id,
+    device_id, seq, event_time, sample_rate, encoding, num_samples, pcm, label), and each
+    utterance's classifier window (with the gateway's pre-roll and tail)."""
     params = params or SegmenterParams()
-    run_id = run_id or new_run_id()
-    sessions = split_by_session(chunks)
     prepared = []
-    for _, rows in sessions:
+    for _, rows in split_by_session(chunks):
         rows = rows.sort_by("seq")
         encoding = rows.column("encoding")[0].as_py()
         rate = int(rows.column("sample_rate")[0].as_py())
@@ -94,9 +91,8 @@ def rederive(
         for index, span in enumerate(find_utterances(session_probs, params)):
             first = max(0, int(np.searchsorted(starts, span.start_sample, "right")) - 1)
             last = max(0, int(np.searchsorted(starts, max(span.end_sample - 1, 0), "right")) - 1)
-            windows.append(
-                fit_window(audio[max(0, span.start_sample - pre_roll) : span.end_sample + tail])
-            )
+            clip = audio[max(0, span.start_sample - pre_roll) : span.end_sample + tail]
+            windows.append(fit_window(clip))
             records.append(
                 {
                     "kind": KIND_UTTERANCE,
@@ -122,13 +118,40 @@ def rederive(
                     "role": "reprocess",
                 }
             )
-    if records and classifier is not None and classifier.model_version is not None:
-        for record, prediction in zip(
-            records, classifier.classify_batch(np.stack(windows)), strict=True
-        ):
-            record["predicted_label"] = prediction.label
-            record["score"] = float(prediction.score)
-            record["top_k"] = [{"label": lbl, "score": float(s)} for lbl, s in prediction.top_k]
-            record["model_version"] = prediction.model_version or classifier.model_version
-    table = pa.Table.from_pylist(records, schema=SPOOL_SCHEMA)
-    return Reprocessed(run_id, len(sessions), chunks.num_rows, prediction_rows(table, run_id))
+    return pa.Table.from_pylist(records, schema=SPOOL_SCHEMA), windows
+
+
+def rederive(
+    chunks: pa.Table,
+    classifier: BatchClassifier | None,
+    *,
+    run_id: str | None = None,
+    params: SegmenterParams | None = None,
+) -> Reprocessed:
+    """Utterances and predictions of ``bronze.audio_chunks`` rows (see the module docstring)."""
+    run_id = run_id or new_run_id()
+    table, windows = utterance_records(chunks, params)
+    if table.num_rows and classifier is not None and classifier.model_version is not None:
+        predictions = classifier.classify_batch(np.stack(windows))
+        version = classifier.model_version
+        table = table.drop_columns(["predicted_label", "score", "top_k", "model_version"])
+        table = table.append_column(
+            SPOOL_SCHEMA.field("predicted_label"), pa.array([p.label for p in predictions])
+        )
+        table = table.append_column(
+            SPOOL_SCHEMA.field("score"), pa.array([float(p.score) for p in predictions])
+        )
+        table = table.append_column(
+            SPOOL_SCHEMA.field("top_k"),
+            pa.array(
+                [[{"label": lbl, "score": float(x)} for lbl, x in p.top_k] for p in predictions],
+                SPOOL_SCHEMA.field("top_k").type,
+            ),
+        )
+        table = table.append_column(
+            SPOOL_SCHEMA.field("model_version"),
+            pa.array([p.model_version or version for p in predictions], pa.string()),
+        )
+        table = table.select(SPOOL_SCHEMA.names)
+    sessions = pc.count_distinct(chunks.column("session_id")).as_py() if chunks.num_rows else 0
+    return Reprocessed(run_id, sessions, chunks.num_rows, prediction_rows(table, run_id))
