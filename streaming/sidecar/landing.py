@@ -183,6 +183,8 @@ def stats_rows(chunks: pa.Table) -> pa.Table:
                     "session_id": part.column("session_id"),
                     "seq": part.column("seq"),
                     "received_us": pa.array(_us(part.column("received_at"))),
+                    "event_us": pa.array(_us(part.column("event_time"))),
+                    "sample_rate": part.column("sample_rate"),
                     "samples": pa.array(stats["samples"]),
                     "sumsq": pa.array(stats["sumsq"]),
                     "peak": pa.array(stats["peak"]),
@@ -227,8 +229,8 @@ def events_rows(utterances: pa.Table, stats: pa.Table) -> pa.Table:
     last = (event_code << 32) | _np(utterances.column("last_seq"))
     lo = np.searchsorted(key, first, side="left")
     hi = np.searchsorted(key, last, side="right")
-    levels = utterance_levels(stats, lo, hi)
     start, end, duration = _stream_span(utterances)
+    levels = utterance_levels(stats, lo, hi, _us(start), _us(end))
     return pa.table(
         {
             "event_id": event_ids(utterances.column("session_id"), utterances.column("utterance")),

@@ -31,6 +31,8 @@ STATS_SCHEMA = pa.schema(
         pa.field("session_id", pa.string(), nullable=False),
         pa.field("seq", pa.int64(), nullable=False),
         pa.field("received_us", pa.int64(), nullable=False),
+        pa.field("event_us", pa.int64(), nullable=False),
+        pa.field("sample_rate", pa.int32(), nullable=False),
         pa.field("samples", pa.int64(), nullable=False),
         pa.field("sumsq", pa.float64(), nullable=False),
         pa.field("peak", pa.float32(), nullable=False),
@@ -50,15 +52,15 @@ def chunk_stats(pcm: pa.ChunkedArray | pa.Array, encoding: str) -> dict[str, np.
     """Per-chunk samples, sum of squares, peak, clipped count and 20-ms frame powers
     (``frames`` values and per-chunk ``frame_counts``) of chunks of one encoding.
 
-    Integer arithmetic on the int16 samples (squares fit int32, sums int64) and ``reduceat``
-    over chunk and frame bounds: a few passes over the batch's samples, no float copy of them.
+    Squares of the int16 samples (exact in float64) and native ``reduceat`` passes over chunk
+    and frame bounds: a few passes over the batch's samples, no per-chunk Python.
     Values are for float audio in [-1, 1) (int16 / 32768).
     """
     samples, lengths = decode_chunks(pcm, encoding)
     n = lengths.size
     starts = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    square = samples.astype(np.int32)
+    square = samples.astype(np.float64)  # exact: int16 squares and their sums fit float64
     np.multiply(square, square, out=square)
     nonempty = lengths > 0
     lo, hi = starts[:-1][nonempty], starts[1:][nonempty]
@@ -67,7 +69,7 @@ def chunk_stats(pcm: pa.ChunkedArray | pa.Array, encoding: str) -> dict[str, np.
     if lo.size:
         sumsq[nonempty] = _segment_sum(square, lo, hi) / float(_FULL_SCALE**2)
         peak[nonempty] = np.sqrt(_segment_max(square, lo, hi)) / np.float32(_FULL_SCALE)
-    rail = np.flatnonzero(np.abs(samples.astype(np.int32)) >= _RAIL)
+    rail = np.flatnonzero((samples >= _RAIL) | (samples <= -_RAIL))
     clipped = np.bincount(np.searchsorted(starts, rail, "right") - 1, minlength=n)[:n]
     frame_counts = lengths // SNR_FRAME_SAMPLES
     total = int(frame_counts.sum())
@@ -90,12 +92,12 @@ def chunk_stats(pcm: pa.ChunkedArray | pa.Array, encoding: str) -> dict[str, np.
 
 
 def _segment_sum(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """sum(values[lo[i]:hi[i]]) in int64 for non-empty ranges (see :func:`_segment_max`)."""
+    """sum(values[lo[i]:hi[i]]) for non-empty ranges (see :func:`_segment_max`)."""
     bounds = np.empty(lo.size * 2, dtype=np.int64)
     bounds[0::2], bounds[1::2] = lo, hi
     if bounds[-1] >= values.size:  # the last range runs to the end: reduceat does that itself
         bounds = bounds[:-1]
-    return np.add.reduceat(values, bounds, dtype=np.int64)[0::2]
+    return np.add.reduceat(values, bounds)[0::2]
 
 
 def _segment_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -109,10 +111,16 @@ def _segment_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
     return np.maximum.reduceat(values, bounds)[0::2]
 
 
-def utterance_levels(stats: pa.Table, lo: np.ndarray, hi: np.ndarray) -> dict[str, np.ndarray]:
+def utterance_levels(
+    stats: pa.Table, lo: np.ndarray, hi: np.ndarray, start_us: np.ndarray, end_us: np.ndarray
+) -> dict[str, np.ndarray]:
     """RMS/peak dBFS, clipping ratio and SNR of each utterance spanning stats rows
-    ``[lo[i], hi[i])`` (rows in session, seq order). An utterance with no chunk statistics
-    (its chunks landed too long ago) reads floor levels and 0 dB, as empty audio does."""
+    ``[lo[i], hi[i])`` (rows in session, seq order) and the UTC span ``[start_us, end_us)``.
+
+    RMS and SNR use the 20-ms frames inside the span (the first chunk's frames from the
+    utterance's start on, the last chunk's up to its end), so they match the utterance's audio
+    to a frame; peak and clipping are over its whole chunks. An utterance with no chunk
+    statistics (its chunks landed too long ago) reads floor levels and 0 dB."""
     samples = np.asarray(stats.column("samples"), dtype=np.int64)
     sumsq = np.asarray(stats.column("sumsq"), dtype=np.float64)
     peak = np.asarray(stats.column("peak"), dtype=np.float32)
@@ -136,8 +144,40 @@ def utterance_levels(stats: pa.Table, lo: np.ndarray, hi: np.ndarray) -> dict[st
     rms = np.where(has, power_to_db(total_sq / safe_n), LEVEL_FLOOR_DBFS)
     peak_db = np.where(has, power_to_db(peaks * peaks), LEVEL_FLOOR_DBFS)
     clipping = np.where(has, total_clipped / safe_n, 0.0)
-    snr = _snr(frame_values, frame_offsets[lo], frame_offsets[hi])
+    f_lo, f_hi = _span_frames(stats, frame_offsets, lo, hi, start_us, end_us)
+    frame_csum = np.concatenate([[0.0], np.cumsum(frame_values)])
+    in_span = f_hi - f_lo
+    span_power = (frame_csum[f_hi] - frame_csum[f_lo]) / np.maximum(in_span, 1)
+    rms = np.where(has & (in_span > 0), power_to_db(span_power), rms)
+    snr = _snr(frame_values, f_lo, f_hi)
     return {"rms_dbfs": rms, "peak_dbfs": peak_db, "clipping_ratio": clipping, "snr_db": snr}
+
+
+def _span_frames(
+    stats: pa.Table,
+    frame_offsets: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    start_us: np.ndarray,
+    end_us: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The frame range ``[f_lo, f_hi)`` of each utterance's span within its chunks."""
+    f_lo = frame_offsets[lo].copy()
+    f_hi = frame_offsets[hi].copy()
+    has = hi > lo
+    if not has.any() or stats.num_rows == 0:
+        return f_lo, np.maximum(f_hi, f_lo)
+    event_us = np.asarray(stats.column("event_us"), dtype=np.int64)
+    rate = np.asarray(stats.column("sample_rate"), dtype=np.int64)
+    # Frames counted on the first chunk's grid (exact when chunks hold whole 20-ms frames,
+    # as 100-ms chunks do at 16 kHz; within a frame per chunk otherwise).
+    first = lo[has]
+    frame_us = SNR_FRAME_SAMPLES * 1_000_000 / rate[first]
+    skip = np.floor((start_us[has] - event_us[first]) / frame_us).astype(np.int64)
+    upto = np.ceil((end_us[has] - event_us[first]) / frame_us).astype(np.int64)
+    f_lo[has] = np.clip(frame_offsets[first] + skip, frame_offsets[first], f_hi[has])
+    f_hi[has] = np.clip(frame_offsets[first] + upto, f_lo[has], f_hi[has])
+    return f_lo, np.maximum(f_hi, f_lo)
 
 
 def _snr(frames: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray) -> np.ndarray:

@@ -91,8 +91,9 @@ def _rows(spool: Path) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def test_levels_over_the_batch_equal_features_levels_of_the_chunks(tmp_path: Path) -> None:
-    """The vectorised levels are features.levels of the utterance's chunks' audio."""
+def test_levels_over_the_batch_match_features_levels_of_the_utterance(tmp_path: Path) -> None:
+    """Vectorised levels = features.levels: RMS and SNR of the utterance's own audio (to a
+    20-ms frame), peak and clipping of the chunks it spans (exactly)."""
     group = sessions(3, chunks=30, bursts=2)
     write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=40)
     rows = _rows(tmp_path / "spool")
@@ -110,12 +111,16 @@ def test_levels_over_the_batch_equal_features_levels_of_the_chunks(tmp_path: Pat
             )
         ).sort_by("seq")
         samples, _ = decode_chunks(mine.column("pcm"), "linear16")
-        audio = samples.astype(np.float32) / 32768.0
-        expected = levels(audio)
-        assert event["rms_dbfs"] == pytest.approx(expected.rms_dbfs, abs=1e-6)
-        assert event["peak_dbfs"] == pytest.approx(expected.peak_dbfs, abs=1e-6)
-        assert event["clipping_ratio"] == pytest.approx(expected.clipping_ratio)
-        assert event["snr_db"] == pytest.approx(snr_db(audio), abs=1e-3)
+        chunk_audio = samples.astype(np.float32) / 32768.0
+        offset_s = (event["start_time"] - mine.column("event_time")[0].as_py()).total_seconds()
+        first = round(offset_s * 16000)
+        span = chunk_audio[first : first + round(event["duration_s"] * 16000)]
+        whole = levels(chunk_audio)
+        assert event["peak_dbfs"] == pytest.approx(whole.peak_dbfs, abs=1e-6)
+        assert event["clipping_ratio"] == pytest.approx(whole.clipping_ratio)
+        assert event["rms_dbfs"] == pytest.approx(levels(span).rms_dbfs, abs=0.3)
+        assert event["rms_dbfs"] > whole.rms_dbfs + 0.5, "the silence after it is not counted"
+        assert event["snr_db"] == pytest.approx(snr_db(span), abs=1.5)
         assert event["model_version"] == MODEL_VERSION
 
 
