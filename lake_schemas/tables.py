@@ -108,7 +108,8 @@ AUDIO_EVENTS = TableSpec(
         "land once and gold.predictions rows join on it.",
         "snr_db": "Estimated signal-to-noise ratio in dB.",
         "speech_ratio": "Fraction of the utterance's VAD windows judged speech (0..1), live.",
-        "rms_dbfs": "RMS level in dBFS over the chunks the utterance spans.",
+        "rms_dbfs": "RMS level in dBFS over the utterance (its 20-ms frames); peak and "
+        "clipping are over the chunks it spans.",
         "label": "Ground truth from the client's Label messages, if any.",
     },
 )

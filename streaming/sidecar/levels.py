@@ -1,7 +1,8 @@
 """Levels of many utterances at once, from per-chunk statistics (numpy over the whole batch).
 
-The sidecar measures each utterance over the chunks it spans (``first_seq`` … ``last_seq``,
-whole 100-ms-ish chunks, not the exact sample span). It never keeps audio between batches:
+The sidecar measures each utterance from the chunks it spans (``first_seq`` … ``last_seq``):
+RMS and SNR over the 20-ms frames inside its span, peak and clipping over those whole
+chunks. It never keeps audio between batches:
 every chunk is reduced once, when it lands, to a few numbers — sample count, sum of squares,
 peak, clipped samples, and the power of each 20-ms frame (:data:`SNR_FRAME_SAMPLES`) — and an
 utterance's levels are sums, maxima and percentiles over its chunks' numbers. The formulas
