@@ -36,11 +36,14 @@ def test_observe_and_check_the_landed_tables(small_lake: LakeEnv) -> None:
         "bronze/dead_letters",
         "silver/audio_events",
         "silver/sessions",
+        "gold/predictions",
     }
     chunks = observed["bronze/audio_chunks"]
     assert chunks["dagster/row_count"] == lake.read(AUDIO_CHUNKS, columns=["seq"]).num_rows > 0
     assert chunks["data_version"] == str(lake.version(AUDIO_CHUNKS))
     assert observed["silver/audio_events"]["dagster/row_count"] == lake.read(AUDIO_EVENTS).num_rows
+    # one final result per event: what the gateway decided, landed beside it
+    assert observed["gold/predictions"]["dagster/row_count"] == lake.read(AUDIO_EVENTS).num_rows
 
     checks = check_results(result)
     assert len(checks) == 15
