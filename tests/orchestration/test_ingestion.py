@@ -46,7 +46,7 @@ def test_observe_and_check_the_landed_tables(small_lake: LakeEnv) -> None:
     assert observed["gold/predictions"]["dagster/row_count"] == lake.read(AUDIO_EVENTS).num_rows
 
     checks = check_results(result)
-    assert len(checks) == 15
+    assert len(checks) == 18  # gold.predictions adds its three generic checks
     failed = {name: e.description for name, e in checks.items() if not e.passed}
     assert not failed, failed
 
@@ -79,6 +79,6 @@ def test_checks_on_an_empty_lake_pass_with_nothing_to_check(empty_env: LakeEnv) 
         result = run_assets(empty_env.settings, instance, [], job_name=OBSERVE_JOB)
     assert result.success
     checks = check_results(result)
-    assert len(checks) == 15 and all(e.passed for e in checks.values())
+    assert len(checks) == 18 and all(e.passed for e in checks.values())
     absent = checks["silver/audio_events:schema_matches_spec"]
     assert absent.metadata["exists"].value is False
