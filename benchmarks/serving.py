@@ -62,7 +62,7 @@ def _start_endpoint(root: Path, bundle: Path) -> tuple[subprocess.Popen[bytes], 
     from sonolake import wiring
     from sonolake.settings import Settings
 
-    settings = Settings(_env_file=None, state_dir=root / "state", lake_uri=str(root / "lake"))
+    settings = Settings(_env_file=None, state_dir=root / "state", lake_uri=str(root / "lake"))  # type: ignore[call-arg]
     registry = wiring.registry(settings)
     registry.set_alias("champion", registry.log_bundle(bundle, {}, {}))
     http_port, grpc_port = _free_port(), _free_port()
@@ -92,7 +92,7 @@ def _client(protocol: str, port: int) -> tuple[Any, Any]:
     if protocol == "http":
         import tritonclient.http as module
     else:
-        import tritonclient.grpc as module  # type: ignore[no-redef]
+        import tritonclient.grpc as module
     return module, module.InferenceServerClient(f"127.0.0.1:{port}")
 
 
@@ -242,7 +242,7 @@ def run(quick: bool) -> BenchResult:
 
 
 def _mean_batch(text: str) -> float | None:
-    values = {}
+    values: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("sonolake_endpoint_batch_size_"):
             name, value = line.rsplit(" ", 1)

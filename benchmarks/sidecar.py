@@ -1,8 +1,11 @@
-"""``sidecar``: spool → Beam landing pipeline → Delta bronze + silver, exactly once.
+"""``sidecar``: spool (audio + the gateway's decisions) → Beam landing pipeline → Delta bronze,
+silver and gold.predictions, exactly once.
 
 Two phases, synthetic audio (content does not matter beyond "some speech, mostly quiet"):
 each stream sends 100-ms chunks of 16 kHz PCM16 (3,200 bytes) with a 0.6-s voiced burst every
-4 s over a -70 dBFS noise floor, so the VAD, the segmenter and the silver rows all do real work.
+4 s over a -70 dBFS noise floor, and, as the gateway does, spools its decisions: an interim
+``result`` half-way through each burst and an ``utterance`` (with its final result) 300 ms
+after it, so the dedup, the levels, the silver events and the predictions all do real work.
 
 1. **Throughput** — the spool is filled first (streams × seconds of chunks), then the sidecar
    lands it all in micro-batches: ``chunks_per_s``, ``mb_per_s`` (PCM bytes), CPU per chunk.
@@ -39,6 +42,10 @@ CHUNK_MS = 100
 SAMPLE_RATE_HZ = 16_000
 CHUNK_SAMPLES = SAMPLE_RATE_HZ * CHUNK_MS // 1000
 CHUNK_BYTES = CHUNK_SAMPLES * 2
+BURST_CHUNKS = (10, 16)
+"""Chunks of the 4-s pattern the burst spans (1.0–1.6 s)."""
+INTERIM_AFTER, FINAL_AFTER = 13, 19
+"""Pattern chunks after which the interim and the final result are spooled."""
 PATTERN_S = 4.0
 """Each stream repeats a 4-s pattern: one 0.6-s voiced burst, the rest a quiet noise floor."""
 QUICK = {"tp_streams": 200, "tp_seconds": 10, "lag_streams": 300, "lag_seconds": 8}
@@ -74,7 +81,6 @@ async def _write_ticks(
 
     chunks = _chunks_of(_pattern())
     ticks = int(seconds * 1000 / CHUNK_MS)
-    start_at = datetime.now(UTC)
     written = 0
     async with SpoolWriter(
         spool, max_segment_age_s=max_segment_age_s, commit_interval_ms=2.0
@@ -86,22 +92,63 @@ async def _write_ticks(
                 if delay > 0:
                     await asyncio.sleep(delay)
             now = datetime.now(UTC)
-            records = [
-                SpoolRecord.chunk(
-                    session_id=f"bench-{stream}",
-                    device_id=f"dev-{stream % 97}",
-                    seq=tick,
-                    event_time=start_at + (now - start_at),
-                    received_at=now,
-                    sample_rate=SAMPLE_RATE_HZ,
-                    encoding="linear16",
-                    pcm=chunks[(tick + stream * 7) % len(chunks)],
+            records = []
+            for stream in range(streams):
+                position = (tick + stream * 7) % len(chunks)
+                records.append(
+                    SpoolRecord.chunk(
+                        session_id=f"bench-{stream}",
+                        device_id=f"dev-{stream % 97}",
+                        seq=tick,
+                        event_time=now,
+                        received_at=now,
+                        sample_rate=SAMPLE_RATE_HZ,
+                        encoding="linear16",
+                        pcm=chunks[position],
+                    )
                 )
-                for stream in range(streams)
-            ]
+                if position in (INTERIM_AFTER, FINAL_AFTER) and tick >= FINAL_AFTER:
+                    records.append(_decision(stream, tick, position, now))
             await asyncio.gather(*(writer.append(r) for r in records))
-            written += len(records)
+            written += streams  # chunks (the decisions are not counted as chunks)
     return written
+
+
+def _decision(stream: int, tick: int, position: int, now: datetime) -> Any:
+    """The gateway's record of the interim or final result for the burst ending near ``tick``."""
+    from streaming.spool import SpoolRecord
+
+    final = position == FINAL_AFTER
+    cycle = (tick + stream * 7) // int(PATTERN_S * 1000 / CHUNK_MS)
+    first_tick = tick - position + BURST_CHUNKS[0]
+    start = first_tick * CHUNK_SAMPLES
+    end = (tick - position + (BURST_CHUNKS[1] if final else INTERIM_AFTER)) * CHUNK_SAMPLES
+    extra = (
+        {"first_seq": first_tick, "last_seq": tick, "speech_ratio": 0.9, "end_reason": "silence"}
+        if final
+        else {}
+    )
+    return SpoolRecord.decision(
+        final=final,
+        session_id=f"bench-{stream}",
+        device_id=f"dev-{stream % 97}",
+        event_time=now,
+        received_at=now,
+        sample_rate=SAMPLE_RATE_HZ,
+        encoding="linear16",
+        utterance=cycle + 1,
+        result_index=2 * cycle + (1 if final else 0),
+        speech_final=final,
+        start_sample=start,
+        end_sample=end,
+        predicted_label="yes",
+        score=0.9,
+        top_k=[{"label": "yes", "score": 0.9}, {"label": "no", "score": 0.05}],
+        model_version="1",
+        role="champion",
+        latency_ms=8.0,
+        **extra,
+    )
 
 
 def _paced_writer(spool: str, streams: int, seconds: float, result: Any) -> None:
@@ -129,16 +176,22 @@ def _sidecar(
 
 
 def _count_landed(root: Path, expected: int) -> dict[str, int]:
-    from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, Lake
+    from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, PREDICTIONS, Lake
 
     lake = Lake(root / "lake")
     keys = lake.read(AUDIO_CHUNKS, columns=["session_id", "seq"])
     unique = keys.group_by(["session_id", "seq"]).aggregate([]).num_rows
+    predictions = (
+        lake.read(PREDICTIONS, columns=["prediction_id"]) if lake.exists(PREDICTIONS) else None
+    )
     return {
         "rows": keys.num_rows,
         "duplicates": keys.num_rows - unique,
         "lost": expected - unique,
-        "events": lake.read(AUDIO_EVENTS, columns=["event_id"]).num_rows,
+        "events": lake.read(AUDIO_EVENTS, columns=["event_id"]).num_rows
+        if lake.exists(AUDIO_EVENTS)
+        else 0,
+        "predictions": predictions.num_rows if predictions is not None else 0,
     }
 
 
@@ -151,13 +204,33 @@ def _throughput(
     from streaming.spool import sealed_segments
 
     segments = len(sealed_segments(root / "spool"))
-    sidecar = _sidecar(root, max_segments=max(1, segments // 4), dask_scheduler=dask_scheduler)
+    landing_cpu = _landing_alone(root / "spool")
+    split: dict[str, float] = {"pipeline": 0.0, "commit": 0.0, "plan_and_retire": 0.0}
+    marks: dict[str, float] = {}
+
+    def on_phase(phase: str, batch: int) -> None:
+        now = cpu_seconds()
+        if phase == "pipeline":
+            marks["pipeline"] = now
+        elif phase == "staged":
+            split["pipeline"] += now - marks.pop("pipeline", now)
+            marks["commit"] = now
+        elif phase == "landed":
+            split["commit"] += now - marks.pop("commit", now)
+
+    sidecar = _sidecar(
+        root, max_segments=max(1, segments // 4), on_phase=on_phase, dask_scheduler=dask_scheduler
+    )
     batches, cpu0, wall0 = 0, cpu_seconds(), time.perf_counter()
     while sidecar.land_once() is not None:
         batches += 1
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+    split["plan_and_retire"] = cpu - split["pipeline"] - split["commit"]
+    split["landing_columnar"] = landing_cpu
+    split["beam_overhead"] = split["pipeline"] - landing_cpu
     counts = _count_landed(root, expected)
     return {
+        "split_cpu_s": split,
         "chunks": expected,
         "segments": segments,
         "batches": batches,
@@ -165,6 +238,25 @@ def _throughput(
         "cpu_s": cpu,
         **counts,
     }
+
+
+def _landing_alone(spool: Path) -> float:
+    """CPU seconds of the columnar landing itself (decode, validate, land) over the whole
+    spool in plain Python, no Beam: the part of the pipeline that is our own work."""
+    from streaming.sidecar import records
+    from streaming.sidecar.landing import KEYS_SCHEMA, land
+    from streaming.sidecar.levels import STATS_SCHEMA
+    from streaming.spool import sealed_segments
+
+    payloads = [(s.name, s.path.read_bytes()) for s in sealed_segments(spool)]
+    cpu0 = cpu_seconds()
+    tables = []
+    for name, payload in payloads:
+        table, _ = records.decode(name, payload)
+        if table is not None:
+            tables.append(records.validate(table)[0])
+    land(pa.concat_tables(tables), KEYS_SCHEMA.empty_table(), STATS_SCHEMA.empty_table())
+    return cpu_seconds() - cpu0
 
 
 def _plain_write(root: Path, batches: int) -> dict[str, float]:
@@ -247,11 +339,8 @@ def _lag(root: Path, streams: int, seconds: float) -> dict[str, Any]:
 
 
 def _warm_up() -> None:
-    """Import Beam and load the VAD model before any clock starts (one-off costs)."""
+    """Import Beam and the landing code before any clock starts (one-off costs)."""
     import streaming.sidecar.pipeline  # noqa: F401
-    from streaming.vad import shared_model
-
-    shared_model()
 
 
 def run(quick: bool) -> BenchResult:
@@ -276,6 +365,11 @@ def run(quick: bool) -> BenchResult:
         "chunks_per_s": chunks_per_s,
         "mb_per_s": chunks_per_s * CHUNK_BYTES / 1e6,
         "cpu_us_per_chunk": tp["cpu_s"] / tp["chunks"] * 1e6,
+        **{
+            f"cpu_us_per_chunk_{name}": seconds / tp["chunks"] * 1e6
+            for name, seconds in tp["split_cpu_s"].items()
+        },
+        "predictions": tp["predictions"],
         "batches": tp["batches"],
         "events": tp["events"],
         "duplicates": tp["duplicates"] + lag["duplicates"],

@@ -66,7 +66,12 @@ def measure_ours(audio: list[np.ndarray]) -> dict[str, float]:
     vad = BatchedVad()
     sessions = [
         Session(
-            f"s{i}", ListenParams(device_id=f"d{i}"), max_pending_ms=2000, max_utterance_ms=10_000
+            f"s{i}",
+            ListenParams(device_id=f"d{i}"),
+            max_pending_ms=2000,
+            max_utterance_ms=10_000,
+            credential="benchmark",
+            resume_digest="",
         )
         for i in range(len(audio))
     ]

@@ -104,10 +104,12 @@ AUDIO_EVENTS = TableSpec(
     description="One row per detected speech or sound segment, with levels and the prediction.",
     owner="sidecar",
     column_docs={
-        "event_id": "Deterministic: hash of session_id and first_seq, so replays land once.",
-        "rms_dbfs": "RMS level in dBFS (0 dBFS = full-scale sine peak).",
+        "event_id": "<session_id>/u<utterance>: the gateway's utterance number, so replays "
+        "land once and gold.predictions rows join on it.",
         "snr_db": "Estimated signal-to-noise ratio in dB.",
-        "speech_ratio": "Fraction of the segment's VAD windows judged speech (0..1).",
+        "speech_ratio": "Fraction of the utterance's VAD windows judged speech (0..1), live.",
+        "rms_dbfs": "RMS level in dBFS over the utterance (its 20-ms frames); peak and "
+        "clipping are over the chunks it spans.",
         "label": "Ground truth from the client's Label messages, if any.",
     },
 )
@@ -173,18 +175,49 @@ AUDIO_FEATURES = TableSpec(
 PREDICTIONS = TableSpec(
     name="gold.predictions",
     schema=_schema(
+        ("run_id", pa.string(), False),
+        ("prediction_id", pa.string(), False),
+        ("session_id", pa.string(), False),
+        ("device_id", pa.string(), False),
+        ("utterance", pa.int64(), False),
         ("event_id", pa.string(), False),
-        ("model_version", pa.string(), False),
-        ("predicted_label", pa.string(), False),
-        ("score", pa.float64(), False),
+        ("result_index", pa.int64(), False),
+        ("is_final", pa.bool_(), False),
+        ("speech_final", pa.bool_(), False),
+        ("start_s", pa.float64(), False),
+        ("duration_s", pa.float64(), False),
+        ("start_time", TIMESTAMP, False),
+        ("end_time", TIMESTAMP, False),
+        ("predicted_label", pa.string(), True),
+        ("score", pa.float64(), True),
+        (
+            "top_k",
+            pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float64())])),
+            True,
+        ),
+        ("model_version", pa.string(), True),
+        ("role", pa.string(), False),
+        ("latency_ms", pa.float64(), True),
         ("label", pa.string(), True),
-        ("predicted_at", TIMESTAMP, False),
-        ("event_date", pa.date32(), False),
+        ("sent_at", TIMESTAMP, False),
+        ("prediction_date", pa.date32(), False),
     ),
-    partition_by=("event_date",),
-    primary_key=("event_id", "model_version"),
-    description="Batch predictions of a model version for lake events (scoring and accuracy).",
-    owner="dagster:gold/predictions",
+    partition_by=("prediction_date",),
+    primary_key=("run_id", "prediction_id"),
+    description=(
+        "One row per result the gateway sent (interim and final), landed from its spooled "
+        "decisions; reprocess runs add their own rows under their run_id."
+    ),
+    owner="sidecar",
+    column_docs={
+        "run_id": "'live' for what the gateway sent; a reprocess run's id otherwise.",
+        "prediction_id": "<session_id>/r<result_index>: the result's number in its session.",
+        "event_id": "<session_id>/u<utterance>: the silver.audio_events row of the utterance.",
+        "start_s": "Stream clock (seconds since the stream's first sample), as the client saw.",
+        "latency_ms": "From the window that made the result due to the Results being queued.",
+        "label": "Ground truth from the client's Label messages at the time, if any.",
+        "role": "champion (answered the client) or shadow (scored on the side).",
+    },
 )
 
 DRIFT_REPORTS = TableSpec(

@@ -11,7 +11,17 @@ import sys
 import typer
 from rich.console import Console
 
-from sonolake.commands import demo, lake, models, privacy, serving, sidecar, streaming, training
+from sonolake.commands import (
+    demo,
+    lake,
+    models,
+    privacy,
+    reprocess,
+    serving,
+    sidecar,
+    streaming,
+    training,
+)
 from sonolake.errors import BadInput, WorkFailed
 from sonolake.secrets import mask_text
 
@@ -35,7 +45,7 @@ def _root() -> None:
     secrets.install(get_settings())
 
 
-for module in (lake, streaming, sidecar, training, models, serving, privacy, demo):
+for module in (lake, streaming, sidecar, reprocess, training, models, serving, privacy, demo):
     module.register(app)
 
 _err = Console(stderr=True)

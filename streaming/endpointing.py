@@ -5,6 +5,10 @@ probability stays at or above ``threshold_on`` for ``min_speech_ms``, and once i
 windows below ``threshold_off`` count as silence. ``endpointing_ms`` of such silence ends the
 utterance; a window back above ``threshold_off`` resets the silence count. Positions are in
 samples of the 16 kHz stream clock (audio dropped under backpressure still advances it).
+
+This is the ONE segmenter: the gateway runs it live, window by window, and every batch path
+(``sonolake reprocess``) runs the same class over a whole clip through
+:func:`streaming.segments.find_utterances`, with these defaults.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from features.pcm import SAMPLE_RATE_HZ
 DEFAULT_THRESHOLD_ON = 0.5
 DEFAULT_THRESHOLD_OFF = 0.35
 DEFAULT_MIN_SPEECH_MS = 64
+"""Speech must hold this long (two 32-ms VAD windows) before an utterance starts."""
+DEFAULT_ENDPOINTING_MS = 300
+"""Silence (ms) that ends an utterance unless the client asks for another gap."""
 DEFAULT_MAX_UTTERANCE_MS = 10_000
 
 

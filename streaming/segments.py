@@ -1,10 +1,14 @@
-"""Speech segments from VAD probabilities, and the seq bookkeeping of landed chunks.
+"""The one segmenter over a whole clip: what batch paths call to find utterances.
 
-Pure numpy, no audio libraries: the driver imports :class:`SegmenterParams` without paying for
-the feature stack. The segmenter follows the gateway's endpointing idea: hysteresis on the
-speech probability (start at ``threshold_on`` held for ``min_speech_ms``, stay in speech while
-at or above ``threshold_off``), and a segment ends after ``endpointing_ms`` of silence or at
-``max_event_ms``.
+The gateway segments live, window by window, with :class:`streaming.endpointing.Endpointer`.
+A batch job (``sonolake reprocess``: re-deriving utterances from bronze audio with another
+model) must find the *same* utterances, so it runs that same class over the clip's VAD
+probabilities here — no second set of rules, no second set of defaults. Probabilities come
+from :func:`streaming.vad.speech_probabilities_many` with the gateway's level gate
+(:data:`streaming.vad.DEFAULT_GATE_DBFS`), so 16 kHz audio scores exactly as it did live.
+
+Units: samples of the 16 kHz stream clock; one VAD window is
+:data:`streaming.vad.WINDOW_SAMPLES` (512 samples, 32 ms).
 """
 
 from __future__ import annotations
@@ -13,114 +17,82 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE_HZ = 16_000
-VAD_WINDOW_SAMPLES = 512
-"""Samples per VAD probability at 16 kHz (32 ms), as :mod:`streaming.vad` scores them."""
+from streaming.endpointing import (
+    DEFAULT_ENDPOINTING_MS,
+    DEFAULT_MAX_UTTERANCE_MS,
+    DEFAULT_MIN_SPEECH_MS,
+    DEFAULT_THRESHOLD_OFF,
+    DEFAULT_THRESHOLD_ON,
+    Endpointer,
+)
+from streaming.vad import DEFAULT_GATE_DBFS, WINDOW_SAMPLES
+
+END_OF_AUDIO = "close"
+"""End reason of an utterance still open when the clip ends (as CloseStream does live)."""
 
 
 @dataclass(frozen=True)
 class SegmenterParams:
-    """How speech segments are found and when open work is flushed (units in the names)."""
+    """The endpointer's knobs, with the gateway's defaults (units in the names)."""
 
-    threshold_on: float = 0.5
-    threshold_off: float = 0.35
-    min_speech_ms: int = 100
-    endpointing_ms: int = 300
-    max_event_ms: int = 10_000
-    vad_gate_dbfs: float | None = -60.0
+    endpointing_ms: int | None = DEFAULT_ENDPOINTING_MS
+    threshold_on: float = DEFAULT_THRESHOLD_ON
+    threshold_off: float = DEFAULT_THRESHOLD_OFF
+    min_speech_ms: int = DEFAULT_MIN_SPEECH_MS
+    max_utterance_ms: int = DEFAULT_MAX_UTTERANCE_MS
+    vad_gate_dbfs: float | None = DEFAULT_GATE_DBFS
     """VAD windows quieter than this skip the model (probability 0), as in the gateway."""
-    carry_tail_ms: int = 300
-    """Audio kept for the next batch before the point analysis stops: the whole tail when no
-    segment is open (so one starting at the edge is seen whole), or a lead-in before an open
-    segment (so the VAD has warmed up when the speech begins)."""
-    idle_flush_s: float = 5.0
-    """A session with no new chunk for this long has its open segment closed. Idle time is
-    measured on the data's clock, the batch *watermark* (the latest ``received_at`` in the
-    batch), so replays and backfills of old spool data behave as they did live."""
-    session_timeout_s: float = 900.0
-    """A session idle this long is forgotten (its landed ranges no longer dedup re-sends)."""
-    flush_all: bool = False
-    """Every group is complete (event-time session windows on a cluster runner): no carry."""
 
-    def windows(self, ms: int) -> int:
-        return max(1, -(-ms * SAMPLE_RATE_HZ // 1000 // VAD_WINDOW_SAMPLES))
+    def endpointer(self) -> Endpointer:
+        return Endpointer(
+            self.endpointing_ms,
+            threshold_on=self.threshold_on,
+            threshold_off=self.threshold_off,
+            min_speech_ms=self.min_speech_ms,
+            max_utterance_ms=self.max_utterance_ms,
+        )
 
 
-def seqs_in_ranges(seqs: np.ndarray, lo: list[int], hi: list[int]) -> np.ndarray:
-    """Boolean mask: which ``seqs`` fall inside the sorted inclusive ranges ``[lo, hi]``."""
-    if not lo or seqs.size == 0:
-        return np.zeros(seqs.size, dtype=bool)
-    lo_arr = np.asarray(lo, dtype=np.int64)
-    hi_arr = np.asarray(hi, dtype=np.int64)
-    idx = np.searchsorted(lo_arr, seqs, side="right") - 1
-    inside = idx >= 0
-    inside[inside] = seqs[inside] <= hi_arr[idx[inside]]
-    return inside
+@dataclass(frozen=True)
+class Span:
+    """One utterance: ``[start_sample, end_sample)`` on the stream clock and why it ended."""
+
+    start_sample: int
+    end_sample: int
+    reason: str
+    speech_ratio: float
+    """Share of the VAD windows inside the span at or above ``threshold_on`` (0..1)."""
 
 
-def add_to_ranges(lo: list[int], hi: list[int], seqs: np.ndarray) -> tuple[list[int], list[int]]:
-    """The union of the ranges and ``seqs``, as sorted, merged inclusive ranges."""
-    if seqs.size == 0:
-        return list(lo), list(hi)
-    s = np.unique(seqs.astype(np.int64))
-    breaks = np.flatnonzero(np.diff(s) != 1)
-    starts = np.concatenate([[s[0]], s[breaks + 1]])
-    ends = np.concatenate([s[breaks], [s[-1]]])
-    all_lo = np.concatenate([np.asarray(lo, dtype=np.int64), starts])
-    all_hi = np.concatenate([np.asarray(hi, dtype=np.int64), ends])
-    order = np.argsort(all_lo, kind="stable")
-    merged_lo: list[int] = []
-    merged_hi: list[int] = []
-    for a, b in zip(all_lo[order].tolist(), all_hi[order].tolist(), strict=True):
-        if merged_hi and a <= merged_hi[-1] + 1:
-            merged_hi[-1] = max(merged_hi[-1], b)
+def speech_ratio(probs: np.ndarray, start_sample: int, end_sample: int, on: float) -> float:
+    """Share of the windows in ``[start_sample, end_sample)`` scored at or above ``on``."""
+    first = start_sample // WINDOW_SAMPLES
+    last = max(first + 1, -(-end_sample // WINDOW_SAMPLES))
+    inside = probs[first:last]
+    return float(np.mean(inside >= on)) if inside.size else 0.0
+
+
+def find_utterances(probs: np.ndarray, params: SegmenterParams | None = None) -> list[Span]:
+    """Utterances of a clip from its per-window speech probabilities (window i covers samples
+    ``[i·512, (i+1)·512)``). An utterance still open at the end closes with reason
+    :data:`END_OF_AUDIO`, as the gateway closes one on CloseStream."""
+    params = params or SegmenterParams()
+    endpointer = params.endpointer()
+    spans: list[Span] = []
+    start = 0
+    for index, prob in enumerate(np.asarray(probs, dtype=np.float64).tolist()):
+        event = endpointer.push(prob, index * WINDOW_SAMPLES, (index + 1) * WINDOW_SAMPLES)
+        if event is None:
+            continue
+        if event.kind == "start":
+            start = event.sample
         else:
-            merged_lo.append(a)
-            merged_hi.append(b)
-    return merged_lo, merged_hi
+            spans.append(_span(probs, start, event.sample, event.reason, params))
+    event = endpointer.force_end(END_OF_AUDIO)
+    if event is not None:
+        spans.append(_span(probs, start, event.sample, event.reason, params))
+    return spans
 
 
-def find_segments(
-    probs: np.ndarray, params: SegmenterParams
-) -> tuple[list[tuple[int, int]], int | None]:
-    """Closed speech segments as VAD-window ranges ``[start, end)``, and where an open one
-    (or a speech candidate) starts, if the audio ends inside one."""
-    on_needed = params.windows(params.min_speech_ms)
-    silence_needed = params.windows(params.endpointing_ms)
-    max_windows = params.windows(params.max_event_ms)
-    closed: list[tuple[int, int]] = []
-    candidate: int | None = None
-    start = last_speech = 0
-    in_speech = False
-    loud = np.flatnonzero(probs >= params.threshold_off)
-    if loud.size == 0:
-        return closed, None
-    w = int(loud[0])
-    n = probs.size
-    while w < n:
-        p = float(probs[w])
-        if not in_speech:
-            if p >= params.threshold_on:
-                candidate = w if candidate is None else candidate
-                if w + 1 - candidate >= on_needed:
-                    in_speech, start, last_speech, candidate = True, candidate, w + 1, None
-            elif p < params.threshold_off:
-                candidate = None
-                later = loud[np.searchsorted(loud, w, side="right") :]
-                if later.size == 0:
-                    break
-                w = int(later[0])
-                continue
-        else:
-            if p >= params.threshold_off:
-                last_speech = w + 1
-            if w + 1 - last_speech >= silence_needed:
-                closed.append((start, last_speech))
-                in_speech = False
-            elif w + 1 - start >= max_windows:
-                closed.append((start, w + 1))
-                in_speech = False
-        w += 1
-    if in_speech:
-        return closed, start
-    return closed, candidate
+def _span(probs: np.ndarray, start: int, end: int, reason: str, params: SegmenterParams) -> Span:
+    return Span(start, end, reason, speech_ratio(probs, start, end, params.threshold_on))

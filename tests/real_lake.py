@@ -2,8 +2,10 @@
 
 Clips are written to a spool the way the gateway writes them (100 ms chunks at the clip's
 rate, a ``Label`` per clip, 700 ms of silence after each clip, one session per speaker with
-the device id the replay tool gives it, a ``session_end`` record with totals), then the
-sidecar lands the spool into bronze and silver. Nothing here fakes a table: what the assets
+the device id the replay tool gives it, the utterances the gateway's own segmenter finds in
+them — :func:`streaming.reprocess.utterance_records`, no model, as a gateway without one —
+and a ``session_end`` record with totals), then the sidecar lands the spool into bronze,
+silver and gold.predictions. Nothing here fakes a table: what the assets
 and the lake readers read is what the production path writes.
 """
 
@@ -19,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.corpus import (
     FSDD,
@@ -34,8 +38,9 @@ from lake_schemas import Lake
 from sonolake import wiring
 from sonolake.settings import Settings
 from streaming.replay import device_id_for, group_by_speaker
+from streaming.reprocess import utterance_records
 from streaming.sidecar.driver import Sidecar, SidecarConfig
-from streaming.spool import SpoolRecord, SpoolWriter
+from streaming.spool import SpoolRecord, SpoolWriter, records_to_batch
 
 CHUNK_MS = 100
 GAP_MS = 700
@@ -73,6 +78,7 @@ def _session_records(
                 )
             )
             position += piece.size
+    records += _decisions(records)
     end = start + timedelta(microseconds=position * 1_000_000 // rate)
     records.append(
         SpoolRecord.session_end(
@@ -86,6 +92,20 @@ def _session_records(
         )
     )
     return records
+
+
+def _decisions(chunks: list[SpoolRecord]) -> list[SpoolRecord]:
+    """The utterance records the gateway would spool for these chunks (no model loaded)."""
+    table = pa.Table.from_batches([records_to_batch(chunks)])
+    width = 2 if chunks[0].encoding == "linear16" else 1
+    table = table.append_column(
+        "num_samples", pc.divide(pc.binary_length(table.column("pcm")), width)
+    )
+    found, _ = utterance_records(table)
+    rows = found.to_pylist()
+    for row in rows:
+        row["role"] = "champion"
+    return [SpoolRecord(**row) for row in rows]
 
 
 async def _write_spool(spool_dir: Path, records: list[SpoolRecord]) -> None:

@@ -1,7 +1,7 @@
-"""`sonolake sidecar`: land the gateway's spool into bronze and silver Delta tables.
+"""`sonolake sidecar`: land the gateway's spool into bronze, silver and gold Delta tables.
 
-The composition root of the sidecar: it builds the settings, the lake, the (optional) serving
-engine that follows the ``champion`` alias, and the driver, then lands micro-batches until
+The composition root of the sidecar: it builds the settings, the lake and the driver (no model:
+the gateway decided, the sidecar lands its decisions), then lands micro-batches until
 SIGTERM/SIGINT (the batch in flight finishes first). Each phase prints one line
 (``sidecar batch=N phase=P``) so operators and crash tests can follow along.
 """
@@ -39,23 +39,6 @@ def phase_printer(settings: Settings) -> Any:
     return on_phase
 
 
-def classifier_for(settings: Settings) -> Any:
-    """The engine following the champion, or None (no registry yet, or no champion)."""
-    from sonolake import wiring
-
-    if not wiring.registry_exists(settings):
-        return None  # no registry has been created: nothing to load (and no MLflow import)
-    try:
-        engine = wiring.serving_engine(settings, follow=False)
-    except Exception as exc:
-        log.warning("no serving engine (%s); events land without predictions", exc)
-        return None
-    if not engine.loaded:
-        return None
-    engine.follow(settings.serving_poll_interval_s)
-    return engine
-
-
 def dask_scheduler_for(settings: Settings) -> str | None:
     """The scheduler the sidecar submits batches to, or None for the in-process runner."""
     if settings.sidecar_runner != "dask":
@@ -81,13 +64,7 @@ def build_sidecar(settings: Settings, on_batch: Any | None = None) -> Any:
         dask_scheduler=dask_scheduler_for(settings),
         dask_partitions=settings.dask_partitions,
     )
-    return Sidecar(
-        lake,
-        config,
-        classifier=classifier_for(settings),
-        on_phase=phase_printer(settings),
-        on_batch=on_batch,
-    )
+    return Sidecar(lake, config, on_phase=phase_printer(settings), on_batch=on_batch)
 
 
 def start_metrics(settings: Settings) -> Any | None:

@@ -171,6 +171,7 @@ class SpeechProcessor:
         self, stream: Stream, window: np.ndarray, prob: float, window_end: int, seq: int
     ) -> None:
         session = stream.session
+        stream.log_window(window_end, prob, seq)
         event, closed = session.on_window(window, prob, window_end, seq)
         if (
             event is not None
@@ -241,6 +242,7 @@ class SpeechProcessor:
         speech_final: bool,
     ) -> None:
         session = stream.session
+        started = time.perf_counter()
         prediction = await self._classify(stream, segment.audio)
         if previous is not None and not previous.done():
             with contextlib.suppress(Exception):
@@ -255,20 +257,26 @@ class SpeechProcessor:
             session.totals.final_results += 1
         else:
             session.totals.interim_results += 1
-        stream.send(
-            results_message(
-                utterance=segment.index,
-                is_final=is_final,
-                speech_final=speech_final,
-                from_finalize=segment.reason == "finalize",
-                start_sample=segment.start_sample,
-                end_sample=segment.end_sample,
-                last_seq=segment.last_seq,
-                prediction=prediction,
-                top_k=self.top_k,
-                request_id=stream.request_id,
-            ),
-            droppable=not is_final,
+        message = results_message(
+            utterance=segment.index,
+            is_final=is_final,
+            speech_final=speech_final,
+            from_finalize=segment.reason == "finalize",
+            start_sample=segment.start_sample,
+            end_sample=segment.end_sample,
+            last_seq=segment.last_seq,
+            prediction=prediction,
+            top_k=self.top_k,
+            request_id=stream.request_id,
+        )
+        stream.send(message, droppable=not is_final)
+        stream.spool_result(
+            message,
+            start_sample=segment.start_sample,
+            end_sample=segment.end_sample,
+            reason=segment.reason,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            threshold_on=session.endpointer.threshold_on,
         )
         if is_final:
             stream.send(

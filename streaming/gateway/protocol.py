@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from features.pcm import BYTES_PER_SAMPLE, ENCODINGS, MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
+from streaming.endpointing import DEFAULT_ENDPOINTING_MS
 from streaming.gateway.assemblyai import ASSEMBLYAI_PATH
 from streaming.gateway.assemblyai import CLIENT_MESSAGES as ASSEMBLYAI_MESSAGES
 from streaming.gateway.assemblyai import ENCODINGS as ASSEMBLYAI_ENCODINGS
@@ -32,7 +33,6 @@ CLOSE_TOO_LARGE = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_OVERLOADED = 1013
 
-DEFAULT_ENDPOINTING_MS = 300
 MIN_ENDPOINTING_MS = 10
 MAX_ENDPOINTING_MS = 10_000
 MAX_LABEL_CHARS = 64

@@ -678,7 +678,8 @@ class Gateway:
         if stream.last_result is not None:
             with contextlib.suppress(Exception):
                 await stream.last_result
-        stream.spool_wakeup.set()  # finishing: the writer drains its queue and ends
+        stream.spool_closing = True  # every decision is queued: the writer drains and ends
+        stream.spool_wakeup.set()
         if stream.spool_writer is not None:
             await asyncio.gather(stream.spool_writer, return_exceptions=True)
         model_version = (

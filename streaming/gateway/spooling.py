@@ -36,8 +36,8 @@ async def spool_loop(stream: Stream, spool: SpoolWriter, metrics: GatewayMetrics
     queue = stream.spool_queue
     while True:
         if not queue:
-            if stream.finishing or stream.spool_failed:
-                return
+            if stream.spool_closing or stream.spool_failed:
+                return  # closing: set once the last decision of the session is queued
             stream.spool_wakeup.clear()
             await stream.spool_wakeup.wait()
             continue

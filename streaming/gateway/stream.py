@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -30,6 +31,10 @@ from streaming.gateway.outbox import Outbox, spawn
 from streaming.gateway.quota import AudioBucket
 from streaming.gateway.session import Session
 from streaming.spool import SpoolRecord
+from streaming.vad import WINDOW_SAMPLES
+
+WINDOW_LOG = 400
+"""Scored windows remembered per stream (12.8 s): longer than any utterance (10 s cap)."""
 
 
 @dataclass(eq=False)
@@ -76,7 +81,14 @@ class Stream:
     """True once the first frame has told whether the stream needs a decoder."""
     """The :class:`~streaming.gateway.decode.StreamDecoder` of a compressed stream, else None."""
     finishing: bool = False
+    spool_closing: bool = False
+    """Set once the last decision is queued: the spool writer may end when its queue is empty."""
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    window_log: deque[tuple[int, float, int]] = field(
+        default_factory=lambda: deque(maxlen=WINDOW_LOG)
+    )
+    """(window start sample, speech probability, seq) of the latest scored windows."""
+    results_spooled: int = 0
 
     def attach(self, ws: ServerConnection, outbox_limit: int, ack_interval_s: float) -> None:
         self.ws = ws
@@ -118,6 +130,64 @@ class Stream:
     @property
     def spool_pending_bytes(self) -> int:
         return self.spool_queued_bytes + self.spool_in_flight_bytes
+
+    def spool_result(
+        self,
+        message: dict[str, Any],
+        *,
+        start_sample: int,
+        end_sample: int,
+        reason: str,
+        latency_ms: float,
+        threshold_on: float,
+    ) -> None:
+        """Spool the decision behind a ``Results`` just sent (see :mod:`streaming.spool`).
+
+        A final result becomes an ``utterance`` record: the utterance's span, the chunks it
+        spans (from the window log: the chunk holding the sample before its start, to the
+        last chunk scored), its speech ratio and end reason, and the final result itself.
+        """
+        session = self.session
+        final = bool(message["is_final"])
+        fields: dict[str, Any] = {}
+        if final:
+            windows = [(w, p, q) for w, p, q in self.window_log if start_sample <= w < end_sample]
+            before = [q for w, _, q in self.window_log if w < start_sample]
+            fields = {
+                "first_seq": before[-1] if before else (windows[0][2] if windows else 0),
+                "last_seq": message["last_seq"],
+                "speech_ratio": (
+                    sum(p >= threshold_on for _, p, _ in windows) / len(windows) if windows else 0.0
+                ),
+                "end_reason": reason,
+            }
+        epoch = self.epoch or datetime.now(UTC)
+        record = SpoolRecord.decision(
+            final=final,
+            session_id=session.session_id,
+            device_id=session.device_id,
+            event_time=epoch + timedelta(microseconds=start_sample * 1_000_000 // 16_000),
+            sample_rate=session.params.sample_rate,
+            encoding=session.params.encoding,
+            label=session.label,
+            utterance=message["utterance"],
+            result_index=self.results_spooled,
+            speech_final=message["speech_final"],
+            start_sample=start_sample,
+            end_sample=end_sample,
+            predicted_label=message["label"],
+            score=message["score"],
+            top_k=message["alternatives"],
+            model_version=message["model_version"],
+            role="champion",
+            latency_ms=round(latency_ms, 3),
+            **fields,
+        )
+        self.results_spooled += 1
+        self.queue_for_spool(record, time.perf_counter())
+
+    def log_window(self, window_end: int, probability: float, seq: int) -> None:
+        self.window_log.append((window_end - WINDOW_SAMPLES, probability, seq))
 
     def want_ack(self) -> None:
         if self.outbox is not None and self.session.durable_seq >= 0:

@@ -40,9 +40,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, Lake, TableSpec
+from lake_schemas import (
+    AUDIO_CHUNKS,
+    AUDIO_EVENTS,
+    DEAD_LETTERS,
+    PREDICTIONS,
+    SESSIONS,
+    Lake,
+    TableSpec,
+)
 from lake_schemas.erasure import ErasedDevices
-from streaming.segments import SegmenterParams
+from streaming.sidecar.landing import LandingParams
 from streaming.sidecar.options import ClusterUnavailable
 from streaming.sidecar.session_rows import merge_session_rows
 from streaming.sidecar.staging import read_parts
@@ -63,6 +71,7 @@ STAGED_TABLES: tuple[tuple[str, TableSpec], ...] = (
     ("dead_letters", DEAD_LETTERS),
     ("bronze", AUDIO_CHUNKS),
     ("events", AUDIO_EVENTS),
+    ("predictions", PREDICTIONS),
 )
 """Staged output → table, committed in this order (sessions last: it merges)."""
 UNREADABLE_PREFIX = "unreadable segment"
@@ -83,7 +92,7 @@ class SidecarConfig:
     retention_s: float = 3600.0
     """Landed segments stay in ``<spool>/landed`` this long (0: delete at once)."""
     max_segments_per_batch: int = 256
-    params: SegmenterParams = field(default_factory=SegmenterParams)
+    params: LandingParams = field(default_factory=LandingParams)
     dask_scheduler: str | None = None
     """``tcp://HOST:PORT``: run each batch's pipeline on this Dask cluster (None: in process)."""
     dask_partitions: int = 4
@@ -125,13 +134,11 @@ class Sidecar:
         lake: Lake,
         config: SidecarConfig,
         *,
-        classifier: Any | None = None,
         on_phase: PhaseHook | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
         self.lake = lake
         self.config = config
-        self.classifier = classifier
         self.on_phase = on_phase or (lambda phase, batch: None)
         self.on_batch = on_batch or (lambda report: None)
         """Called with each landed batch's report (metrics)."""
@@ -159,7 +166,7 @@ class Sidecar:
     def _committed_max(self) -> int:
         versions = [
             self.lake.transaction_version(spec, self.config.app_id)
-            for spec in (AUDIO_CHUNKS, DEAD_LETTERS, AUDIO_EVENTS, SESSIONS)
+            for spec in (AUDIO_CHUNKS, DEAD_LETTERS, AUDIO_EVENTS, PREDICTIONS, SESSIONS)
         ]
         return max((v for v in versions if v is not None), default=0)
 
@@ -236,7 +243,8 @@ class Sidecar:
             reused_staged=reused,
             counters=json.loads(done.read_text()).get("counters", {}),
         )
-        self._commit(batch, staging, report, datetime.fromisoformat(manifest["batch_time"]))
+        with self.lake.deferred_sql_refresh():  # SQL sees the batch's tables change together
+            self._commit(batch, staging, report, datetime.fromisoformat(manifest["batch_time"]))
         self._landed_marker(batch).touch()
         fsync_dir(self.batches_dir)
         self.on_phase("landed", batch)
@@ -260,7 +268,6 @@ class Sidecar:
         from streaming.sidecar.options import dask_options, local_options
         from streaming.sidecar.pipeline import (
             METRICS_NAMESPACE,
-            InProcessClassifier,
             LandSpool,
             ReadSegmentFiles,
             StageOutputs,
@@ -278,40 +285,29 @@ class Sidecar:
         previous = manifest.get("carry_from")
         carry_folders = [] if previous is None else [str(self._staging(int(previous)))]
         paths = [self.config.spool_dir / name for name in manifest["segments"]]
-        classifier = InProcessClassifier(self.classifier)
-        loader: Any = classifier
-        if remote:  # workers rebuild the champion from its bundle
-            from streaming.sidecar.dask_runner import BundleClassifier
-
-            loader = BundleClassifier.of(self.classifier)
-        try:
-            options = (
-                dask_options(
-                    remote,
-                    partitions=self.config.dask_partitions,
-                    connect_timeout_s=self.config.dask_connect_timeout_s,
-                )
-                if remote
-                else local_options()
+        options = (
+            dask_options(
+                remote,
+                partitions=self.config.dask_partitions,
+                connect_timeout_s=self.config.dask_connect_timeout_s,
             )
-            pipeline = beam.Pipeline(options=options)
-            segments = pipeline | "Segments" >> ReadSegmentFiles(paths)
-            carry = (
-                pipeline
-                | "CarryFolder" >> beam.Create(carry_folders, reshuffle=False)
-                | "ReadCarry" >> beam.Map(load_carries)
-            )
-            outputs = {"segments": segments, "carry": carry} | "Land" >> LandSpool(
-                batch_time=datetime.fromisoformat(manifest["batch_time"]),
-                params=self.config.params,
-                classifier=loader,
-                shards=self.config.dask_partitions if remote else 1,
-            )
-            outputs | "Stage" >> StageOutputs(target)
-            result = pipeline.run()
-            result.wait_until_finish()
-        finally:
-            classifier.release()
+            if remote
+            else local_options()
+        )
+        pipeline = beam.Pipeline(options=options)
+        segments = pipeline | "Segments" >> ReadSegmentFiles(paths)
+        carry = (
+            pipeline
+            | "CarryFolder" >> beam.Create(carry_folders, reshuffle=False)
+            | "ReadCarry" >> beam.Map(load_carries)
+        )
+        outputs = {"segments": segments, "carry": carry} | "Land" >> LandSpool(
+            batch_time=datetime.fromisoformat(manifest["batch_time"]),
+            params=self.config.params,
+        )
+        outputs | "Stage" >> StageOutputs(target)
+        result = pipeline.run()
+        result.wait_until_finish()
         counters: dict[str, int] = {}
         for counter in result.metrics().query(
             beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE)

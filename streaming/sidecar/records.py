@@ -19,8 +19,24 @@ import pyarrow.compute as pc
 from features.pcm import ENCODINGS, MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
 from lake_schemas.tables import DEAD_LETTERS
 from streaming.sidecar.arrow_ipc import ipc_bytes, table_from_ipc
-from streaming.sidecar.enrich import CHUNK_SCHEMA
-from streaming.spool import KIND_CHUNK, KIND_SESSION_END, SpoolCorrupt, decode_segment
+from streaming.spool import (
+    KIND_CHUNK,
+    KIND_RESULT,
+    KIND_UTTERANCE,
+    KINDS,
+    SPOOL_SCHEMA,
+    SpoolCorrupt,
+    decode_segment,
+)
+
+CHUNK_SCHEMA = pa.schema(
+    [
+        *SPOOL_SCHEMA,
+        pa.field("spool_segment", pa.string(), nullable=False),
+        pa.field("record_index", pa.int64(), nullable=False),
+    ]
+)
+"""Spool records after decoding: each knows the segment and position it came from."""
 
 MAX_DEAD_PAYLOAD_BYTES = 1 << 20
 """A refused segment larger than this (1 MiB) is kept in the spool's quarantine folder only."""
@@ -101,9 +117,23 @@ def validate(table: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
             refuse(nulls, f"missing {column}")
     kind = table.column("kind")
     is_chunk = np.asarray(pc.fill_null(pc.equal(kind, KIND_CHUNK), False), dtype=bool)
-    is_end = np.asarray(pc.fill_null(pc.equal(kind, KIND_SESSION_END), False), dtype=bool)
-    kinds = kind.to_pylist() if not (is_chunk | is_end).all() else None
-    refuse(~(is_chunk | is_end), lambda i: f"unknown kind {kinds[i]!r}" if kinds else "bad kind")
+    known_kind = np.asarray(pc.fill_null(pc.is_in(kind, pa.array(KINDS)), False), dtype=bool)
+    kinds = kind.to_pylist() if not known_kind.all() else None
+    refuse(~known_kind, lambda i: f"unknown kind {kinds[i]!r}" if kinds else "bad kind")
+    is_decision = np.asarray(
+        pc.fill_null(pc.is_in(kind, pa.array([KIND_RESULT, KIND_UTTERANCE])), False), bool
+    )
+    is_utterance = np.asarray(pc.fill_null(pc.equal(kind, KIND_UTTERANCE), False), bool)
+    for column in ("utterance", "result_index", "start_sample", "end_sample"):
+        refuse(
+            is_decision & np.asarray(pc.is_null(table.column(column)), bool),
+            f"decision without {column}",
+        )
+    for column in ("first_seq", "last_seq"):
+        refuse(
+            is_utterance & np.asarray(pc.is_null(table.column(column)), bool),
+            f"utterance without {column}",
+        )
     empty_id = np.asarray(pc.fill_null(pc.equal(table.column("session_id"), ""), True), bool)
     refuse(empty_id, "empty session_id")
     encoding = table.column("encoding")

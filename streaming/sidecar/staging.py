@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from streaming.sidecar.enrich import SessionCarry
+    from streaming.sidecar.records import ArrowRows
 
-CARRY_FILES = ("carry_sessions", "carry_chunks")
+CARRY_FILES = ("carry_keys", "carry_stats")
+"""The carry's two tables: dedup keys of recent chunks, level statistics of uncovered ones."""
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
@@ -42,13 +43,14 @@ def read_parts(folder: Path, name: str, schema: pa.Schema | None) -> pa.Table:
     return schema.empty_table() if schema is not None else pa.table({})
 
 
-def load_carries(folder: str) -> list[SessionCarry]:
-    """The open sessions a batch staged for the next one (read inside the pipeline, so the
-    carry never travels inside the pipeline's serialized graph)."""
-    from streaming.sidecar.carry import CARRY_SESSIONS_SCHEMA, tables_to_carries
-    from streaming.sidecar.enrich import CHUNK_SCHEMA
+def load_carries(folder: str) -> tuple[ArrowRows, ArrowRows]:
+    """The carry a batch staged for the next one (read inside the pipeline, so the carry never
+    travels inside the pipeline's serialized graph)."""
+    from streaming.sidecar.landing import KEYS_SCHEMA
+    from streaming.sidecar.levels import STATS_SCHEMA
+    from streaming.sidecar.records import ArrowRows
 
-    return tables_to_carries(
-        read_parts(Path(folder), CARRY_FILES[0], CARRY_SESSIONS_SCHEMA),
-        read_parts(Path(folder), CARRY_FILES[1], CHUNK_SCHEMA),
+    return (
+        ArrowRows(read_parts(Path(folder), CARRY_FILES[0], KEYS_SCHEMA)),
+        ArrowRows(read_parts(Path(folder), CARRY_FILES[1], STATS_SCHEMA)),
     )

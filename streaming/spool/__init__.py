@@ -14,6 +14,12 @@ is where "accepted" becomes a promise. Records are appended to Arrow IPC *stream
 ``quarantine/<id>.arrow``
     a segment the sidecar could not read (its reason is in bronze.dead_letters).
 
+Format 2 (:data:`SPOOL_SCHEMA`) carries the gateway's *decisions* beside the audio: an
+``utterance`` record per closed utterance (stream-clock span, chunk range, speech ratio, end
+reason, and the final ``Results`` sent for it), a ``result`` record per interim ``Results``,
+and the session's totals in ``session_end``. Format-1 segments (audio only) are still read:
+:func:`decode_segment` upgrades them with null decision columns.
+
 Segment ids are microsecond timestamps made strictly increasing, so names sort in write order
 even after every older segment has been retired.
 
@@ -29,14 +35,20 @@ torn tail.
 
 from streaming.spool.format import (
     KIND_CHUNK,
+    KIND_RESULT,
     KIND_SESSION_END,
+    KIND_UTTERANCE,
+    KINDS,
     LANDED_DIR,
     OPEN_SUFFIX,
     QUARANTINE_DIR,
     SEALED_SUFFIX,
     SESSION_END_SEQ,
+    SPOOL_FORMAT_VERSION,
     SPOOL_SCHEMA,
+    SPOOL_SCHEMA_V1,
     TIMESTAMP_US_UTC,
+    TOP_K_TYPE,
     Segment,
     SpoolCorrupt,
     SpoolLocked,
@@ -45,6 +57,7 @@ from streaming.spool.format import (
     fsync_dir,
     records_to_batch,
     segment_name,
+    upgrade,
 )
 from streaming.spool.reader import (
     purge_landed,
@@ -62,15 +75,21 @@ from streaming.spool.writer import (
 )
 
 __all__ = [
+    "KINDS",
     "KIND_CHUNK",
+    "KIND_RESULT",
     "KIND_SESSION_END",
+    "KIND_UTTERANCE",
     "LANDED_DIR",
     "OPEN_SUFFIX",
     "QUARANTINE_DIR",
     "SEALED_SUFFIX",
     "SESSION_END_SEQ",
+    "SPOOL_FORMAT_VERSION",
     "SPOOL_SCHEMA",
+    "SPOOL_SCHEMA_V1",
     "TIMESTAMP_US_UTC",
+    "TOP_K_TYPE",
     "Segment",
     "SpoolCorrupt",
     "SpoolLocked",
@@ -89,4 +108,5 @@ __all__ = [
     "sealed_segments",
     "segment_name",
     "spool_lag_s",
+    "upgrade",
 ]

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 TIMESTAMP_US_UTC = pa.timestamp("us", tz="UTC")
 
-SPOOL_SCHEMA = pa.schema(
+SPOOL_SCHEMA_V1 = pa.schema(
     [
         pa.field("kind", pa.string(), nullable=False),
         pa.field("session_id", pa.string(), nullable=False),
@@ -33,12 +33,46 @@ SPOOL_SCHEMA = pa.schema(
         pa.field("meta_json", pa.string(), nullable=True),
     ]
 )
-"""One schema for every spool record: a chunk of audio, or the end of a session."""
+"""Format 1: audio chunks and session ends only. Still read (:func:`decode_segment`)."""
+
+TOP_K_TYPE = pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float64())]))
+DECISION_FIELDS = [
+    pa.field("utterance", pa.int64()),
+    pa.field("result_index", pa.int64()),
+    pa.field("is_final", pa.bool_()),
+    pa.field("speech_final", pa.bool_()),
+    pa.field("start_sample", pa.int64()),
+    pa.field("end_sample", pa.int64()),
+    pa.field("first_seq", pa.int64()),
+    pa.field("last_seq", pa.int64()),
+    pa.field("speech_ratio", pa.float64()),
+    pa.field("end_reason", pa.string()),
+    pa.field("predicted_label", pa.string()),
+    pa.field("score", pa.float64()),
+    pa.field("top_k", TOP_K_TYPE),
+    pa.field("model_version", pa.string()),
+    pa.field("role", pa.string()),
+    pa.field("latency_ms", pa.float64()),
+]
+"""Format 2 adds the gateway's decisions, null on audio records (see :class:`SpoolRecord`)."""
+
+SPOOL_FORMAT_VERSION = 2
+SPOOL_SCHEMA = pa.schema(
+    [*SPOOL_SCHEMA_V1, *DECISION_FIELDS],
+    metadata={b"sonolake.spool_format": str(SPOOL_FORMAT_VERSION).encode()},
+)
+"""One schema for every spool record: a chunk of audio, a decision, or the end of a session."""
 
 KIND_CHUNK: Literal["chunk"] = "chunk"
+KIND_RESULT: Literal["result"] = "result"
+"""An interim ``Results`` the gateway sent."""
+KIND_UTTERANCE: Literal["utterance"] = "utterance"
+"""A closed utterance together with the final ``Results`` the gateway sent for it."""
 KIND_SESSION_END: Literal["session_end"] = "session_end"
+KINDS = (KIND_CHUNK, KIND_RESULT, KIND_UTTERANCE, KIND_SESSION_END)
 SESSION_END_SEQ = -1
-"""``seq`` of a ``session_end`` record (it is not a chunk)."""
+"""``seq`` of every record that is not a chunk (session_end, result, utterance)."""
+Kind = Literal["chunk", "result", "utterance", "session_end"]
 
 SEALED_SUFFIX = ".arrow"
 OPEN_SUFFIX = ".arrow.open"
@@ -62,7 +96,7 @@ class SpoolLocked(RuntimeError):
 class SpoolRecord:
     """One spool record; see :data:`SPOOL_SCHEMA` for the meaning of each field."""
 
-    kind: Literal["chunk", "session_end"]
+    kind: Kind
     session_id: str
     device_id: str
     seq: int
@@ -79,6 +113,31 @@ class SpoolRecord:
     label: str | None = None
     meta_json: str | None = None
     """session_end: JSON totals (chunks, dropped_chunks, interim/final results, …)."""
+    # ---- decisions (result, utterance); null on chunk and session_end records ----------
+    utterance: int | None = None
+    """The utterance's number within the session (1, 2, …), as in the ``Results`` message."""
+    result_index: int | None = None
+    """The result's number within the session (0, 1, …): its key in gold.predictions."""
+    is_final: bool | None = None
+    speech_final: bool | None = None
+    start_sample: int | None = None
+    """Stream clock (16 kHz samples since the stream's first sample) where the audio starts."""
+    end_sample: int | None = None
+    first_seq: int | None = None
+    """utterance: the first and last chunk the utterance's audio spans."""
+    last_seq: int | None = None
+    speech_ratio: float | None = None
+    end_reason: str | None = None
+    """utterance: silence, max_duration, finalize or close."""
+    predicted_label: str | None = None
+    score: float | None = None
+    top_k: list[dict[str, object]] | None = None
+    """[{label, score}, …] as sent in ``alternatives``."""
+    model_version: str | None = None
+    role: str | None = None
+    """champion (answered the client) or shadow (scored on the side)."""
+    latency_ms: float | None = None
+    """From the window that made the result due to the ``Results`` being queued (ms)."""
 
     @classmethod
     def chunk(
@@ -95,17 +154,16 @@ class SpoolRecord:
         received_at: datetime | None = None,
     ) -> SpoolRecord:
         return cls(
-            KIND_CHUNK,
-            session_id,
-            device_id,
-            seq,
-            event_time,
-            received_at or datetime.now(UTC),
-            sample_rate,
-            encoding,
-            pcm,
-            label,
-            None,
+            kind=KIND_CHUNK,
+            session_id=session_id,
+            device_id=device_id,
+            seq=seq,
+            event_time=event_time,
+            received_at=received_at or datetime.now(UTC),
+            sample_rate=sample_rate,
+            encoding=encoding,
+            pcm=pcm,
+            label=label,
         )
 
     @classmethod
@@ -121,17 +179,46 @@ class SpoolRecord:
         received_at: datetime | None = None,
     ) -> SpoolRecord:
         return cls(
-            KIND_SESSION_END,
-            session_id,
-            device_id,
-            SESSION_END_SEQ,
-            event_time,
-            received_at or datetime.now(UTC),
-            sample_rate,
-            encoding,
-            b"",
-            None,
-            meta_json,
+            kind=KIND_SESSION_END,
+            session_id=session_id,
+            device_id=device_id,
+            seq=SESSION_END_SEQ,
+            event_time=event_time,
+            received_at=received_at or datetime.now(UTC),
+            sample_rate=sample_rate,
+            encoding=encoding,
+            pcm=b"",
+            meta_json=meta_json,
+        )
+
+    @classmethod
+    def decision(
+        cls,
+        *,
+        final: bool,
+        session_id: str,
+        device_id: str,
+        event_time: datetime,
+        sample_rate: int,
+        encoding: str,
+        received_at: datetime | None = None,
+        **fields: object,
+    ) -> SpoolRecord:
+        """A ``Results`` the gateway sent: ``final`` makes it an ``utterance`` record (the
+        closed utterance and its final result), else an interim ``result``. ``event_time`` is
+        the UTC time of ``start_sample``; ``fields`` are the decision fields above."""
+        return cls(
+            kind=KIND_UTTERANCE if final else KIND_RESULT,
+            session_id=session_id,
+            device_id=device_id,
+            seq=SESSION_END_SEQ,
+            event_time=event_time,
+            received_at=received_at or datetime.now(UTC),
+            sample_rate=sample_rate,
+            encoding=encoding,
+            pcm=b"",
+            is_final=final,
+            **fields,  # type: ignore[arg-type]
         )
 
 
@@ -182,7 +269,7 @@ def batches_until_torn(data: pa.Buffer) -> tuple[list[pa.RecordBatch], str | Non
         reader = pa.ipc.open_stream(pa.BufferReader(data))
     except (pa.ArrowInvalid, OSError) as exc:
         return batches, f"no readable schema: {exc}"
-    if not reader.schema.equals(SPOOL_SCHEMA):
+    if not is_spool_schema(reader.schema):
         return batches, f"schema is not the spool schema: {reader.schema}"
     while True:
         try:
@@ -207,7 +294,7 @@ def decode_segment(data: bytes, *, source: str = "<bytes>") -> pa.Table:
         schema = reader.schema
     except (pa.ArrowInvalid, OSError) as exc:
         raise SpoolCorrupt(f"{source}: not an Arrow IPC stream ({exc})") from None
-    if not schema.equals(SPOOL_SCHEMA):
+    if not is_spool_schema(schema):
         raise SpoolCorrupt(f"{source}: schema is not the spool schema: {schema}")
     if not data.endswith(IPC_EOS):
         raise SpoolCorrupt(f"{source}: truncated (no end-of-stream marker)")
@@ -216,4 +303,19 @@ def decode_segment(data: bytes, *, source: str = "<bytes>") -> pa.Table:
         table.validate(full=True)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SpoolCorrupt(f"{source}: unreadable record batch ({exc})") from None
-    return table
+    return upgrade(table)
+
+
+def is_spool_schema(schema: pa.Schema) -> bool:
+    """Format 2 or format 1 (field names, types and nullability; metadata aside)."""
+    return schema.equals(SPOOL_SCHEMA) or schema.equals(SPOOL_SCHEMA_V1)
+
+
+def upgrade(table: pa.Table) -> pa.Table:
+    """Records of either format as format 2: a format-1 segment gains null decision columns
+    (it holds no decisions), so every reader downstream sees one schema."""
+    if table.schema.equals(SPOOL_SCHEMA):
+        return table.replace_schema_metadata(SPOOL_SCHEMA.metadata)
+    for field in DECISION_FIELDS:
+        table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.replace_schema_metadata(SPOOL_SCHEMA.metadata)

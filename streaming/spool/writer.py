@@ -76,7 +76,8 @@ def recover_open_segment(path: Path) -> Segment | None:
     if batches:
         rewrite = path.with_name(path.name + ".recover")
         with open(rewrite, "wb") as out:
-            with pa.ipc.new_stream(out, SPOOL_SCHEMA) as writer:
+            # A crashed writer of an older format is recovered in its own format.
+            with pa.ipc.new_stream(out, batches[0].schema) as writer:
                 for batch in batches:
                     writer.write_batch(batch)
             out.flush()

@@ -20,6 +20,7 @@ MARTS = (
     "model_accuracy_daily",
     "stream_health_daily",
     "model_versions",
+    "live_predictions_daily",
 )
 
 
@@ -33,6 +34,7 @@ def test_dbt_build_passes_inside_a_materialization(small_lake: LakeEnv) -> None:
         "analytics/stg_dead_letters",
         "analytics/stg_model_evaluations",
         "analytics/stg_drift_reports",
+        "analytics/stg_predictions",
     ]
     with dg.DagsterInstance.ephemeral() as instance:
         result = run_assets(settings, instance, defs_keys)
@@ -56,6 +58,9 @@ def test_dbt_build_passes_inside_a_materialization(small_lake: LakeEnv) -> None:
         health = con.execute(
             "select sum(chunks_landed), sum(sessions_closed) from marts.stream_health_daily"
         ).fetchone()
+        finals = con.execute(
+            "select sum(final_results) from marts.live_predictions_daily where run_id = 'live'"
+        ).fetchone()[0]
     events = lake.read(AUDIO_EVENTS)
     sessions = lake.read(SESSIONS)
     assert devices == len(set(sessions.column("device_id").to_pylist()))
@@ -65,6 +70,8 @@ def test_dbt_build_passes_inside_a_materialization(small_lake: LakeEnv) -> None:
     assert labels == labelled > 0
     assert health[1] == sessions.num_rows
     assert health[0] >= activity[1]
+    # every silver event is an utterance whose final result the gateway sent
+    assert finals == events.num_rows
 
 
 def test_a_lake_nothing_has_written_builds_and_documents(

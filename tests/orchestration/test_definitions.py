@@ -21,7 +21,7 @@ import dagster as dg
 import pytest
 from real_lake import LakeEnv, isolated_settings
 
-from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, PREDICTIONS, SESSIONS
 from orchestration import LIFECYCLE, OBSERVE_JOB, RETRAIN_JOB, build_definitions, table_key
 from orchestration.keys import ERASE_JOB
 from orchestration.resources import LakeResource, S3LakeResource
@@ -78,7 +78,9 @@ def test_code_location_loads_every_definition(empty_env: LakeEnv, environment: s
     )
     jobs = {
         RETRAIN_JOB: set(LIFECYCLE),
-        OBSERVE_JOB: {table_key(s) for s in (AUDIO_CHUNKS, DEAD_LETTERS, AUDIO_EVENTS, SESSIONS)},
+        OBSERVE_JOB: {
+            table_key(s) for s in (AUDIO_CHUNKS, DEAD_LETTERS, AUDIO_EVENTS, SESSIONS, PREDICTIONS)
+        },
     }
     for name, keys in jobs.items():
         assert repo.get_job(name).asset_layer.selected_asset_keys == keys, name

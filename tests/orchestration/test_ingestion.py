@@ -36,14 +36,17 @@ def test_observe_and_check_the_landed_tables(small_lake: LakeEnv) -> None:
         "bronze/dead_letters",
         "silver/audio_events",
         "silver/sessions",
+        "gold/predictions",
     }
     chunks = observed["bronze/audio_chunks"]
     assert chunks["dagster/row_count"] == lake.read(AUDIO_CHUNKS, columns=["seq"]).num_rows > 0
     assert chunks["data_version"] == str(lake.version(AUDIO_CHUNKS))
     assert observed["silver/audio_events"]["dagster/row_count"] == lake.read(AUDIO_EVENTS).num_rows
+    # one final result per event: what the gateway decided, landed beside it
+    assert observed["gold/predictions"]["dagster/row_count"] == lake.read(AUDIO_EVENTS).num_rows
 
     checks = check_results(result)
-    assert len(checks) == 15
+    assert len(checks) == 18  # gold.predictions adds its three generic checks
     failed = {name: e.description for name, e in checks.items() if not e.passed}
     assert not failed, failed
 
@@ -76,6 +79,6 @@ def test_checks_on_an_empty_lake_pass_with_nothing_to_check(empty_env: LakeEnv) 
         result = run_assets(empty_env.settings, instance, [], job_name=OBSERVE_JOB)
     assert result.success
     checks = check_results(result)
-    assert len(checks) == 15 and all(e.passed for e in checks.values())
+    assert len(checks) == 18 and all(e.passed for e in checks.values())
     absent = checks["silver/audio_events:schema_matches_spec"]
     assert absent.metadata["exists"].value is False

@@ -77,4 +77,5 @@ def test_observation_ticks_every_quarter_hour_and_its_run_observes(empty_env: La
             "bronze/dead_letters",
             "silver/audio_events",
             "silver/sessions",
+            "gold/predictions",
         }

@@ -2,8 +2,10 @@
 
 A burst is a voiced vowel (a 120 Hz glottal pulse train through two formants, with a gentle
 pitch wobble and a raised-cosine envelope); Silero scores it ~0.9 while it scores silence and
-pure tones ~0. Bursts sit between long silences, so each burst is exactly one silver segment
-however the session's chunks are split across micro-batches.
+pure tones ~0. Bursts sit between long silences. Each burst also gets the records the gateway
+spools for it — an interim ``result`` half-way and the ``utterance`` (with its final result)
+300 ms after it ends — so each burst is exactly one silver event and two gold predictions
+however the session's records are split across micro-batches.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import numpy as np
 import pytest
 
 from features.pcm import encode_mulaw
-from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS, Lake
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, PREDICTIONS, SESSIONS, Lake
 from streaming.spool import SpoolRecord, SpoolWriter
 
 SAMPLE_RATE_HZ = 16_000
 CHUNK_MS = 100
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+MODEL_VERSION = "test-1"
 
 
 def vowel(duration_s: float, sample_rate: int = SAMPLE_RATE_HZ, seed: int = 0) -> np.ndarray:
@@ -67,8 +70,61 @@ class SyntheticSession:
             raise ValueError(f"{self.bursts} bursts need more than {self.chunks} chunks")
         return np.concatenate([audio, np.zeros(total - audio.size, dtype=np.float32)])
 
+    def burst_span_s(self, index: int) -> tuple[float, float]:
+        """Where burst ``index`` is audible (its envelope's louder part), in stream seconds."""
+        start = 0.5 + 1.1 * index
+        return start + 0.1, start + 0.5
+
+    def decisions(self, index: int) -> list[tuple[int, SpoolRecord]]:
+        """(seq after which it is spooled, record): the gateway's interim and final result."""
+        start_s, end_s = self.burst_span_s(index)
+        common = {
+            "session_id": self.session_id,
+            "device_id": self.device_id,
+            "event_time": T0 + timedelta(seconds=start_s),
+            "sample_rate": self.sample_rate,
+            "encoding": self.encoding,
+            "label": self.label,
+            "utterance": index + 1,
+            "start_sample": int(start_s * SAMPLE_RATE_HZ),
+            "predicted_label": self.label,
+            "top_k": [{"label": self.label, "score": 0.9}],
+            "model_version": MODEL_VERSION,
+            "role": "champion",
+            "latency_ms": 12.5,
+        }
+        mid_s = (start_s + end_s) / 2
+        last_seq = int((end_s + 0.3) * 1000) // CHUNK_MS
+        interim = SpoolRecord.decision(
+            final=False,
+            **common,
+            result_index=2 * index,
+            speech_final=False,
+            end_sample=int(mid_s * SAMPLE_RATE_HZ),
+            score=0.6,
+            received_at=T0 + timedelta(seconds=mid_s + 0.05),
+        )
+        final = SpoolRecord.decision(
+            final=True,
+            **common,
+            result_index=2 * index + 1,
+            speech_final=True,
+            end_sample=int(end_s * SAMPLE_RATE_HZ),
+            score=0.9,
+            first_seq=int(start_s * 1000) // CHUNK_MS,
+            last_seq=last_seq,
+            speech_ratio=0.9,
+            end_reason="silence",
+            received_at=T0 + timedelta(seconds=end_s + 0.35),
+        )
+        return [(int(mid_s * 1000) // CHUNK_MS, interim), (last_seq, final)]
+
     def records(self, *, end: bool = True, dropped_chunks: int = 0) -> list[SpoolRecord]:
         audio = self.audio()
+        after: dict[int, list[SpoolRecord]] = {}
+        for index in range(self.bursts):
+            for seq, record in self.decisions(index):
+                after.setdefault(seq, []).append(record)
         pcm16 = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
         per_chunk = self.sample_rate * CHUNK_MS // 1000
         out = []
@@ -89,6 +145,7 @@ class SyntheticSession:
                     label=self.label,
                 )
             )
+            out += after.get(seq, [])
         if end:
             out.append(
                 SpoolRecord.session_end(
@@ -147,7 +204,19 @@ def assert_landed_exactly_once(lake: Lake, expected: list[SyntheticSession]) -> 
     ids = events["event_id"].to_pylist()
     assert len(ids) == len(set(ids)), "a segment landed twice"
     per_session = Counter(events["session_id"].to_pylist())
-    assert per_session == {s.session_id: s.bursts for s in expected}
+    assert per_session == {s.session_id: s.bursts for s in expected if s.bursts}
+    predictions = lake.read(PREDICTIONS, columns=["prediction_id", "event_id", "is_final"])
+    keys = predictions["prediction_id"].to_pylist()
+    assert len(keys) == len(set(keys)), "a prediction landed twice"
+    assert len(keys) == 2 * sum(s.bursts for s in expected)
+    finals = [
+        e
+        for e, f in zip(
+            predictions["event_id"].to_pylist(), predictions["is_final"].to_pylist(), strict=True
+        )
+        if f
+    ]
+    assert sorted(finals) == sorted(ids), "every final result is one silver event"
     by_session = {r["session_id"]: r for r in lake.read(SESSIONS).to_pylist()}
     assert set(by_session) == {s.session_id for s in expected}
     for s in expected:

@@ -7,32 +7,31 @@ chunk and every segment landed exactly once.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from sidecar_signals import (
+    MODEL_VERSION,
     assert_landed_exactly_once,
     interleave,
     sessions,
     write_spool,
 )
 
-from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, Lake
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, PREDICTIONS, SESSIONS, Lake
 from streaming.sidecar.driver import Sidecar, SidecarConfig
 from streaming.spool import (
     LANDED_DIR,
     QUARANTINE_DIR,
     SPOOL_SCHEMA,
+    SPOOL_SCHEMA_V1,
     SpoolRecord,
     records_to_batch,
     sealed_segments,
     segment_name,
 )
-
-SERVING_TESTS = Path(__file__).resolve().parents[1] / "serving"
 
 
 class Crash(BaseException):
@@ -86,7 +85,9 @@ def test_lands_chunks_segments_and_sessions_across_micro_batches(tmp_path: Path)
         assert event["speech_ratio"] > 0.5
         assert -40 < event["rms_dbfs"] < -10 and event["peak_dbfs"] <= 0
         assert event["snr_db"] > 5
-        assert event["predicted_label"] is None and event["model_version"] is None
+        # The gateway's final result for the utterance, not a second opinion.
+        assert event["predicted_label"] == event["label"]
+        assert event["model_version"] == MODEL_VERSION
         assert event["first_seq"] <= event["last_seq"]
     labels = {e["session_id"]: e["label"] for e in events}
     assert labels == {s.session_id: s.label for s in group}
@@ -180,28 +181,49 @@ def test_bad_segments_and_records_are_quarantined_and_the_rest_lands(tmp_path: P
 
 def test_retention_keeps_landed_segments_for_a_while(tmp_path: Path) -> None:
     group = sessions(1, chunks=16, bursts=1)
-    write_spool(tmp_path / "spool", group[0].records(), per_segment=6)
+    records = group[0].records()
+    write_spool(tmp_path / "spool", records, per_segment=6)
     _land_all(tmp_path, retention_s=3600)
     assert not sealed_segments(tmp_path / "spool")
-    assert len(list((tmp_path / "spool" / LANDED_DIR).iterdir())) == 3
+    assert len(list((tmp_path / "spool" / LANDED_DIR).iterdir())) == -(-len(records) // 6)
 
 
-def test_events_carry_the_champion_prediction_and_version(tmp_path: Path) -> None:
-    sys.path.insert(0, str(SERVING_TESTS))
-    try:
-        from serving_bundles import random_linear, write_bundle
-    finally:
-        sys.path.remove(str(SERVING_TESTS))
-    from models.serving import ServingEngine
+def test_a_conflicting_payload_for_a_landed_key_is_dead_lettered(tmp_path: Path) -> None:
+    """Same stream, same seq, other bytes: not a duplicate; kept with the reason, in a later
+    batch as well as in the same one, and the original stays in bronze."""
+    (session,) = sessions(1, chunks=20, bursts=1)
+    records = session.records()
+    chunk = records[5]
+    forged = replace(chunk, pcm=b"\x01\x02" * 1600)
+    write_spool(tmp_path / "spool", [*records[:10], forged], per_segment=11)
+    write_spool(
+        tmp_path / "spool", [replace(forged, pcm=b"\x03\x04" * 1600), *records[10:]], per_segment=50
+    )
+    _land_all(tmp_path, max_segments_per_batch=1)
+    lake = Lake(tmp_path / "lake")
+    assert_landed_exactly_once(lake, [session])
+    bronze = lake.read(AUDIO_CHUNKS).filter(pc.equal(pc.field("seq"), 5))
+    assert bronze["pcm"].to_pylist() == [chunk.pcm]
+    dead = lake.read(DEAD_LETTERS).to_pylist()
+    assert len(dead) == 2
+    assert {(d["session_id"], d["seq"]) for d in dead} == {(session.session_id, 5)}
+    assert all("conflicting payload" in d["reason"] and d["payload"] for d in dead)
 
-    bundle = write_bundle(tmp_path / "bundle", *random_linear(seed=3))
-    engine = ServingEngine.from_bundle(bundle, model_version="7")
-    group = sessions(2, chunks=20, bursts=1)
-    write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=50)
-    _land_all(tmp_path, classifier=engine)
-    events = Lake(tmp_path / "lake").read(AUDIO_EVENTS).to_pylist()
-    assert len(events) == 2
-    for event in events:
-        assert event["model_version"] == "7"
-        assert event["predicted_label"] in engine.labels
-        assert 0.0 < event["score"] <= 1.0
+
+def test_a_format_1_spool_segment_still_lands(tmp_path: Path) -> None:
+    """Segments written before decisions were spooled (audio only) land as before: bronze
+    and sessions; no events or predictions, since no decision was recorded."""
+    (session,) = sessions(1, chunks=16, bursts=1)
+    audio = [r for r in session.records() if r.kind in ("chunk", "session_end")]
+    batch = records_to_batch(audio)
+    old = pa.Table.from_batches([batch]).select(SPOOL_SCHEMA_V1.names).cast(SPOOL_SCHEMA_V1)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    _write_raw_segment(spool, 1, _segment_bytes(old, SPOOL_SCHEMA_V1))
+    _land_all(tmp_path)
+    lake = Lake(tmp_path / "lake")
+    assert lake.read(AUDIO_CHUNKS).num_rows == 16
+    assert lake.read(AUDIO_EVENTS).num_rows == 0 and lake.read(PREDICTIONS).num_rows == 0
+    (row,) = lake.read(SESSIONS).to_pylist()
+    assert (row["chunks"], row["dropped_chunks"]) == (16, 0)
+    assert lake.read(DEAD_LETTERS).num_rows == 0

@@ -1,22 +1,36 @@
 """The sidecar's tables as observed assets: Dagster watches them, the sidecar writes them.
 
-bronze and silver have exactly one writer, the sidecar process (``sonolake sidecar``), so
-Dagster never materializes them; it *observes* them. An observation reads the Delta log and
-reports the table's version as the asset's data version, so downstream assets see new data
-as soon as the sidecar commits, with row counts and versions plotted over time in the UI.
-Freshness policies say how stale each table may get while devices are streaming.
+bronze, silver and gold.predictions' live rows have exactly one writer, the sidecar process
+(``sonolake sidecar``), so Dagster never materializes them; it *observes* them. An observation
+reads the Delta log and reports the table's version as the asset's data version, so downstream
+assets see new data as soon as the sidecar commits, with row counts and versions plotted over
+time in the UI. Freshness policies say how stale each table may get while devices are
+streaming.
 """
 
 from datetime import timedelta
 
 import dagster as dg
 
-from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, TableSpec
+from lake_schemas.tables import (
+    AUDIO_CHUNKS,
+    AUDIO_EVENTS,
+    DEAD_LETTERS,
+    PREDICTIONS,
+    SESSIONS,
+    TableSpec,
+)
 from orchestration.keys import table_key
 from orchestration.lake_metadata import snapshot_metadata, table_definition_metadata
 from orchestration.resources import LakeResource
 
-SIDECAR_TABLES: tuple[TableSpec, ...] = (AUDIO_CHUNKS, DEAD_LETTERS, AUDIO_EVENTS, SESSIONS)
+SIDECAR_TABLES: tuple[TableSpec, ...] = (
+    AUDIO_CHUNKS,
+    DEAD_LETTERS,
+    AUDIO_EVENTS,
+    SESSIONS,
+    PREDICTIONS,
+)
 
 STREAMING_FRESHNESS = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(hours=6), warn_window=timedelta(hours=1)

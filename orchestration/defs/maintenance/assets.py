@@ -18,7 +18,7 @@ from datetime import timedelta
 import dagster as dg
 
 from lake_schemas.errors import TableNotFound
-from lake_schemas.tables import ALL_TABLES, PREDICTIONS, TableSpec
+from lake_schemas.tables import ALL_TABLES, TableSpec
 from orchestration.keys import table_key, writer_pool
 from orchestration.lake_metadata import snapshot_metadata
 from orchestration.resources import LakeResource
@@ -85,7 +85,7 @@ def _maintenance_asset(spec: TableSpec) -> dg.AssetsDefinition:
     return maintain
 
 
-MAINTAINED_TABLES = tuple(spec for spec in ALL_TABLES if spec is not PREDICTIONS)
-"""Every table something writes (gold.predictions has no writer yet)."""
+MAINTAINED_TABLES = ALL_TABLES
+"""Every table something writes."""
 
 maintenance_assets = [_maintenance_asset(spec) for spec in MAINTAINED_TABLES]

@@ -1,0 +1,1 @@
+"""Re-derived predictions: bronze re-segmented and re-scored by a chosen model, per day."""
