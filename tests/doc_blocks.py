@@ -7,7 +7,8 @@ every tracked top-level entry linked, ``../shared`` beside it, ``.venv/bin`` fir
 after ``source .venv/bin/activate``), no ``SONOLAKE_*`` setting — so state one block leaves
 (a running gateway, a landed lake) is what the next one finds, as it would be for a reader.
 
-- ``bash``/``sh``: each logical line runs with ``bash -o pipefail -c`` and must exit 0; a line
+- ``bash``/``sh``: each logical line runs with ``bash -o pipefail -c`` and must exit 0 (or the
+  code its trailing comment documents, ``# … exit 2``, as a dry run does); a line
   ending in ``&`` starts a background process (kept until the sandbox closes) and, for
   ``sonolake gateway``, waits until ``/healthz`` answers.
 - ``python``: executed in one namespace per document; top-level ``await`` is allowed.
@@ -41,6 +42,7 @@ FENCE = re.compile(
     r"^(?P<indent>[ ]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ ]*$", re.S | re.M
 )
 SKIP = re.compile(r"<!--\s*doc-test:\s*skip\s*[:—-]\s*(?P<reason>\S.*?)\s*-->")
+EXPECTED_EXIT = re.compile(r"#.*\bexit (\d+)\b")
 LINE_TIMEOUT_S = 300
 READY_TIMEOUT_S = 120
 
@@ -150,10 +152,11 @@ class Sandbox:
             )
         except subprocess.TimeoutExpired as exc:
             raise DocFailure(block, line, f"still running after {LINE_TIMEOUT_S} s") from exc
-        if done.returncode != 0:
-            raise DocFailure(
-                block, line, f"exit {done.returncode}\n{_tail(done.stdout + done.stderr)}"
-            )
+        documented = EXPECTED_EXIT.search(line)
+        expected = int(documented.group(1)) if documented else 0
+        if done.returncode != expected:
+            output = _tail(done.stdout + done.stderr)
+            raise DocFailure(block, line, f"exit {done.returncode}, not {expected}\n{output}")
 
     def _start(self, block: Block, command: str) -> None:
         process = subprocess.Popen(
