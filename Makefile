@@ -9,12 +9,13 @@ UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast test-dask test-profile dask-cluster demo bench bench-quick dev lint fmt browser ops-tools chaos clean
+.PHONY: help venv test test-slow test-fast test-dask test-profile dask-cluster demo bench bench-quick dev lint fmt browser ops-tools chaos clean
 
 help:
 	@echo "make demo         the whole loop end to end on the embedded defaults"
 	@echo "make venv         create .venv from uv.lock (then: source .venv/bin/activate)"
 	@echo "make test         create .venv from uv.lock if needed, then run the suite"
+	@echo "make test-slow    the longest end-to-end runs (UI, train→serve, retraining, S3)"
 	@echo "make chaos        the long chaos suite: kill -9, full disk, S3 outages, fuzzing"
 	@echo "make bench        every benchmark at full size (JSON in bench-results/)"
 	@echo "make bench-quick  every benchmark, quick sizes"
@@ -45,7 +46,13 @@ ops-tools:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus postgresql) >/dev/null; }
 
 test: venv browser ops-tools
-	$(PY) -m pytest -m "not dask and not profile" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not dask and not profile" $(PYTEST_ARGS)
+
+# The longest end-to-end runs (the Dagster UI in Chromium, train → promote → serve from the
+# shell, drift-triggered retraining, the graph on an S3 lake): minutes each, so not in CI's
+# budget; run them before a release and after changing those paths.
+test-slow: venv browser
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 # The postgres profile end to end (a real retrain and promotion on Postgres and S3, ~2-4 min);
 # `make test` runs its short version (storage and registry on Postgres) only.

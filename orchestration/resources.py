@@ -10,7 +10,6 @@ the Dagster UI shows the variable's name, never its value.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -129,7 +128,12 @@ class ModelRegistryResource(dg.ConfigurableResource):
     """S3 artifacts (``artifact_root`` = ``s3://…``): where, credentials, encryption."""
 
     def open(self, lake: Lake) -> Registry:
-        os.environ.update(  # MLflow's S3 artifact store is configured by environment only
+        return wiring.open_registry(
+            self.tracking_uri,
+            self.model_name,
+            self.artifact_root,
+            self.cache_dir,
+            lake,
             wiring.mlflow_s3_environment(
                 self.artifact_root,
                 region=self.s3_region,
@@ -138,10 +142,7 @@ class ModelRegistryResource(dg.ConfigurableResource):
                 secret_access_key=self.aws_secret_access_key,
                 sse=self.sse,
                 sse_kms_key_id=self.sse_kms_key_id,
-            )
-        )
-        return wiring.open_registry(
-            self.tracking_uri, self.model_name, self.artifact_root, self.cache_dir, lake
+            ),
         )
 
     def run_url(self, experiment_id: str, run_id: str) -> str:

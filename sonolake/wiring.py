@@ -181,10 +181,16 @@ def open_registry(
     artifact_root: str | Path,
     cache_dir: str | Path,
     lake: Lake | None,
+    s3_environment: dict[str, str] | None = None,
 ) -> Registry:
-    """The registry: the one place a ``Registry`` is constructed."""
+    """The registry: the one place a ``Registry`` is constructed.
+
+    ``s3_environment`` (:func:`mlflow_s3_environment`) is put into this process's environment
+    first: MLflow's S3 artifact store reads its endpoint, keys and encryption nowhere else.
+    """
     from models.registry import Registry
 
+    os.environ.update(s3_environment or {})
     return Registry(tracking_uri, model_name, artifact_root, cache_dir=Path(cache_dir), lake=lake)
 
 
@@ -194,13 +200,13 @@ def registry(settings: Settings, lake_: Lake | None = None) -> Registry:
     With artifacts on S3, MLflow's S3 variables are set in this process's environment first
     (MLflow reads nothing else).
     """
-    os.environ.update(settings_mlflow_environment(settings))
     return open_registry(
         settings.mlflow_tracking_uri,
         settings.model_name,
         settings.mlflow_artifact_root,
         settings.model_cache_dir,
         lake_ if lake_ is not None else lake(settings),
+        settings_mlflow_environment(settings),
     )
 
 

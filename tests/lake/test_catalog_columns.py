@@ -38,6 +38,8 @@ def _value(dtype: pa.DataType, column: str, i: int) -> Any:
         return DAY_0 + timedelta(days=i % 2)  # two partitions
     if pa.types.is_timestamp(dtype):
         return datetime(2024, 3, 1, tzinfo=UTC) + timedelta(seconds=i, microseconds=i)
+    if pa.types.is_struct(dtype):
+        return {f.name: _value(f.type, f.name, i) for f in dtype}
     if pa.types.is_list(dtype):
         return [_value(dtype.value_type, column, i + k) for k in range(3)]
     raise AssertionError(f"no generator for {dtype} ({column})")

@@ -42,6 +42,7 @@ def _feature_partitions(settings: object, instance: dg.DagsterInstance, lake: La
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_train_promote_then_drift_triggers_a_gated_retraining(
     small_lake: LakeEnv, shared_data: Path, tmp_path: Path
 ) -> None:

@@ -42,6 +42,7 @@ def _dismiss_welcome(page: object) -> None:
 
 @pytest.mark.browser
 @pytest.mark.integration
+@pytest.mark.slow
 def test_ui_shows_the_asset_graph_checks_schedules_and_sensors(tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (`make browser` installs it)")
@@ -68,7 +69,8 @@ def test_ui_shows_the_asset_graph_checks_schedules_and_sensors(tmp_path: Path) -
     with server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            # Large enough that the graph's fit-to-screen zoom still draws node labels.
+            page = browser.new_page(viewport={"width": 2400, "height": 1500})
             page.set_default_timeout(PAGE_TIMEOUT_MS)
 
             page.goto(f"{base}/locations/{LOCATION}/asset-groups/training/lineage")

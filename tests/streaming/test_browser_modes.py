@@ -71,7 +71,9 @@ def test_opus_mode_streams_webm_opus_that_the_gateway_decodes(
     state = _run_page(tmp_path, shared_data, gateway.port, "mode=opus", during)
     assert state["mode"] == "opus" and state["closed"]["code"] == 1000
     assert len(state["results"]) >= 2
-    assert state["lastAck"] == state["framesSent"] - 1, "every piece the recorder gave is acked"
+    # Every piece the recorder gave is acked; the decoder's last samples, flushed at CloseStream,
+    # are stored under one more seq (docs/protocol.md, compressed audio).
+    assert state["lastAck"] in (state["framesSent"] - 1, state["framesSent"])
     stored = _stored(gateway)
     assert stored and {(r["encoding"], r["sample_rate"]) for r in stored} == {("linear16", 16000)}
     pcm = np.frombuffer(b"".join(r["pcm"] for r in stored), dtype="<i2")

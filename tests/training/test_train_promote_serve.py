@@ -28,7 +28,7 @@ from models.registry import CHALLENGER, CHAMPION
 from sonolake import wiring
 from sonolake.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CHUNK_MS = 100
 MODEL_PICKUP_TIMEOUT_S = 120.0
