@@ -629,6 +629,7 @@ class Gateway:
             received_at=received_at,
         )
         stream.queue_for_spool(record, time.perf_counter())
+        stream.note_label(seq, session.label)
         self.metrics.chunks += 1
         dropped = session.feed(seq, pcm)
         if dropped:

@@ -15,6 +15,7 @@ chunks a stream holds for the spool (queued plus in flight) are bounded in bytes
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import time
 import uuid
@@ -89,6 +90,19 @@ class Stream:
     )
     """(window start sample, speech probability, seq) of the latest scored windows."""
     results_spooled: int = 0
+    label_changes: list[tuple[int, str | None]] = field(default_factory=list)
+    """(first seq, label): the client's ``Label`` as it applied to the chunks, from each seq on."""
+
+    def note_label(self, seq: int, label: str | None) -> None:
+        """Record the label a stored chunk carries (only changes are kept: a few per clip)."""
+        if not self.label_changes or self.label_changes[-1][1] != label:
+            self.label_changes.append((seq, label))
+
+    def label_at(self, seq: int) -> str | None:
+        """The label the chunk ``seq`` carries: the one decision-records take, not whatever
+        ``Label`` the client has sent since (an unpaced client is clips ahead of its results)."""
+        index = bisect.bisect_right(self.label_changes, seq, key=lambda change: change[0])
+        return self.label_changes[index - 1][1] if index else None
 
     def attach(self, ws: ServerConnection, outbox_limit: int, ack_interval_s: float) -> None:
         self.ws = ws
@@ -169,7 +183,7 @@ class Stream:
             event_time=epoch + timedelta(microseconds=start_sample * 1_000_000 // 16_000),
             sample_rate=session.params.sample_rate,
             encoding=session.params.encoding,
-            label=session.label,
+            label=self.label_at(message["last_seq"]),
             utterance=message["utterance"],
             result_index=self.results_spooled,
             speech_final=message["speech_final"],
