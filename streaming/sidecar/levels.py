@@ -93,23 +93,28 @@ def chunk_stats(pcm: pa.ChunkedArray | pa.Array, encoding: str) -> dict[str, np.
 
 
 def _segment_sum(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """sum(values[lo[i]:hi[i]]) for non-empty ranges (see :func:`_segment_max`)."""
-    bounds = np.empty(lo.size * 2, dtype=np.int64)
-    bounds[0::2], bounds[1::2] = lo, hi
-    if bounds[-1] >= values.size:  # the last range runs to the end: reduceat does that itself
-        bounds = bounds[:-1]
-    return np.add.reduceat(values, bounds)[0::2]
+    """sum(values[lo[i]:hi[i]]) for non-empty ranges (see :func:`_segment_reduce`)."""
+    return _segment_reduce(np.add, values, lo, hi, 0)
 
 
 def _segment_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """max(values[lo[i]:hi[i]]) for non-empty ranges (in any order, overlapping or not):
+    """max(values[lo[i]:hi[i]]) for non-empty ranges (see :func:`_segment_reduce`)."""
+    return _segment_reduce(np.maximum, values, lo, hi, -np.inf)
+
+
+def _segment_reduce(
+    ufunc: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.ndarray, identity: float
+) -> np.ndarray:
+    """``ufunc`` over each ``values[lo[i]:hi[i]]`` (non-empty, in any order, overlapping or not).
+
     ``reduceat`` over the interleaved bounds reduces each ``[lo, hi)``; the odd results (the
-    gaps between ranges) are dropped."""
+    gaps between ranges) are dropped. One ``identity`` element past the end makes every bound
+    a valid index, so a range may end at the last value wherever it sits in the list.
+    """
+    padded = np.append(values, np.asarray(identity, dtype=values.dtype))
     bounds = np.empty(lo.size * 2, dtype=np.int64)
     bounds[0::2], bounds[1::2] = lo, hi
-    if bounds[-1] >= values.size:  # the last range runs to the end: reduceat does that itself
-        bounds = bounds[:-1]
-    return np.maximum.reduceat(values, bounds)[0::2]
+    return ufunc.reduceat(padded, bounds)[0::2]
 
 
 def utterance_levels(
