@@ -13,6 +13,10 @@ DEMO_EPOCHS = 12
 class DemoOptions:
     streams: int = 24
     """Devices streaming at once in the training replay (at least 20)."""
+    replay_speed: float = 4.0
+    """The training and drift replays' pace, a multiple of real time. The gateway decides
+    every utterance live and the lake's events are those decisions, so a replay that outruns
+    live processing (unpaced: 474 finals for 3,169 clips) would leave most clips eventless."""
     training_limit: int | None = None
     """Replay only this many training clips (None: every clip)."""
     serving_limit: int = 240

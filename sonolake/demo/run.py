@@ -421,7 +421,11 @@ def _stages(demo: Demo, corpora: DemoCorpora, graph: DemoGraph, children: Childr
         f"{options.streams} concurrent devices",
     ):
         training = demo.replay(
-            corpora.training, "devices done", streams=options.streams, labels=True
+            corpora.training,
+            "devices done",
+            streams=options.streams,
+            labels=True,
+            speed=options.replay_speed,
         )
     with demo.stage("landing", "Landing the spool into bronze and silver"):
         demo.wait_for_landing(training.chunks_acked)
@@ -470,6 +474,7 @@ def _stages(demo: Demo, corpora: DemoCorpora, graph: DemoGraph, children: Childr
             streams=options.streams,
             labels=True,
             encoding="mulaw",
+            speed=options.replay_speed,
         )
         demo.wait_for_landing(landed + phone.chunks_acked)
         after = demo.drift_report(graph)
