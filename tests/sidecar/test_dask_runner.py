@@ -122,29 +122,6 @@ def test_dask_runner_lands_what_the_in_process_runner_lands(
     assert not list((tmp_path / "dask" / "state").rglob("attempt-*"))
 
 
-@pytest.mark.dask
-def test_workers_predict_with_the_drivers_champion(cluster: DaskCluster, tmp_path: Path) -> None:
-    """The engine stays in the driver; each worker rebuilds it from the bundle folder."""
-    sys.path.insert(0, str(SERVING_TESTS))
-    try:
-        from serving_bundles import random_linear, write_bundle
-    finally:
-        sys.path.remove(str(SERVING_TESTS))
-    from models.serving import ServingEngine
-
-    bundle = write_bundle(tmp_path / "bundle", *random_linear(seed=3))
-    engine = ServingEngine.from_bundle(bundle, model_version="7")
-    group = sessions(2, chunks=20, bursts=1)
-    write_spool(tmp_path / "tpl", interleave(s.records() for s in group), per_segment=50)
-    sidecar = _sidecar(tmp_path, tmp_path / "tpl", cluster.address, classifier=engine)
-    assert _land_all(sidecar) == [1]
-    events = sidecar.lake.read(AUDIO_EVENTS).to_pylist()
-    assert len(events) == 2
-    for event in events:
-        assert event["model_version"] == "7"
-        assert event["predicted_label"] in engine.labels
-
-
 def test_scheduler_address_is_checked_up_front() -> None:
     assert get_settings(dask_scheduler="tcp://10.0.0.5:8786").dask_scheduler
     with pytest.raises(BadSettings, match=re.escape("SONOLAKE_DASK_SCHEDULER='10.0.0.5:8786'")):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from lake_schemas.retention import expire_partitions
 from lake_schemas.tables import AUDIO_CHUNKS, ERASURES
@@ -24,8 +25,10 @@ RETENTION_KEY = dg.AssetKey(["maintenance", "bronze_pcm_retention"])
 
 
 class ErasureRequests(dg.Config):
-    device_ids: list[str]
-    """Devices to erase, each from every table that holds device data and from the spool."""
+    device_ids: list[str] = Field(default_factory=list)
+    """Devices to erase, each from every table that holds device data and from the spool.
+    Empty by default, so that materializing other assets never needs this config (a run
+    with no devices erases nothing)."""
 
 
 @dg.asset(
