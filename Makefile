@@ -100,7 +100,7 @@ bench-quick: venv
 # otherwise `dagster dev` over workspace.yaml, the same code location. Either way the dbt
 # manifest is re-parsed at load (DbtProject.prepare_if_dev) with this environment's dbt.
 dev: venv
-	DAGSTER_HOME=$$($(PY) -m orchestration) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+	DAGSTER_HOME=$$($(PY) -m sonolake dagster-home) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
 	  $$(if [ -x $(VENV)/bin/dg ]; then echo "$(VENV)/bin/dg dev"; \
 	     else echo "$(VENV)/bin/dagster dev -w workspace.yaml"; fi)
 

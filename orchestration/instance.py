@@ -1,7 +1,7 @@
 """The Dagster instance: SQLite storage under ``Settings.dagster_home`` on one machine, Postgres
 in the ``postgres`` environment (:data:`POSTGRES_STORAGE_YAML`).
 
-``make dev`` (through ``python -m orchestration``) and ``sonolake demo`` call
+``make dev`` (through ``sonolake dagster-home``) and ``sonolake demo`` call
 :func:`prepare_dagster_home` before starting Dagster,
 so the UI, the daemon and in-process runs share one instance (run history, asset
 materializations, check results, sensor cursors). ``dagster.yaml`` also turns on the

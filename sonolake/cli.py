@@ -13,6 +13,7 @@ from rich.console import Console
 
 from sonolake.commands import (
     demo,
+    dev,
     lake,
     models,
     privacy,
@@ -45,7 +46,18 @@ def _root() -> None:
     secrets.install(get_settings())
 
 
-for module in (lake, streaming, sidecar, reprocess, training, models, serving, privacy, demo):
+for module in (
+    lake,
+    streaming,
+    sidecar,
+    reprocess,
+    training,
+    models,
+    serving,
+    privacy,
+    demo,
+    dev,
+):
     module.register(app)
 
 _err = Console(stderr=True)

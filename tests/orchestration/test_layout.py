@@ -15,7 +15,6 @@ from support import REPO_ROOT
 PACKAGE = REPO_ROOT / "orchestration"
 NOT_IMPORTING_DAGSTER = {
     "instance.py": "writes the Dagster instance's dagster.yaml (text, before Dagster starts)",
-    "__main__.py": "`python -m orchestration`: prepares the Dagster home for `make dev`",
 }
 
 

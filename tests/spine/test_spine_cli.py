@@ -11,6 +11,7 @@ from support import REPO_ROOT
 
 from sonolake.cli import app, main
 from sonolake.errors import BadInput, WorkFailed
+from sonolake.settings import Settings
 
 
 def test_config_prints_effective_settings(settings: object, capsys: pytest.CaptureFixture) -> None:
@@ -49,3 +50,11 @@ def test_entry_point_runs_as_module() -> None:
     )
     assert proc.returncode == 0
     assert "config" in proc.stdout
+
+
+def test_dagster_home_is_prepared_and_printed(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["dagster-home"]) == 0
+    assert capsys.readouterr().out.strip() == str(settings.dagster_home)
+    assert "freshness" in (settings.dagster_home / "dagster.yaml").read_text()
