@@ -6,14 +6,16 @@ suite runs on a bare machine with nothing else listening.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +38,18 @@ def wait_for_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen | N
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout_s} s")
+
+
+def stop_process(proc: subprocess.Popen | None, timeout_s: float) -> int | None:
+    """Stop a child by its PID: SIGTERM (a graceful stop), SIGKILL if it hangs; its exit code."""
+    if proc is None or proc.poll() is not None:
+        return None if proc is None else proc.returncode
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        return proc.wait(timeout=timeout_s)
 
 
 class ServerProcess:
@@ -72,14 +86,7 @@ class ServerProcess:
         return self.proc.pid
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(timeout=timeout_s)
+        return stop_process(self.proc, timeout_s)
 
     def __enter__(self) -> ServerProcess:
         return self.start()
@@ -91,3 +98,36 @@ class ServerProcess:
 def python_module(module: str, *args: str) -> list[str]:
     """Command line that runs ``python -m module args`` in this interpreter."""
     return [sys.executable, "-m", module, *args]
+
+
+MOTO_KEY_ID = "testing"
+MOTO_SECRET = "testing-secret"
+"""Credentials every moto server of the suite accepts (moto checks none)."""
+
+
+def moto_client(endpoint: str, service: str = "s3") -> Any:
+    """A boto3 client of a moto server started by :func:`moto_server`."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        aws_access_key_id=MOTO_KEY_ID,
+        aws_secret_access_key=MOTO_SECRET,
+        region_name="us-east-1",
+    )
+
+
+@contextlib.contextmanager
+def moto_server(log_dir: Path, bucket: str) -> Iterator[str]:
+    """moto's S3 server on a free loopback port with ``bucket`` created; yields its endpoint
+    and stops the server by PID on exit."""
+    port = free_port()
+    with ServerProcess(
+        python_module("moto.server", "-p", str(port), "-H", "127.0.0.1"),
+        port,
+        log_path=log_dir / "moto.log",
+    ):
+        endpoint = f"http://127.0.0.1:{port}"
+        moto_client(endpoint).create_bucket(Bucket=bucket)
+        yield endpoint

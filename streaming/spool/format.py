@@ -178,16 +178,14 @@ class SpoolRecord:
         meta_json: str,
         received_at: datetime | None = None,
     ) -> SpoolRecord:
-        return cls(
-            kind=KIND_SESSION_END,
+        return cls._without_audio(
+            KIND_SESSION_END,
             session_id=session_id,
             device_id=device_id,
-            seq=SESSION_END_SEQ,
             event_time=event_time,
-            received_at=received_at or datetime.now(UTC),
+            received_at=received_at,
             sample_rate=sample_rate,
             encoding=encoding,
-            pcm=b"",
             meta_json=meta_json,
         )
 
@@ -207,8 +205,34 @@ class SpoolRecord:
         """A ``Results`` the gateway sent: ``final`` makes it an ``utterance`` record (the
         closed utterance and its final result), else an interim ``result``. ``event_time`` is
         the UTC time of ``start_sample``; ``fields`` are the decision fields above."""
+        return cls._without_audio(
+            KIND_UTTERANCE if final else KIND_RESULT,
+            session_id=session_id,
+            device_id=device_id,
+            event_time=event_time,
+            received_at=received_at,
+            sample_rate=sample_rate,
+            encoding=encoding,
+            is_final=final,
+            **fields,
+        )
+
+    @classmethod
+    def _without_audio(
+        cls,
+        kind: str,
+        *,
+        session_id: str,
+        device_id: str,
+        event_time: datetime,
+        received_at: datetime | None,
+        sample_rate: int,
+        encoding: str,
+        **fields: object,
+    ) -> SpoolRecord:
+        """A record that carries no audio (a session's end, a decision): no seq of its own."""
         return cls(
-            kind=KIND_UTTERANCE if final else KIND_RESULT,
+            kind=kind,  # type: ignore[arg-type]
             session_id=session_id,
             device_id=device_id,
             seq=SESSION_END_SEQ,
@@ -217,7 +241,6 @@ class SpoolRecord:
             sample_rate=sample_rate,
             encoding=encoding,
             pcm=b"",
-            is_final=final,
             **fields,  # type: ignore[arg-type]
         )
 

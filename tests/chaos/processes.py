@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support import REPO_ROOT, wait_for_port
+from support import REPO_ROOT, stop_process, wait_for_port
 
 
 def child_env(cache: Path, **settings: str) -> dict[str, str]:
@@ -67,14 +67,7 @@ class GatewayProcess:
 
     def stop(self, timeout_s: float = 30) -> int | None:
         """Graceful stop (SIGTERM: sessions ended, spool sealed); SIGKILL if it hangs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(timeout=timeout_s)
+        return stop_process(self.proc, timeout_s)
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())

@@ -14,7 +14,13 @@ import dagster as dg
 import pytest
 from postgres_server import postgres_bin, postgres_server
 from real_lake import isolated_settings, land_clips, small_lake_clips
-from support import REPO_ROOT, ServerProcess, free_port, python_module
+from support import (
+    MOTO_KEY_ID,
+    MOTO_SECRET,
+    REPO_ROOT,
+    moto_client,
+    moto_server,
+)
 
 from lake_schemas import AUDIO_EVENTS, MODEL_EVALUATIONS
 from models.registry import CHAMPION
@@ -25,8 +31,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "orchestration"))
 from materialize import run_assets
 
 BUCKET = "sonolake-profile"
-KEY_ID = "testing"
-SECRET = "testing-secret"
+KEY_ID, SECRET = MOTO_KEY_ID, MOTO_SECRET
 RUN_CONFIG = {
     "ops": {CANDIDATE_MODEL.to_python_identifier(): {"config": {"epochs": 4, "light_timing": True}}}
 }
@@ -39,22 +44,7 @@ pytestmark = [
 
 @pytest.fixture
 def moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    import boto3
-
-    port = free_port()
-    with ServerProcess(
-        python_module("moto.server", "-p", str(port), "-H", "127.0.0.1"),
-        port,
-        log_path=tmp_path / "moto.log",
-    ):
-        endpoint = f"http://127.0.0.1:{port}"
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=KEY_ID,
-            aws_secret_access_key=SECRET,
-            region_name="us-east-1",
-        ).create_bucket(Bucket=BUCKET)
+    with moto_server(tmp_path, BUCKET) as endpoint:
         monkeypatch.setenv("SONOLAKE_AWS_ACCESS_KEY_ID", KEY_ID)
         monkeypatch.setenv("SONOLAKE_AWS_SECRET_ACCESS_KEY", SECRET)
         yield endpoint
@@ -163,13 +153,4 @@ def _count(url: str, table: str) -> int:
 
 
 def _s3_keys(endpoint: str, prefix: str) -> list[Any]:
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
-    return client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return moto_client(endpoint).list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])

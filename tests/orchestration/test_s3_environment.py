@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 from materialize import check_results, run_assets
 from real_lake import isolated_settings, land_clips, small_lake_clips
-from support import ServerProcess, free_port, python_module
+from support import MOTO_KEY_ID, MOTO_SECRET, moto_server
 
 from lake_schemas import AUDIO_EVENTS, AUDIO_FEATURES
 from orchestration import OBSERVE_JOB, build_definitions
@@ -23,29 +23,12 @@ from orchestration.resources import S3LakeResource
 from sonolake import wiring
 
 BUCKET = "sonolake-orchestration"
-KEY_ID = "testing"
-SECRET = "testing-secret"
+KEY_ID, SECRET = MOTO_KEY_ID, MOTO_SECRET
 
 
 @pytest.fixture
 def moto_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    import boto3
-
-    port = free_port()
-    server = ServerProcess(
-        python_module("moto.server", "-p", str(port), "-H", "127.0.0.1"),
-        port,
-        log_path=tmp_path / "moto.log",
-    )
-    with server:
-        endpoint = f"http://127.0.0.1:{port}"
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=KEY_ID,
-            aws_secret_access_key=SECRET,
-            region_name="us-east-1",
-        ).create_bucket(Bucket=BUCKET)
+    with moto_server(tmp_path, BUCKET) as endpoint:
         monkeypatch.setenv("SONOLAKE_AWS_ACCESS_KEY_ID", KEY_ID)
         monkeypatch.setenv("SONOLAKE_AWS_SECRET_ACCESS_KEY", SECRET)
         yield endpoint

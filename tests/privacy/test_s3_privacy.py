@@ -15,7 +15,12 @@ import dagster as dg
 import pytest
 from lake_traces import s3_parquet_traces, unique_pcm
 from real_lake import isolated_settings, land_clips, small_lake_clips
-from support import ServerProcess, free_port, python_module
+from support import (
+    MOTO_KEY_ID,
+    MOTO_SECRET,
+    moto_client,
+    moto_server,
+)
 
 from lake_schemas import AUDIO_CHUNKS, SESSIONS
 from orchestration.resources import resources_for
@@ -23,46 +28,21 @@ from sonolake import wiring
 from streaming.spool.erasure import erase_everywhere
 
 BUCKET = "sonolake-privacy"
-KEY_ID = "testing"
-SECRET = "testing-secret"
+KEY_ID, SECRET = MOTO_KEY_ID, MOTO_SECRET
 
 
 @pytest.fixture
 def moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
     """moto's server on a free port, a bucket and a KMS key; yields (endpoint, key id)."""
-    import boto3
-
-    port = free_port()
-    server = ServerProcess(
-        python_module("moto.server", "-p", str(port), "-H", "127.0.0.1"),
-        port,
-        log_path=tmp_path / "moto.log",
-    )
-    with server:
-        endpoint = f"http://127.0.0.1:{port}"
-        common: dict[str, Any] = {
-            "endpoint_url": endpoint,
-            "aws_access_key_id": KEY_ID,
-            "aws_secret_access_key": SECRET,
-            "region_name": "us-east-1",
-        }
-        boto3.client("s3", **common).create_bucket(Bucket=BUCKET)
-        key = boto3.client("kms", **common).create_key()["KeyMetadata"]["KeyId"]
+    with moto_server(tmp_path, BUCKET) as endpoint:
+        key = moto_client(endpoint, "kms").create_key()["KeyMetadata"]["KeyId"]
         monkeypatch.setenv("SONOLAKE_AWS_ACCESS_KEY_ID", KEY_ID)
         monkeypatch.setenv("SONOLAKE_AWS_SECRET_ACCESS_KEY", SECRET)
         yield endpoint, key
 
 
 def _client(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
+    return moto_client(endpoint)
 
 
 @pytest.mark.s3
