@@ -71,40 +71,6 @@ DEFAULT_CONNECT_TIMEOUT_S = 10
 """How long a run waits for the scheduler, and for a first worker (s)."""
 
 
-_WORKER_ENGINES: dict[tuple[str, str, str], Any] = {}
-
-
-@dataclass(frozen=True)
-class BundleClassifier:
-    """The driver's champion, rebuilt on each worker from its bundle folder (once per process).
-
-    An ONNX session cannot travel to a worker; its bundle's path, version and artifact can.
-    The bundle folder must be readable from the workers (the shared model cache).
-    """
-
-    bundle_dir: str
-    model_version: str
-    artifact: str
-
-    @classmethod
-    def of(cls, engine: Any | None) -> BundleClassifier | None:
-        """The loader for ``engine``'s current model (None: no engine or no model loaded)."""
-        model = getattr(engine, "model", None)
-        if model is None:
-            return None
-        return cls(str(model.bundle_dir), model.version, model.artifact)
-
-    def __call__(self) -> Any:
-        from models.serving import ServingEngine
-
-        key = (self.bundle_dir, self.model_version, self.artifact)
-        if key not in _WORKER_ENGINES:
-            _WORKER_ENGINES[key] = ServingEngine.from_bundle(
-                self.bundle_dir, model_version=self.model_version, artifact=self.artifact
-            )
-        return _WORKER_ENGINES[key]
-
-
 def _global(value: Any) -> WindowedValue:
     return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
 

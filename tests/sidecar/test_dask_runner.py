@@ -36,7 +36,6 @@ from streaming.spool import sealed_segments
 pytestmark = pytest.mark.integration
 
 APP_TABLES = (AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS)
-SERVING_TESTS = Path(__file__).resolve().parents[1] / "serving"
 GROUP = sessions(4, chunks=30, bursts=2)
 
 
