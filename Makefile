@@ -8,6 +8,10 @@ PY := $(VENV)/bin/python
 UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
+# `make test` runs on this many pytest-xdist workers, a whole test file to each (module fixtures
+# such as a trained bundle or a started server are built once). Two fit CI's two cores: most
+# tests wait on servers and subprocesses they start. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: help venv test test-slow test-fast test-dask test-profile dask-cluster demo bench bench-quick dev lint fmt browser ops-tools chaos clean
 
@@ -46,7 +50,7 @@ ops-tools:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus postgresql) >/dev/null; }
 
 test: venv browser ops-tools
-	$(PY) -m pytest -m "not slow and not dask and not profile" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not dask and not profile" -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The longest end-to-end runs (the Dagster UI in Chromium, train → promote → serve from the
 # shell, drift-triggered retraining, the graph on an S3 lake): minutes each, so not in CI's

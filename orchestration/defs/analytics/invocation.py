@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.defs.analytics.project import dbt_project
+from orchestration.defs.analytics.project import dbt_project, dbt_target_lock
 from orchestration.resources import LakeResource, PlatformPaths
 
 ANALYTICS_DATABASE = "analytics.duckdb"
@@ -43,7 +43,7 @@ def generate_dbt_docs(defs: dg.Definitions) -> bool:
     docs serve`` looks). Returns whether it succeeded; dbt's log is ``dbt/target/dbt.log``."""
     resources = defs.resources or {}
     needed = {name: resources[name] for name in ("lake", "paths", "dbt")}
-    with dg.build_resources(needed) as built:  # EnvVar secrets resolved here
+    with dg.build_resources(needed) as built, dbt_target_lock():  # EnvVar secrets resolved here
         invocation = built.dbt.cli(
             ["docs", "generate", "--quiet", "--vars", dbt_vars(built.lake, built.paths)],
             raise_on_error=False,

@@ -10,7 +10,10 @@ test suite call before they load the definitions).
 
 from __future__ import annotations
 
+import fcntl
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
@@ -28,9 +31,26 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 dbt_project.prepare_if_dev()  # `make dev` puts this environment's dbt first on PATH
 
 
+@contextmanager
+def dbt_target_lock() -> Iterator[None]:
+    """Hold the project's ``target/`` for one writer at a time. ``dbt parse`` and ``dbt docs
+    generate`` rewrite ``manifest.json`` and ``partial_parse.msgpack`` in place, so two processes
+    preparing the same checkout at once (the demo beside ``make dev``, parallel test workers)
+    could otherwise leave a torn manifest that the next code-location load cannot read."""
+    target = Path(dbt_project.target_path)
+    target.mkdir(parents=True, exist_ok=True)
+    with (target / ".write.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def prepare_dbt_project() -> Path:
     """Parse the dbt project now with this environment's dbt (``dbt parse``; partial parsing
     makes a re-run cheap); returns the manifest the code location will load."""
     dbt = DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())
-    dbt.cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
+    with dbt_target_lock():
+        dbt.cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
     return Path(dbt_project.manifest_path)
