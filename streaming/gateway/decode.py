@@ -20,8 +20,9 @@ new process) cannot decode alone. Each decoder keeps its stream's header
 (:attr:`StreamDecoder.header`, found by :func:`~streaming.gateway.containers.header_length`);
 :meth:`StreamDecoder.resuming` primes a new decoder with it and then skips the resumed bytes
 to the first unit that starts in them (an Ogg page, a FLAC frame, a WebM block, a whole sample
-frame of WAV), since a resumed chunk begins wherever the client cut the stream. Nothing else is carried: Opus and FLAC units
-decode from the header alone (an Opus decoder settles within its first packet).
+frame of WAV), since a resumed chunk begins wherever the client cut the stream. Nothing else
+is carried: Opus and FLAC units decode from the header alone (an Opus decoder settles within
+its first packet).
 """
 
 from __future__ import annotations
