@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gateway_support import Transcript, open_ws, read_until_closed, speech_stream
+from gateway_support import (
+    COMPRESSED_FORMATS,
+    Transcript,
+    open_ws,
+    read_until_closed,
+    speech_stream,
+)
 
 from lake_schemas import AUDIO_CHUNKS, Lake
 from streaming.gateway.decode import DecodeError, StreamDecoder, encode_stream, open_decoder
@@ -62,27 +68,15 @@ def speech(shared_data: Path) -> np.ndarray:
     return speech_stream(shared_data, words=2, gap_s=0.8)
 
 
-@pytest.mark.parametrize(
-    ("name", "container", "codec", "encoding", "lossless"),
-    [
-        ("ogg-opus", "ogg", "libopus", "opus", False),
-        ("webm-opus", "webm", "libopus", None, False),
-        ("flac", "flac", "flac", "flac", True),
-        ("wav", "wav", "pcm_s16le", None, True),
-    ],
-)
+@pytest.mark.parametrize("name", list(COMPRESSED_FORMATS))
 def test_compressed_stream_is_decoded_processed_and_stored(
-    make_gateway: Any,
-    speech: np.ndarray,
-    name: str,
-    container: str,
-    codec: str,
-    encoding: str | None,
-    lossless: bool,
+    make_gateway: Any, speech: np.ndarray, name: str
 ) -> None:
     gateway = make_gateway()
-    data = encode_stream(speech, 16_000, container, codec)
-    query = f"device_id={name}" + (f"&encoding={encoding}" if encoding else "")
+    kind = COMPRESSED_FORMATS[name]
+    lossless = kind.lossless
+    data = encode_stream(speech, 16_000, kind.muxer, kind.codec)
+    query = f"device_id={name}{kind.query}"
     transcript = stream_bytes(gateway, query, data, speech.size / 16_000)
 
     assert transcript.close_code == CLOSE_NORMAL, transcript.of("Error")
@@ -189,16 +183,10 @@ def test_bronze_keeps_the_bytes_as_received_and_their_pcm(
     gives the PCM that landed beside them. A raw PCM stream stores its bytes once, in pcm."""
     gateway = make_gateway()
     sent: dict[str, tuple[bytes, str | None, str]] = {}
-    for name, container, codec, encoding, demuxer in [
-        ("b-ogg", "ogg", "libopus", "opus", "ogg"),
-        ("b-webm", "webm", "libopus", None, "matroska"),
-        ("b-flac", "flac", "flac", "flac", "flac"),
-        ("b-wav", "wav", "pcm_s16le", None, "wav"),
-    ]:
-        data = encode_stream(speech, 16_000, container, codec)
-        query = f"device_id={name}" + (f"&encoding={encoding}" if encoding else "")
-        assert stream_bytes(gateway, query, data).close_code == CLOSE_NORMAL
-        sent[name] = (data, encoding, demuxer)
+    for name, kind in COMPRESSED_FORMATS.items():
+        data = encode_stream(speech, 16_000, kind.muxer, kind.codec)
+        assert stream_bytes(gateway, f"device_id=b-{name}{kind.query}", data).close_code == 1000
+        sent[f"b-{name}"] = (data, kind.encoding, kind.container)
     raw = speech.tobytes()
     assert stream_bytes(gateway, "device_id=b-raw", raw[: len(raw) // 2 * 2]).close_code == 1000
     gateway.seal()

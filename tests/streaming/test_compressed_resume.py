@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gateway_support import next_message, open_ws, read_until_closed, speech_stream
+from gateway_support import (
+    COMPRESSED_FORMATS,
+    next_message,
+    open_ws,
+    read_until_closed,
+    speech_stream,
+)
 
 from streaming.gateway.decode import encode_stream
 from streaming.gateway.protocol import CLOSE_NORMAL
@@ -26,7 +32,7 @@ from streaming.spool.priming import load_decoder_priming
 pytestmark = pytest.mark.integration
 
 FRAME_BYTES = 1000
-MAX_LOST_S = {"ogg": 1.1, "webm": 0.3, "flac": 1.0, "wav": 0.3}
+MAX_LOST_S = {"ogg": 1.1, "matroska": 0.3, "flac": 1.0, "wav": 0.3}
 """Audio the new decoder cannot give back (it stays in the ``received`` bytes): the unit the
 resume point cuts (an Ogg page: 1 s as FFmpeg's muxer writes them; a WebM block; a FLAC
 frame) and what the old decoder held undecoded when it went (FFmpeg's FLAC parser looks ten
@@ -55,29 +61,16 @@ def _wait_for_ack(ws: Any, seq: int) -> None:
             return
 
 
-@pytest.mark.parametrize(
-    ("name", "container", "codec", "encoding", "lossless"),
-    [
-        ("r-ogg", "ogg", "libopus", "opus", False),
-        ("r-webm", "webm", "libopus", None, False),
-        ("r-flac", "flac", "flac", "flac", True),
-        ("r-wav", "wav", "pcm_s16le", None, True),
-    ],
-)
+@pytest.mark.parametrize("name", list(COMPRESSED_FORMATS))
 def test_a_resume_on_a_fresh_decoder_decodes_the_rest_and_stores_every_chunk_once(
-    make_gateway: Any,
-    speech: np.ndarray,
-    name: str,
-    container: str,
-    codec: str,
-    encoding: str | None,
-    lossless: bool,
+    make_gateway: Any, speech: np.ndarray, name: str
 ) -> None:
     gateway = make_gateway()
-    data = encode_stream(speech, 16_000, container, codec)
+    kind = COMPRESSED_FORMATS[name]
+    data = encode_stream(speech, 16_000, kind.muxer, kind.codec)
     frames = [data[i : i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES)]
     cut = len(frames) * 3 // 5  # frames sent before the drop; the resume point cuts a unit
-    query = f"device_id={name}" + (f"&encoding={encoding}" if encoding else "")
+    query = f"device_id=r-{name}{kind.query}"
     with open_ws(gateway.url(query)) as ws:
         first = next_message(ws)
         session_id, token = first["session_id"], first["resume_token"]
@@ -85,9 +78,7 @@ def test_a_resume_on_a_fresh_decoder_decodes_the_rest_and_stores_every_chunk_onc
             ws.send(frame)
         _wait_for_ack(ws, cut - 1)
     priming = load_decoder_priming(gateway.spool_dir, session_id)
-    assert priming is not None and priming.container == {"webm": "matroska"}.get(
-        container, container
-    )
+    assert priming is not None and priming.container == kind.container
     assert data.startswith(priming.header) and len(priming.header) < len(frames[0]) + 8300
     _forget_decoder(gateway, session_id)
 
@@ -114,8 +105,8 @@ def test_a_resume_on_a_fresh_decoder_decodes_the_rest_and_stores_every_chunk_onc
     after = np.frombuffer(b"".join(r["pcm"] for r in rows[cut:]), "<i2")
     assert before.size > 8_000 and after.size > 8_000  # half a second each, at least
     missing_s = (speech.size - before.size - after.size) / 16_000
-    assert 0 <= missing_s < MAX_LOST_S[container], "only audio around the resume point is lost"
-    if lossless:  # each side is exactly the recording's own samples
+    assert 0 <= missing_s < MAX_LOST_S[kind.container], "only audio around the resume point is lost"
+    if kind.lossless:  # each side is exactly the recording's own samples
         assert np.array_equal(before, speech[: before.size])
         assert np.array_equal(after, speech[speech.size - after.size :])
     else:

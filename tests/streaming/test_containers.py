@@ -13,17 +13,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from gateway_support import speech_stream
+from gateway_support import COMPRESSED_FORMATS, speech_stream
 
 from streaming.gateway.containers import header_length, unit_start
 from streaming.gateway.decode import encode_stream
 
-FORMATS = [
-    ("ogg", "libopus", "ogg"),
-    ("webm", "libopus", "matroska"),
-    ("flac", "flac", "flac"),
-    ("wav", "pcm_s16le", "wav"),
-]
+FORMATS = [(k.muxer, k.codec, k.container) for k in COMPRESSED_FORMATS.values()]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +27,7 @@ def speech(shared_data: Path) -> np.ndarray:
 
 
 def _packet_positions(data: bytes) -> list[int]:
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.audio[0]
         return [p.pos for p in container.demux(stream) if p.size and p.pos is not None]
 
