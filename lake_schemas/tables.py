@@ -61,15 +61,26 @@ AUDIO_CHUNKS = TableSpec(
         ("label", pa.string(), True),
         ("spool_segment", pa.string(), False),
         ("ingest_date", pa.date32(), False),
+        ("received", pa.binary(), True),
+        ("received_encoding", pa.string(), True),
+        ("received_container", pa.string(), True),
     ),
     partition_by=("ingest_date",),
     primary_key=("session_id", "seq"),
-    description="One row per accepted chunk, exactly as the client sent it (raw audio bytes).",
+    description="One row per accepted chunk: the audio as the client sent it and the PCM the "
+    "pipeline reads (the same bytes, stored once, for raw PCM streams).",
     owner="sidecar",
     column_docs={
         "seq": "Client chunk sequence number within the session, from 0.",
         "event_time": "When the chunk's first sample was captured (session start + offset).",
-        "pcm": "Audio bytes as received: little-endian PCM16 or 8-bit mu-law.",
+        "encoding": "Encoding of pcm: linear16 or mulaw (linear16 for decoded streams).",
+        "pcm": "The audio the pipeline reads: little-endian PCM16 or 8-bit mu-law, the bytes "
+        "as received for raw PCM streams, decoded for compressed ones (possibly empty).",
+        "received": "Bytes exactly as the client sent them, for compressed or containerised "
+        "streams (Opus, FLAC, WebM/Ogg, WAV); null when they are pcm (raw PCM streams).",
+        "received_encoding": "The encoding the client declared (opus, flac); null for raw "
+        "PCM and for containers sent with no encoding.",
+        "received_container": "Container of the received bytes: ogg, matroska, flac or wav.",
         "label": "Ground truth sent by the client with a Label message, if any.",
         "spool_segment": "Spool segment the chunk was landed from (lineage).",
     },

@@ -63,6 +63,7 @@ def erase(
         "spool_records_removed": purge.records,
         "spool_segments_rewritten": purge.segments_rewritten,
         "quarantined_segments_deleted": purge.quarantined_deleted,
+        "stream_headers_deleted": purge.primings_deleted,
     }
     sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     if result.leftover_files:

@@ -12,11 +12,21 @@ keep on the event loop, and it never touches another session's decoder.
 Bad data raises :class:`DecodeError`, which the gateway turns into ``bad_frame``/1003 for this
 session only. A stream that ends without any decodable audio (a truncated header) raises it
 at :meth:`StreamDecoder.close`.
+
+**Resuming on a fresh decoder.** A container's header (Ogg's identification and comment pages,
+FLAC's ``fLaC`` and metadata blocks, WebM's EBML header, segment info and tracks, a WAV header)
+comes only at the stream's start, so a decoder that starts mid-stream (a resume served by a
+new process) cannot decode alone. Each decoder keeps its stream's header
+(:attr:`StreamDecoder.header`, found by :func:`~streaming.gateway.containers.header_length`);
+:meth:`StreamDecoder.resuming` primes a new decoder with it and then skips the resumed bytes
+to the first unit that starts in them (an Ogg page, a FLAC frame, a WebM block, a whole sample
+frame of WAV), since a resumed chunk begins wherever the client cut the stream. Nothing else
+is carried: Opus and FLAC units decode from the header alone (an Opus decoder settles within
+its first packet).
 """
 
 from __future__ import annotations
 
-import struct
 import threading
 from collections.abc import Iterator
 
@@ -24,79 +34,26 @@ import av
 import av.error
 import numpy as np
 
-CONTAINER_MAGIC: dict[bytes, str] = {
-    b"RIFF": "wav",
-    b"OggS": "ogg",
-    b"fLaC": "flac",
-    b"\x1a\x45\xdf\xa3": "matroska",
-}
-"""First four bytes of the containers recognised when a client sends no ``encoding``."""
+from streaming.gateway.containers import (
+    MATROSKA_CLUSTER,
+    MATROSKA_RESUMED_CLUSTER,
+    MAX_HEADER_BYTES,
+    MAX_RESYNC_BYTES,
+    DecodeError,
+    header_length,
+    parse_wav_header,
+    sniff_container,
+    unit_start,
+)
+
+__all__ = ["DecodeError", "StreamDecoder", "encode_stream", "open_decoder", "parse_wav_header"]
+
 CONTAINERS_FOR_ENCODING = {"opus": ("ogg", "matroska"), "flac": ("flac",)}
 """The containers each compressed ``encoding`` may come in, told apart by the first bytes."""
 FEED_TIMEOUT_S = 5.0
 """Longest wait for the decoder thread on one frame before the stream is declared broken."""
 _READ_BLOCK = 4096
 """Bytes FFmpeg asks for per read (its I/O buffer); a read returns whatever is buffered."""
-MAX_WAV_HEADER_BYTES = 64 * 1024
-"""A WAV stream whose ``data`` chunk has not started within this many bytes is refused."""
-_WAV_SAMPLE_FORMATS = {
-    (1, 8): "u8",
-    (1, 16): "s16le",
-    (1, 24): "s24le",
-    (1, 32): "s32le",
-    (3, 32): "f32le",
-    (3, 64): "f64le",
-    (6, 8): "alaw",
-    (7, 8): "mulaw",
-}
-"""(WAVE format tag, bits per sample) → FFmpeg's raw demuxer for the samples that follow."""
-
-
-class DecodeError(ValueError):
-    """The stream's bytes cannot be decoded; the message says what was wrong."""
-
-
-def parse_wav_header(head: bytes) -> tuple[int, str, int, int] | None:
-    """(offset of the first sample, raw format, channels, Hz) of a WAV header, or None while
-    more bytes are needed; raises :class:`DecodeError` when it is no PCM WAV.
-
-    Parsed here rather than by FFmpeg's WAV demuxer because that one reads 64 KiB ahead before
-    it returns the first sample (2 s of 16 kHz audio: too late for live results).
-    """
-    if len(head) >= 12 and (head[:4] != b"RIFF" or head[8:12] != b"WAVE"):
-        raise DecodeError("not a RIFF/WAVE stream")
-    position, fmt = 12, None
-    while position + 8 <= len(head):
-        chunk_id = head[position : position + 4]
-        (size,) = struct.unpack_from("<I", head, position + 4)
-        body = position + 8
-        if chunk_id == b"data":
-            if fmt is None:
-                raise DecodeError("WAV data chunk before its fmt chunk")
-            return (body, *fmt)
-        if body + size > len(head):
-            break
-        if chunk_id == b"fmt ":
-            if size < 16:
-                raise DecodeError("WAV fmt chunk too short")
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", head, body)
-            if tag == 0xFFFE and size >= 26:  # WAVE_FORMAT_EXTENSIBLE: the tag is in the GUID
-                (tag,) = struct.unpack_from("<H", head, body + 24)
-            raw = _WAV_SAMPLE_FORMATS.get((tag, bits))
-            if raw is None or not 1 <= channels <= 8 or not rate:
-                raise DecodeError(
-                    f"unsupported WAV format (tag {tag}, {bits} bits, {channels} channels)"
-                )
-            fmt = (raw, channels, rate)
-        position = body + size + (size & 1)
-    if len(head) > MAX_WAV_HEADER_BYTES:
-        raise DecodeError(f"no WAV data chunk in the first {MAX_WAV_HEADER_BYTES} bytes")
-    return None
-
-
-def sniff_container(first_bytes: bytes) -> str | None:
-    """The FFmpeg demuxer for a container recognised by its magic bytes, or None."""
-    return CONTAINER_MAGIC.get(first_bytes[:4])
 
 
 class _Pipe:
@@ -152,6 +109,23 @@ class StreamDecoder:
         self._wav_head: bytearray | None = bytearray() if container == "wav" else None
         self._demuxer = container
         self._demuxer_options: dict[str, str] = {}
+        self.header: bytes | None = None
+        """The stream's header once it is complete (what :meth:`resuming` primes with)."""
+        self._head: bytearray | None = bytearray()
+        self._resync: bytearray | None = None
+        """Resumed bytes held until the first unit that starts in them (see :meth:`resuming`)."""
+        self._wav_phase = 0
+
+    @classmethod
+    def resuming(cls, sample_rate: int, container: str, header: bytes) -> StreamDecoder:
+        """A decoder for a stream resumed mid-way: primed with the stream's ``header``, it
+        decodes from the first unit (page, frame, block) that starts in the bytes fed next."""
+        decoder = cls(sample_rate, container)
+        decoder.header, decoder._head = header, None
+        if decoder.feed(header):
+            raise DecodeError(f"the saved {container} header decoded to audio; it is no header")
+        decoder._resync = bytearray()
+        return decoder
 
     # ---- the gateway's side --------------------------------------------------------------
     def feed(self, data: bytes) -> bytes:
@@ -160,6 +134,12 @@ class StreamDecoder:
             self.container = self._demuxer = sniff_container(data)
             if self._demuxer == "wav":
                 self._wav_head = bytearray()
+        if self._head is not None:
+            self._keep_header(data)
+        if self._resync is not None:
+            data = self._after_resync(data)
+            if not data:
+                return b""
         if self._wav_head is not None:
             data = self._after_wav_header(data)
             if self._wav_head is not None:
@@ -169,6 +149,40 @@ class StreamDecoder:
             self._thread.start()
         self._pipe.write(data)
         return self._collect(final=False)
+
+    def _keep_header(self, data: bytes) -> None:
+        """Collect the first bytes until the header is complete (a few frames at most)."""
+        assert self._head is not None
+        self._head += data
+        try:
+            length = header_length(self.container or "", bytes(self._head))
+        except DecodeError:  # the decoder itself says what is wrong with the stream
+            self._head = None
+            return
+        if length is not None:
+            self.header = bytes(self._head[:length])
+            self._head = None
+        elif len(self._head) > MAX_HEADER_BYTES:
+            self._head = None  # not kept: this stream cannot resume on a fresh decoder
+
+    def _after_resync(self, data: bytes) -> bytes:
+        """Resumed bytes from the first unit that starts in them (empty while none has)."""
+        assert self._resync is not None and self.container is not None
+        self._resync += data
+        held = bytes(self._resync)
+        start = unit_start(self.container, held, self._wav_phase)
+        if start is None:
+            if len(held) > MAX_RESYNC_BYTES:
+                raise DecodeError(
+                    f"no {self.container} unit starts in the first {MAX_RESYNC_BYTES} bytes "
+                    "after the resume"
+                )
+            return b""
+        self._resync = None
+        resumed = held[start:]
+        if self.container == "matroska" and not resumed.startswith(MATROSKA_CLUSTER):
+            resumed = MATROSKA_RESUMED_CLUSTER + resumed
+        return resumed
 
     def _after_wav_header(self, data: bytes) -> bytes:
         """Hold bytes until the WAV header is complete; then decode the rest as raw samples."""

@@ -45,7 +45,7 @@ from streaming.gateway.admission import (
     same_digest,
     select_subprotocol,
 )
-from streaming.gateway.decode import DecodeError, open_decoder
+from streaming.gateway.decode import DecodeError, StreamDecoder, open_decoder
 from streaming.gateway.http import make_process_request
 from streaming.gateway.metrics import GatewayMetrics
 from streaming.gateway.outbox import spawn
@@ -57,6 +57,12 @@ from streaming.gateway.session import Session
 from streaming.gateway.spooling import spool_loop
 from streaming.gateway.stream import Stream
 from streaming.spool import SpoolRecord, SpoolWriter, records_to_batch
+from streaming.spool.priming import (
+    DecoderPriming,
+    drop_decoder_priming,
+    load_decoder_priming,
+    save_decoder_priming,
+)
 from streaming.vad import DEFAULT_GATE_DBFS, BatchedVad
 
 log = logging.getLogger("sonolake.gateway")
@@ -524,31 +530,28 @@ class Gateway:
             return False
         if not stream.format_known:
             stream.format_known = True
-            params = session.params
             try:
-                stream.decoder = open_decoder(
-                    params.encoding, params.encoding_given, params.sample_rate, frame
-                )
+                stream.decoder = self._open_decoder(stream, frame)
             except DecodeError as error:
                 await self._bad_stream(stream, str(error))
                 return False
-        pcm = frame
-        if stream.decoder is not None and session.next_seq > session.accepted_high:
-            try:
-                pcm = stream.decoder.feed(frame)
-            except DecodeError as error:
-                await self._bad_stream(stream, str(error))
-                return False
-            if not pcm:  # a header or part of a packet: nothing decoded, nothing to store
-                seq, _ = session.assign_seq()
-                stream.audio_sha256.update(frame)
-                session.mark_durable(seq)
-                stream.want_ack()
-                return True
-        elif stream.decoder is not None:
-            pcm = b"\0\0"  # resent after a resume: counted as a duplicate below, not decoded
+            if stream.decoder is not None:
+                stream.received_container = stream.decoder.container
+                params = session.params
+                stream.received_encoding = params.encoding if params.compressed else None
+        pcm, received = frame, None
+        if stream.decoder is not None:
+            received, pcm = frame, b""  # a resent frame (a duplicate below) is not decoded
+            if session.next_seq > session.accepted_high:
+                try:
+                    pcm = stream.decoder.feed(frame)  # empty: a header or part of a packet
+                except DecodeError as error:
+                    await self._bad_stream(stream, str(error))
+                    return False
+                if stream.priming is None and stream.decoder.header is not None:
+                    await self._save_priming(stream)
         bytes_per_sample = session.params.bytes_per_sample
-        if not pcm or len(pcm) % bytes_per_sample:
+        if received is None and (not pcm or len(pcm) % bytes_per_sample):
             await self._refuse(
                 ws,
                 ProtocolError(
@@ -575,10 +578,46 @@ class Gateway:
             stream.want_ack()
             return True
         stream.audio_sha256.update(frame)
-        self._accept_pcm(stream, seq, pcm)
+        self._accept_pcm(stream, seq, pcm, received)
         if not stream.spool_room.is_set():
             await stream.spool_room.wait()  # the spool is behind: stop reading this socket
         return True
+
+    def _open_decoder(self, stream: Stream, first_frame: bytes) -> StreamDecoder | None:
+        """The decoder a stream needs, judged on the first frame this process sees of it.
+
+        A session that already holds chunks resumes mid-stream: its saved priming (the
+        container header, :mod:`streaming.spool.priming`) primes a fresh decoder, which
+        the client is told about (audio of the unit cut by the resume point is not decoded).
+        """
+        session, params = stream.session, stream.session.params
+        if session.accepted_high >= 0:
+            priming = load_decoder_priming(self.spool.spool_dir, session.session_id)
+            if priming is not None:
+                stream.priming = priming
+                stream.send(
+                    proto.warning_message(
+                        "decoder_restarted",
+                        f"the {priming.container} stream resumed on a new decoder: it decodes "
+                        "from the first page, frame or block that starts in the resumed audio",
+                    )
+                )
+                return StreamDecoder.resuming(params.sample_rate, priming.container, priming.header)
+        return open_decoder(params.encoding, params.encoding_given, params.sample_rate, first_frame)
+
+    async def _save_priming(self, stream: Stream) -> None:
+        """The stream's header is complete: keep it durably before the chunk that completed
+        it can be acknowledged, so another process can resume the session."""
+        session, decoder = stream.session, stream.decoder
+        assert decoder is not None and decoder.header is not None and decoder.container
+        stream.priming = DecoderPriming(
+            session_id=session.session_id,
+            device_id=session.device_id,
+            container=decoder.container,
+            encoding=stream.received_encoding,
+            header=decoder.header,
+        )
+        await asyncio.to_thread(save_decoder_priming, self.spool.spool_dir, stream.priming)
 
     async def _bad_stream(self, stream: Stream, why: str) -> None:
         """Undecodable compressed audio: Error ``bad_frame``, then end the session (1003)."""
@@ -601,13 +640,15 @@ class Gateway:
             self.metrics.client_errors["bad_frame"] += 1
             stream.send(proto.error_message("bad_frame", str(error)))
             return False
-        if tail:
+        if tail:  # PCM no frame of the client's completed: nothing was received for it
             seq, _ = stream.session.assign_seq()
-            self._accept_pcm(stream, seq, tail)
+            self._accept_pcm(stream, seq, tail, b"")
         return True
 
-    def _accept_pcm(self, stream: Stream, seq: int, pcm: bytes) -> None:
-        """Queue one chunk of PCM (as received, or decoded) for the spool and the VAD."""
+    def _accept_pcm(self, stream: Stream, seq: int, pcm: bytes, received: bytes | None) -> None:
+        """Queue one chunk for the spool and the VAD: its PCM (as received, or decoded) and,
+        for a compressed stream, the bytes the client sent (``received``; None for raw PCM,
+        whose ``pcm`` is what was received)."""
         session = stream.session
         bytes_per_sample = session.params.bytes_per_sample
         samples = len(pcm) // bytes_per_sample
@@ -627,10 +668,16 @@ class Gateway:
             pcm=pcm,
             label=session.label,
             received_at=received_at,
+            received=received,
+            received_encoding=stream.received_encoding,
+            received_container=stream.received_container,
         )
         stream.queue_for_spool(record, time.perf_counter())
         stream.note_label(seq, session.label)
         self.metrics.chunks += 1
+        if not pcm:  # a compressed frame that completed no audio yet: stored, not processed
+            session.totals.chunks += 1
+            return
         dropped = session.feed(seq, pcm)
         if dropped:
             self._report_drops(stream, dropped)
@@ -706,6 +753,8 @@ class Gateway:
             )
         except Exception:
             log.exception("could not write session_end for %s", session.session_id)
+        if stream.priming is not None:  # the stream will not resume: its header can go
+            await asyncio.to_thread(drop_decoder_priming, self.spool.spool_dir, session.session_id)
         session.closed = True
         self.processor.release(stream)
         self.streams.pop(session.session_id, None)

@@ -32,6 +32,7 @@ from streaming.gateway.outbox import Outbox, spawn
 from streaming.gateway.quota import AudioBucket
 from streaming.gateway.session import Session
 from streaming.spool import SpoolRecord
+from streaming.spool.priming import DecoderPriming
 from streaming.vad import WINDOW_SAMPLES
 
 WINDOW_LOG = 400
@@ -78,9 +79,15 @@ class Stream:
     audio_sha256: Any = field(default_factory=hashlib.sha256)
     """SHA-256 of the audio bytes accepted so far, as received (Deepgram's ``sha256``)."""
     decoder: Any = None
+    """The :class:`~streaming.gateway.decode.StreamDecoder` of a compressed stream, else None."""
     format_known: bool = False
     """True once the first frame has told whether the stream needs a decoder."""
-    """The :class:`~streaming.gateway.decode.StreamDecoder` of a compressed stream, else None."""
+    received_encoding: str | None = None
+    """A compressed stream's declared ``encoding`` (``opus``, ``flac``; None: a bare container)."""
+    received_container: str | None = None
+    """A compressed stream's container (``ogg``, ``matroska``, ``flac``, ``wav``), else None."""
+    priming: DecoderPriming | None = None
+    """The header a fresh decoder needs, once saved durably (or loaded, on a resume)."""
     finishing: bool = False
     spool_closing: bool = False
     """Set once the last decision is queued: the spool writer may end when its queue is empty."""
@@ -127,7 +134,7 @@ class Stream:
 
     def queue_for_spool(self, record: SpoolRecord, received_s: float) -> None:
         self.spool_queue.append((record, received_s))
-        self.spool_queued_bytes += len(record.pcm)
+        self.spool_queued_bytes += len(record.pcm) + len(record.received or b"")
         self.spool_wakeup.set()
         self.check_spool_room()
 

@@ -7,7 +7,10 @@ over sessions in Python: every step is a pyarrow/numpy pass over all records of 
 - **chunks** → dedup against the batch and the carried key state, then ``bronze.audio_chunks``.
   A *duplicate* is the same stream's same seq with the same bytes (CRC-32 and length); the
   same key with other bytes is a *conflict* and goes to ``bronze.dead_letters`` with the
-  reason — never dropped silently, never landed over the original.
+  reason — never dropped silently, never landed over the original. The bytes compared are
+  the ones the client sent (:func:`client_bytes`): a compressed chunk resent after a gateway
+  restart is decoded by a fresh decoder, whose PCM may differ from the first one's, yet it
+  is the same chunk.
 - **utterance** records → ``silver.audio_events`` (one per utterance, with its final result),
   levels measured over the chunks it spans (:mod:`streaming.sidecar.levels`).
 - **result** and **utterance** records → ``gold.predictions`` (one row per ``Results`` sent).
@@ -114,6 +117,12 @@ def _digests(pcm: pa.ChunkedArray) -> np.ndarray:
     bounds = zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
     crc = np.fromiter((zlib.crc32(view[a:b]) for a, b in bounds), np.int64, len(column))
     return crc | (np.diff(offsets) << 32)
+
+
+def client_bytes(chunks: pa.Table) -> pa.ChunkedArray:
+    """What the client sent for each chunk: ``received`` where the stream was compressed,
+    else ``pcm`` (raw PCM is stored once, in ``pcm``; see :data:`AUDIO_CHUNKS`)."""
+    return pc.coalesce(chunks.column("received"), chunks.column("pcm"))
 
 
 def _codes(*columns: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
@@ -401,16 +410,15 @@ def land(
     received += [int(v) for v in (pc.max(keys.column("received_us")).as_py(),) if v is not None]
     watermark_us = max(received, default=0)
 
-    digests = _digests(chunks.column("pcm"))
+    digests = _digests(client_bytes(chunks))
     status = classify_chunks(chunks, keys, digests)
     fresh = chunks.filter(pa.array(status == 0))
     conflicts = chunks.filter(pa.array(status == 2))
     dead = [
-        {**row, "source": row.pop("spool_segment"), "payload": row.pop("pcm")}
-        | {"reason": CONFLICT_REASON}
-        for row in conflicts.select(
-            ["spool_segment", "record_index", "session_id", "seq", "pcm"]
-        ).to_pylist()
+        {**row, "source": row.pop("spool_segment")} | {"reason": CONFLICT_REASON}
+        for row in conflicts.select(["spool_segment", "record_index", "session_id", "seq"])
+        .append_column("payload", client_bytes(conflicts))
+        .to_pylist()
     ]
     bronze = bronze_rows(fresh)
     new_stats = pa.concat_tables([stats, stats_rows(fresh)])

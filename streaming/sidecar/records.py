@@ -152,7 +152,10 @@ def validate(table: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
     seq = np.asarray(pc.fill_null(table.column("seq"), -1), dtype=np.int64)
     refuse(is_chunk & (seq < 0), "negative seq for a chunk")
     length = np.asarray(pc.fill_null(pc.binary_length(table.column("pcm")), 0), dtype=np.int64)
-    refuse(is_chunk & (length == 0), "zero-length pcm")
+    # A compressed stream's frame may complete no PCM (a header) and its decoder's last PCM
+    # has no frame of its own: a chunk is empty only when it carries neither.
+    sent = np.asarray(pc.fill_null(pc.binary_length(table.column("received")), 0), np.int64)
+    refuse(is_chunk & (length == 0) & (sent <= 0), "zero-length pcm")
     is_linear16 = np.asarray(pc.fill_null(pc.equal(encoding, "linear16"), False), dtype=bool)
     refuse(
         is_chunk & is_linear16 & (length % 2 == 1),

@@ -14,11 +14,14 @@ is where "accepted" becomes a promise. Records are appended to Arrow IPC *stream
 ``quarantine/<id>.arrow``
     a segment the sidecar could not read (its reason is in bronze.dead_letters).
 
-Format 2 (:data:`SPOOL_SCHEMA`) carries the gateway's *decisions* beside the audio: an
+Format 2 carries the gateway's *decisions* beside the audio: an
 ``utterance`` record per closed utterance (stream-clock span, chunk range, speech ratio, end
 reason, and the final ``Results`` sent for it), a ``result`` record per interim ``Results``,
-and the session's totals in ``session_end``. Format-1 segments (audio only) are still read:
-:func:`decode_segment` upgrades them with null decision columns.
+and the session's totals in ``session_end``. Format 3 adds, on the chunks of a compressed
+stream (Opus, FLAC, a container), the bytes exactly as the client sent them (``received``)
+beside the decoded PCM, and the encoding and container they came in; raw PCM streams leave
+those null (their ``pcm`` is what was received). Segments of formats 1 and 2 are still read:
+:func:`decode_segment` upgrades them with the null columns they never had.
 
 Segment ids are microsecond timestamps made strictly increasing, so names sort in write order
 even after every older segment has been retired.
@@ -47,6 +50,7 @@ from streaming.spool.format import (
     SPOOL_FORMAT_VERSION,
     SPOOL_SCHEMA,
     SPOOL_SCHEMA_V1,
+    SPOOL_SCHEMA_V2,
     TIMESTAMP_US_UTC,
     TOP_K_TYPE,
     Segment,
@@ -88,6 +92,7 @@ __all__ = [
     "SPOOL_FORMAT_VERSION",
     "SPOOL_SCHEMA",
     "SPOOL_SCHEMA_V1",
+    "SPOOL_SCHEMA_V2",
     "TIMESTAMP_US_UTC",
     "TOP_K_TYPE",
     "Segment",

@@ -8,7 +8,8 @@ segment the purge is rewriting.
 
 The purge rewrites every sealed and landed segment that holds the device without its records
 (write a temporary file, fsync, rename over the segment), and deletes quarantined segments
-whose bytes contain the device id (they cannot be parsed, so they cannot be filtered). The
+whose bytes contain the device id (they cannot be parsed, so they cannot be filtered), and the
+saved stream headers of the device's compressed sessions (``priming/``). The
 segment the gateway is still writing (``*.open``) cannot be rewritten: its records are dropped
 by the sidecar's tombstone check when it lands, and the file goes with the spool's retention.
 """
@@ -28,6 +29,7 @@ import pyarrow.compute as pc
 from lake_schemas import Lake
 from lake_schemas.erasure import ErasureResult, erase_device, plan_erasure
 from streaming.spool.format import LANDED_DIR, QUARANTINE_DIR, SEALED_SUFFIX, fsync_dir
+from streaming.spool.priming import purge_device_priming
 
 ERASURE_LOCK_FILE = "erasure.lock"
 
@@ -53,6 +55,8 @@ class SpoolPurge:
     """Records of the device removed from sealed and landed segments."""
     segments_rewritten: int
     quarantined_deleted: int
+    primings_deleted: int = 0
+    """Saved stream headers of the device's compressed sessions (:mod:`streaming.spool.priming`)."""
 
 
 def _segments(spool_dir: Path) -> list[Path]:
@@ -116,7 +120,7 @@ def purge_device(spool_dir: Path, device_id: str) -> SpoolPurge:
             if needle in path.read_bytes():
                 path.unlink()
                 deleted += 1
-    return SpoolPurge(records, rewritten, deleted)
+    return SpoolPurge(records, rewritten, deleted, purge_device_priming(spool_dir, device_id))
 
 
 def erase_everywhere(

@@ -56,9 +56,19 @@ DECISION_FIELDS = [
 ]
 """Format 2 adds the gateway's decisions, null on audio records (see :class:`SpoolRecord`)."""
 
-SPOOL_FORMAT_VERSION = 2
+SPOOL_SCHEMA_V2 = pa.schema([*SPOOL_SCHEMA_V1, *DECISION_FIELDS])
+"""Format 2: audio and decisions. Still read (:func:`decode_segment`)."""
+
+RECEIVED_FIELDS = [
+    pa.field("received", pa.binary()),
+    pa.field("received_encoding", pa.string()),
+    pa.field("received_container", pa.string()),
+]
+"""Format 3 adds the bytes a compressed stream's client sent, null when they are the PCM."""
+
+SPOOL_FORMAT_VERSION = 3
 SPOOL_SCHEMA = pa.schema(
-    [*SPOOL_SCHEMA_V1, *DECISION_FIELDS],
+    [*SPOOL_SCHEMA_V2, *RECEIVED_FIELDS],
     metadata={b"sonolake.spool_format": str(SPOOL_FORMAT_VERSION).encode()},
 )
 """One schema for every spool record: a chunk of audio, a decision, or the end of a session."""
@@ -107,9 +117,11 @@ class SpoolRecord:
     sample_rate: int
     """Hz, as negotiated for the session (8000–48000)."""
     encoding: str
-    """``linear16`` or ``mulaw``."""
+    """``linear16`` or ``mulaw``: the encoding of ``pcm``."""
     pcm: bytes
-    """Audio bytes exactly as received (empty for session_end)."""
+    """The audio the pipeline processes: the bytes as received for ``linear16``/``mulaw``
+    streams, the decoded PCM16 of a compressed stream (possibly empty: a frame that completed
+    no audio, such as a container header). Empty for records that are not chunks."""
     label: str | None = None
     meta_json: str | None = None
     """session_end: JSON totals (chunks, dropped_chunks, interim/final results, …)."""
@@ -138,6 +150,16 @@ class SpoolRecord:
     """champion (answered the client) or shadow (scored on the side)."""
     latency_ms: float | None = None
     """From the window that made the result due to the ``Results`` being queued (ms)."""
+    # ---- what a compressed stream's client sent; null when ``pcm`` is what it sent -------
+    received: bytes | None = None
+    """The frame's bytes exactly as the client sent them (Opus, FLAC, a container's piece);
+    empty for the PCM a decoder released only at the stream's end. Null for raw PCM streams,
+    whose ``pcm`` is already the received bytes: they are never stored twice."""
+    received_encoding: str | None = None
+    """The ``encoding`` the client declared (``opus``, ``flac``), null when it declared none
+    and the container was recognised by its first bytes."""
+    received_container: str | None = None
+    """The container the bytes are in: ``ogg``, ``matroska`` (WebM), ``flac`` or ``wav``."""
 
     @classmethod
     def chunk(
@@ -152,6 +174,9 @@ class SpoolRecord:
         pcm: bytes,
         label: str | None = None,
         received_at: datetime | None = None,
+        received: bytes | None = None,
+        received_encoding: str | None = None,
+        received_container: str | None = None,
     ) -> SpoolRecord:
         return cls(
             kind=KIND_CHUNK,
@@ -164,6 +189,9 @@ class SpoolRecord:
             encoding=encoding,
             pcm=pcm,
             label=label,
+            received=received,
+            received_encoding=received_encoding,
+            received_container=received_container,
         )
 
     @classmethod
@@ -329,16 +357,20 @@ def decode_segment(data: bytes, *, source: str = "<bytes>") -> pa.Table:
     return upgrade(table)
 
 
+SPOOL_FORMATS = (SPOOL_SCHEMA_V1, SPOOL_SCHEMA_V2, SPOOL_SCHEMA)
+"""Every format ever written, oldest first; each adds nullable columns to the one before."""
+
+
 def is_spool_schema(schema: pa.Schema) -> bool:
-    """Format 2 or format 1 (field names, types and nullability; metadata aside)."""
-    return schema.equals(SPOOL_SCHEMA) or schema.equals(SPOOL_SCHEMA_V1)
+    """Format 3, 2 or 1 (field names, types and nullability; metadata aside)."""
+    return any(schema.equals(known) for known in SPOOL_FORMATS)
 
 
 def upgrade(table: pa.Table) -> pa.Table:
-    """Records of either format as format 2: a format-1 segment gains null decision columns
-    (it holds no decisions), so every reader downstream sees one schema."""
-    if table.schema.equals(SPOOL_SCHEMA):
-        return table.replace_schema_metadata(SPOOL_SCHEMA.metadata)
-    for field in DECISION_FIELDS:
-        table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    """Records of any format as format 3: an older segment gains the null columns it never
+    had (format 1: no decisions; formats 1 and 2: no received bytes, as every stream was raw
+    PCM then), so every reader downstream sees one schema."""
+    for field in SPOOL_SCHEMA:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
     return table.replace_schema_metadata(SPOOL_SCHEMA.metadata)

@@ -27,6 +27,7 @@ from streaming.spool import (
     QUARANTINE_DIR,
     SPOOL_SCHEMA,
     SPOOL_SCHEMA_V1,
+    SPOOL_SCHEMA_V2,
     SpoolRecord,
     records_to_batch,
     sealed_segments,
@@ -227,3 +228,50 @@ def test_a_format_1_spool_segment_still_lands(tmp_path: Path) -> None:
     (row,) = lake.read(SESSIONS).to_pylist()
     assert (row["chunks"], row["dropped_chunks"]) == (16, 0)
     assert lake.read(DEAD_LETTERS).num_rows == 0
+    assert lake.read(AUDIO_CHUNKS).column("received").null_count == 16, "raw PCM: pcm only"
+
+
+def test_a_format_2_spool_segment_lands_with_its_decisions(tmp_path: Path) -> None:
+    """Segments written before received bytes were kept (every stream was raw PCM) land
+    whole: their chunks' bytes are in pcm, and received stays null."""
+    (session,) = sessions(1, chunks=16, bursts=1)
+    records = session.records()
+    table = pa.Table.from_batches([records_to_batch(records)])
+    old = table.select(SPOOL_SCHEMA_V2.names).cast(SPOOL_SCHEMA_V2)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    _write_raw_segment(spool, 1, _segment_bytes(old, SPOOL_SCHEMA_V2))
+    _land_all(tmp_path)
+    lake = Lake(tmp_path / "lake")
+    bronze = lake.read(AUDIO_CHUNKS).sort_by("seq")
+    chunks = [r for r in records if r.kind == "chunk"]
+    assert bronze.column("pcm").to_pylist() == [r.pcm for r in chunks]
+    assert bronze.column("received").null_count == len(chunks)
+    decisions = [r for r in records if r.kind in ("result", "utterance")]
+    assert decisions and lake.read(PREDICTIONS).num_rows == len(decisions)
+    assert lake.read(DEAD_LETTERS).num_rows == 0
+
+
+def test_a_compressed_chunk_is_a_duplicate_by_the_bytes_the_client_sent(tmp_path: Path) -> None:
+    """A compressed frame resent after a gateway restart is decoded again by a fresh decoder,
+    so its PCM may differ: the same received bytes make it a duplicate (the first landed PCM
+    stays); other received bytes under the same seq are a conflict, dead-lettered with them."""
+    (session,) = sessions(1, chunks=16, bursts=1)
+    records = [
+        replace(r, received=b"frame-%d" % r.seq, received_container="ogg")
+        if r.kind == "chunk"
+        else r
+        for r in session.records()
+    ]
+    chunks = [r for r in records if r.kind == "chunk"]
+    redecoded = replace(chunks[4], pcm=b"\x07\x00" * 1600)  # same frame, another decoder
+    forged = replace(chunks[6], received=b"another frame")
+    write_spool(tmp_path / "spool", [*records, redecoded, forged], per_segment=100)
+    _land_all(tmp_path)
+    lake = Lake(tmp_path / "lake")
+    bronze = lake.read(AUDIO_CHUNKS).sort_by("seq").to_pylist()
+    assert [r["seq"] for r in bronze] == [r.seq for r in chunks]
+    assert bronze[4]["pcm"] == chunks[4].pcm and bronze[4]["received"] == b"frame-4"
+    (dead,) = lake.read(DEAD_LETTERS).to_pylist()
+    assert (dead["seq"], dead["payload"]) == (6, b"another frame")
+    assert "conflicting payload" in dead["reason"]

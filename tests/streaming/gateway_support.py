@@ -104,6 +104,31 @@ class GatewayThread:
             self.thread.join(10)
 
 
+@dataclass(frozen=True)
+class CompressedFormat:
+    """A way clients send compressed audio: PyAV's muxer and codec to encode it, the
+    ``encoding`` to declare (None: a bare container), and the demuxer the gateway picks."""
+
+    muxer: str
+    codec: str
+    encoding: str | None
+    container: str
+    lossless: bool
+
+    @property
+    def query(self) -> str:
+        return f"&encoding={self.encoding}" if self.encoding else ""
+
+
+COMPRESSED_FORMATS = {
+    "ogg-opus": CompressedFormat("ogg", "libopus", "opus", "ogg", lossless=False),
+    "webm-opus": CompressedFormat("webm", "libopus", None, "matroska", lossless=False),
+    "flac": CompressedFormat("flac", "flac", "flac", "flac", lossless=True),
+    "wav": CompressedFormat("wav", "pcm_s16le", None, "wav", lossless=True),
+}
+"""Ogg and WebM Opus as browsers and ``opusenc`` write them, FLAC, and PCM in a WAV file."""
+
+
 def speech_stream(shared_data: Path, words: int = 2, gap_s: float = 0.7) -> np.ndarray:
     """Real keywords (16 kHz PCM16) separated by silence: each should give one utterance."""
     clips = [

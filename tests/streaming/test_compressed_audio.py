@@ -2,7 +2,8 @@
 
 Each stream is cut into pieces that ignore packet and page boundaries (as a socket would),
 sent to a live gateway, and checked on both ends: what the client heard (speech events,
-results, Acks, close code) and what the spool stored (decoded PCM16 at the session's rate).
+results, Acks, close code) and what the spool stored (decoded PCM16 at the session's rate),
+and, landed by the real sidecar, what bronze keeps (the bytes as sent beside their PCM).
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gateway_support import Transcript, open_ws, read_until_closed, speech_stream
+from gateway_support import (
+    COMPRESSED_FORMATS,
+    Transcript,
+    open_ws,
+    read_until_closed,
+    speech_stream,
+)
 
+from lake_schemas import AUDIO_CHUNKS, Lake
 from streaming.gateway.decode import DecodeError, StreamDecoder, encode_stream, open_decoder
 from streaming.gateway.protocol import CLOSE_BAD_DATA, CLOSE_NORMAL
+from streaming.sidecar.driver import Sidecar, SidecarConfig
 from streaming.spool import KIND_CHUNK
 
 pytestmark = pytest.mark.integration
@@ -59,27 +68,15 @@ def speech(shared_data: Path) -> np.ndarray:
     return speech_stream(shared_data, words=2, gap_s=0.8)
 
 
-@pytest.mark.parametrize(
-    ("name", "container", "codec", "encoding", "lossless"),
-    [
-        ("ogg-opus", "ogg", "libopus", "opus", False),
-        ("webm-opus", "webm", "libopus", None, False),
-        ("flac", "flac", "flac", "flac", True),
-        ("wav", "wav", "pcm_s16le", None, True),
-    ],
-)
+@pytest.mark.parametrize("name", list(COMPRESSED_FORMATS))
 def test_compressed_stream_is_decoded_processed_and_stored(
-    make_gateway: Any,
-    speech: np.ndarray,
-    name: str,
-    container: str,
-    codec: str,
-    encoding: str | None,
-    lossless: bool,
+    make_gateway: Any, speech: np.ndarray, name: str
 ) -> None:
     gateway = make_gateway()
-    data = encode_stream(speech, 16_000, container, codec)
-    query = f"device_id={name}" + (f"&encoding={encoding}" if encoding else "")
+    kind = COMPRESSED_FORMATS[name]
+    lossless = kind.lossless
+    data = encode_stream(speech, 16_000, kind.muxer, kind.codec)
+    query = f"device_id={name}{kind.query}"
     transcript = stream_bytes(gateway, query, data, speech.size / 16_000)
 
     assert transcript.close_code == CLOSE_NORMAL, transcript.of("Error")
@@ -168,3 +165,47 @@ def test_a_stream_that_ends_before_any_audio_is_an_error() -> None:
     assert decoder.feed(b"OggS") == b""
     with pytest.raises(DecodeError):
         decoder.close()
+
+
+def land(spool_dir: Path, lake_dir: Path) -> Lake:
+    """Land every sealed segment of ``spool_dir`` with the real sidecar (in this process)."""
+    config = SidecarConfig(spool_dir=spool_dir, state_dir=lake_dir.parent / "sidecar-state")
+    sidecar = Sidecar(Lake(lake_dir), config)
+    while sidecar.land_once() is not None:
+        pass
+    return Lake(lake_dir)
+
+
+def test_bronze_keeps_the_bytes_as_received_and_their_pcm(
+    make_gateway: Any, speech: np.ndarray, tmp_path: Path
+) -> None:
+    """Each compressed frame lands once with its bytes exactly as sent; decoding them again
+    gives the PCM that landed beside them. A raw PCM stream stores its bytes once, in pcm."""
+    gateway = make_gateway()
+    sent: dict[str, tuple[bytes, str | None, str]] = {}
+    for name, kind in COMPRESSED_FORMATS.items():
+        data = encode_stream(speech, 16_000, kind.muxer, kind.codec)
+        assert stream_bytes(gateway, f"device_id=b-{name}{kind.query}", data).close_code == 1000
+        sent[f"b-{name}"] = (data, kind.encoding, kind.container)
+    raw = speech.tobytes()
+    assert stream_bytes(gateway, "device_id=b-raw", raw[: len(raw) // 2 * 2]).close_code == 1000
+    gateway.seal()
+    bronze = land(gateway.spool_dir, tmp_path / "lake").read(AUDIO_CHUNKS).to_pylist()
+
+    for name, (data, encoding, demuxer) in sent.items():
+        rows = sorted((r for r in bronze if r["device_id"] == name), key=lambda r: r["seq"])
+        frames = pieces(data)
+        assert [r["seq"] for r in rows] == list(range(len(rows))), "every chunk once"
+        assert [r["received"] for r in rows[: len(frames)]] == frames, "bytes as sent, per frame"
+        assert all(r["received"] == b"" for r in rows[len(frames) :]), "the decoder's tail"
+        assert {(r["received_encoding"], r["received_container"]) for r in rows} == {
+            (encoding, demuxer)
+        }
+        assert {r["encoding"] for r in rows} == {"linear16"}
+        decoder = StreamDecoder(16_000, demuxer)
+        again = decoder.feed(b"".join(r["received"] for r in rows)) + decoder.close()
+        assert again == b"".join(r["pcm"] for r in rows)
+        assert sum(r["num_samples"] for r in rows) == speech.size
+    rows = [r for r in bronze if r["device_id"] == "b-raw"]
+    assert rows and all(r["received"] is None and r["received_container"] is None for r in rows)
+    assert b"".join(r["pcm"] for r in sorted(rows, key=lambda r: r["seq"])) == raw
