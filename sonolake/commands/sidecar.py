@@ -63,6 +63,7 @@ def build_sidecar(settings: Settings, on_batch: Any | None = None) -> Any:
         max_segments_per_batch=settings.sidecar_max_segments_per_batch,
         dask_scheduler=dask_scheduler_for(settings),
         dask_partitions=settings.dask_partitions,
+        store_retry_s=settings.sidecar_store_retry_s,
     )
     return Sidecar(lake, config, on_phase=phase_printer(settings), on_batch=on_batch)
 
@@ -119,7 +120,7 @@ def run_sidecar(
 
         while not stop.is_set():
             try:
-                report = sidecar.land_once()
+                report = sidecar.land_next()
             except ClusterUnavailable as exc:  # the batch stays planned: the next start lands it
                 raise WorkFailed(f"batch not landed: {exc}") from None
             if report is None:
