@@ -40,7 +40,7 @@ from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, PREDICTIONS, SESSIONS, Lake
 from lake_schemas.lineage import APP_VERSION_KEY
 from sonolake.wiring import s3_storage_options
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.s3]
 
 BUCKET = "sonolake-chaos"
 APP_ID = "sidecar"
