@@ -251,7 +251,7 @@ SHORT_PLAN = [
 def test_s3_endpoint_outages_during_sidecar_commits_land_every_batch_exactly_once(
     tmp_path: Path, bytecode_cache: Path
 ) -> None:
-    run = run_outages(tmp_path, bytecode_cache, SHORT_PLAN, streams=4, per_segment=20, seed=3)
+    run = run_outages(tmp_path, bytecode_cache, SHORT_PLAN, streams=3, per_segment=35, seed=3)
     _check(run, SHORT_PLAN, outlasts_delta_rs=False)
 
 
