@@ -3,11 +3,13 @@
 delta-rs does the real work (the transaction log, conflict checks, object-store commits);
 this module only adds what the lake's contract needs on top: create-if-missing that is safe
 when two processes race, commit properties that carry lineage and an app transaction,
-primary-key merge predicates, and a retry policy for commits that lost a race.
+primary-key merge predicates, a retry policy for commits that lost a race, and one for
+operations that found the object store unavailable.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -18,9 +20,12 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError, DeltaError
 from tenacity import (
+    RetryCallState,
     retry,
+    retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     wait_random_exponential,
 )
 
@@ -32,8 +37,55 @@ COMMIT_ATTEMPTS = 8
 """Attempts of one lake operation when its commit loses a race (CommitFailedError)."""
 RETRY_WAIT_MAX_S = 2.0
 """Upper bound of the jittered back-off between attempts, in seconds."""
+STORE_RETRY_WAIT_MAX_S = 5.0
+"""Upper bound of the back-off while the object store is unavailable, in seconds."""
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def is_store_unavailable(exc: BaseException) -> bool:
+    """True for an error of the object store itself (endpoint refused, reset or timed out
+    after delta-rs' own request retries), which may pass once the store is back.
+
+    delta-rs reports those as a bare ``OSError`` with no errno ("Generic S3 error …"); an
+    ``OSError`` subclass or one carrying an errno is a local file error (missing folder,
+    permission, full disk) that waiting does not cure.
+    """
+    return type(exc) is OSError and exc.errno is None
+
+
+def with_store_retries(operation: Callable[[], T], give_up_after_s: float) -> T:
+    """Run ``operation`` again, with jittered exponential back-off (0.2 s doubling up to
+    5 s), while it fails because the object store is unavailable, for up to
+    ``give_up_after_s`` seconds (0: once, no retry); then the last error is raised.
+
+    Only for operations that are safe to repeat after a failure that may have been applied
+    (the request reached the store but its answer did not come back): writes guarded by an
+    app transaction, reads. A plain append repeated that way could land twice.
+    """
+    if give_up_after_s <= 0:
+        return operation()
+    retrying = retry(
+        retry=retry_if_exception(is_store_unavailable),
+        stop=stop_after_delay(give_up_after_s),
+        wait=wait_random_exponential(multiplier=0.2, max=STORE_RETRY_WAIT_MAX_S),
+        before_sleep=_log_store_retry,
+        reraise=True,
+    )
+    return retrying(operation)()
+
+
+def _log_store_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    first_line = str(error).splitlines()[0] if error is not None else ""
+    log.warning(
+        "object store unavailable (%s); attempt %d failed, retrying in %.1f s",
+        first_line,
+        state.attempt_number,
+        state.next_action.sleep if state.next_action is not None else 0.0,
+    )
 
 
 def join_uri(root: str, path: str) -> str:

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     sidecar_interval_s: float = Field(
         1.0, description="Sidecar: seconds between spool checks when nothing is waiting."
     )
+    sidecar_store_retry_s: float = Field(
+        300.0,
+        ge=0,
+        description="Sidecar: seconds a batch keeps being retried (jittered back-off up to 5 s) "
+        "while the lake's object store is unavailable, before the sidecar gives up (0: no retry).",
+    )
     sidecar_max_segments_per_batch: int = Field(
         256, description="Sidecar: most spool segments landed in one micro-batch."
     )

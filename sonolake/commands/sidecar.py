@@ -63,6 +63,7 @@ def build_sidecar(settings: Settings, on_batch: Any | None = None) -> Any:
         max_segments_per_batch=settings.sidecar_max_segments_per_batch,
         dask_scheduler=dask_scheduler_for(settings),
         dask_partitions=settings.dask_partitions,
+        store_retry_s=settings.sidecar_store_retry_s,
     )
     return Sidecar(lake, config, on_phase=phase_printer(settings), on_batch=on_batch)
 
@@ -114,20 +115,36 @@ def run_sidecar(
         signal.signal(sig, lambda *_: stop.set())
     sys.stdout.write("sidecar ready\n")
     sys.stdout.flush()
-    if once:
-        from streaming.sidecar.options import ClusterUnavailable
+    try:
+        if once:
+            land_all(sidecar, stop)
+        else:
+            sidecar.run(interval_s, stop)
+    except OSError as exc:
+        from lake_schemas.delta import is_store_unavailable
 
-        while not stop.is_set():
-            try:
-                report = sidecar.land_once()
-            except ClusterUnavailable as exc:  # the batch stays planned: the next start lands it
-                raise WorkFailed(f"batch not landed: {exc}") from None
-            if report is None:
-                break
-            sys.stdout.write(json.dumps(dataclasses.asdict(report)) + "\n")
-            sys.stdout.flush()
-        return
-    sidecar.run(interval_s, stop)
+        if not is_store_unavailable(exc):
+            raise
+        first_line = str(exc).splitlines()[0]
+        raise WorkFailed(
+            f"batch not landed: the lake's object store stayed unavailable for "
+            f"{settings.sidecar_store_retry_s:g} s ({first_line}); the next start replays it"
+        ) from None
+
+
+def land_all(sidecar: Any, stop: threading.Event) -> None:
+    """``--once``: land every sealed segment, printing each batch's report as one JSON line."""
+    from streaming.sidecar.options import ClusterUnavailable
+
+    while not stop.is_set():
+        try:
+            report = sidecar.land_next()
+        except ClusterUnavailable as exc:  # the batch stays planned: the next start lands it
+            raise WorkFailed(f"batch not landed: {exc}") from None
+        if report is None:
+            break
+        sys.stdout.write(json.dumps(dataclasses.asdict(report)) + "\n")
+        sys.stdout.flush()
 
 
 def register(app: typer.Typer) -> None:

@@ -49,6 +49,7 @@ from lake_schemas import (
     Lake,
     TableSpec,
 )
+from lake_schemas.delta import with_store_retries
 from lake_schemas.erasure import ErasedDevices
 from streaming.sidecar.landing import LandingParams
 from streaming.sidecar.options import ClusterUnavailable
@@ -99,6 +100,9 @@ class SidecarConfig:
     """On Dask: partitions of a batch's segments and session shards (≥ the worker count)."""
     dask_connect_timeout_s: int = 10
     """On Dask: how long a batch waits for the scheduler and a first worker (s)."""
+    store_retry_s: float = 300.0
+    """How long a batch keeps being retried while the lake's object store is unavailable
+    (s; 0: fail at once). Each retry replays the batch from its manifest, as a restart would."""
 
 
 @dataclass
@@ -192,12 +196,22 @@ class Sidecar:
             return None
         return self._run_batch(manifest, replayed=False)
 
+    def land_next(self) -> BatchReport | None:
+        """:meth:`land_once`, run again while the lake's object store is unavailable (an
+        endpoint refusing, resetting or timing out), for up to ``config.store_retry_s``.
+
+        Each try is exactly what a restart would do: an unfinished batch is replayed from its
+        manifest and staged outputs, and a table that already holds the batch's app
+        transaction is skipped, so a commit whose answer was lost is never made twice.
+        """
+        return with_store_retries(self.land_once, self.config.store_retry_s)
+
     def run(self, interval_s: float, stop: threading.Event) -> int:
         """Land batches until ``stop`` is set; returns how many batches were landed."""
         landed = 0
         while not stop.is_set():
             try:
-                report = self.land_once()
+                report = self.land_next()
             except ClusterUnavailable as exc:  # nothing committed: the batch simply reruns
                 log.warning("batch not landed (%s); retrying in %.1f s", exc, interval_s)
                 stop.wait(interval_s)

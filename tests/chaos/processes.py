@@ -86,3 +86,64 @@ def run_sidecar_once(workdir: Path, env: dict[str, str], timeout_s: float = 300)
     if proc.returncode != 0:
         raise RuntimeError(f"sidecar exited {proc.returncode}: {proc.stderr[-3000:]}")
     return proc.stdout.splitlines()
+
+
+RELAY_SCRIPT = Path(__file__).with_name("s3_relay.py")
+
+
+@dataclass
+class S3Relay:
+    """:mod:`s3_relay` in its own process on a fixed port in front of an S3 server: killed by
+    its PID for an outage of the endpoint, started again on the same port."""
+
+    workdir: Path
+    port: int
+    target_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    lost_responses: list[str] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, lose_response_of: str | None = None) -> S3Relay:
+        """Listen again; with ``lose_response_of`` (a regex of request lines) the relay dies
+        the moment the server answers the first matching request (see :mod:`s3_relay`)."""
+        args = [sys.executable, str(RELAY_SCRIPT), str(self.port), str(self.target_port)]
+        if lose_response_of:
+            args += ["--lose-response-of", lose_response_of]
+        log = open(self.workdir / f"relay-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.starts += 1
+        wait_for_port(self.port, 30, self.proc)
+        return self
+
+    def kill9(self) -> None:
+        """The endpoint vanishes: every open connection is reset, new ones are refused."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self._reap()
+
+    def wait_for_lost_response(self, timeout_s: float) -> bool:
+        """True once the relay lost a response and died; False if none came within the time."""
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        self._reap()
+        return True
+
+    def _reap(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.wait(timeout=30)
+        log = self.workdir / f"relay-{self.starts - 1}.log"
+        self.lost_responses += [
+            line.removeprefix("lost response of ")
+            for line in log.read_text(errors="replace").splitlines()
+            if line.startswith("lost response of ")
+        ]
+        self.proc = None
