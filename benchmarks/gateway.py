@@ -140,13 +140,15 @@ async def _serve_gateway(conn: Connection, workdir: str) -> None:
             "vad": gateway.processor._pool,  # the batched Silero calls
             "spool-io": spool._io,  # Arrow encoding, write, fsync
         }
-        splits = await _serve_commands(conn, executors)
+        splits = await _serve_commands(conn, executors, lambda: dict(gateway.metrics.vad_windows))
         await gateway.stop()
     engine.close()
     conn.send({"stopped": True, "splits": splits})
 
 
-async def _serve_commands(conn: Connection, executors: dict[str, Executor]) -> list[CpuSplit]:
+async def _serve_commands(
+    conn: Connection, executors: dict[str, Executor], windows: Callable[[], dict[str, int]]
+) -> list[CpuSplit]:
     """Answer the parent until ``stop``: each ``window`` command is sampled in the background.
 
     A window is ``("window", t0, t1, profile_dir or None)`` in ``time.perf_counter`` seconds
@@ -159,27 +161,39 @@ async def _serve_commands(conn: Connection, executors: dict[str, Executor]) -> l
         if command == "stop":
             break
         _, t0, t1, profile_dir = command
-        samplers.append(asyncio.create_task(_sample_window(t0, t1, profile_dir, executors)))
+        sampler = _sample_window(t0, t1, profile_dir, executors, windows)
+        samplers.append(asyncio.create_task(sampler))
     return [await sampler for sampler in samplers]
 
 
 async def _sample_window(
-    t0: float, t1: float, profile_dir: str | None, executors: dict[str, Executor]
+    t0: float,
+    t1: float,
+    profile_dir: str | None,
+    executors: dict[str, Executor],
+    windows: Callable[[], dict[str, int]],
 ) -> CpuSplit:
-    """Per-thread CPU over [t0, t1), and with ``profile_dir`` a cProfile split by area."""
+    """Per-thread CPU over [t0, t1), and with ``profile_dir`` a cProfile split by area.
+
+    ``windows`` reads the gateway's VAD window counters (by path: ``model`` or ``gate``).
+    """
     await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
     profiler = AreaProfiler(executors) if profile_dir else None
     if profiler is not None:
         await profiler.start()
-    before = thread_cpu_s()
+    before, windows_before = thread_cpu_s(), windows()
     await asyncio.sleep(max(0.0, t1 - time.perf_counter()))
     threads = thread_delta(before, thread_cpu_s())
+    windows_after = windows()
+    vad_windows = {k: windows_after[k] - windows_before.get(k, 0) for k in windows_after}
     areas: dict[str, dict[str, float]] = {}
     if profiler is not None:
         await profiler.stop()
         areas = profiler.split()
         profiler.dump(Path(profile_dir or "."))
-    return CpuSplit(threads_s=threads, areas_s=areas, profiled=profiler is not None)
+    return CpuSplit(
+        threads_s=threads, areas_s=areas, profiled=profiler is not None, vad_windows=vad_windows
+    )
 
 
 async def _serve_echo(conn: Connection) -> None:
@@ -194,7 +208,7 @@ async def _serve_echo(conn: Connection) -> None:
     async with serve(receive, "127.0.0.1", 0, compression=None, max_size=2**17) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         conn.send({"port": port, "pid": os.getpid(), "model": None})
-        splits = await _serve_commands(conn, {})
+        splits = await _serve_commands(conn, {}, dict)
     conn.send({"stopped": True, "splits": splits})
 
 
@@ -215,6 +229,8 @@ class CpuSplit:
     areas_s: dict[str, dict[str, float]]
     """{thread: {area: own seconds}} from cProfile (empty unless profiled)."""
     profiled: bool
+    vad_windows: dict[str, int] = field(default_factory=dict)
+    """512-sample windows the VAD took in the window, by path (``model`` or ``gate``)."""
 
 
 # ---- the load generator (child process) ------------------------------------------------------
@@ -518,6 +534,9 @@ def run(quick: bool, streams: int | None = None, profile: Path | None = None) ->
     metrics = dict(ours)
     if splits:
         metrics["cpu_us_per_chunk_by_thread"] = per_chunk_us(splits[0].threads_s, ours["chunks"])
+        counted = splits[0].vad_windows
+        metrics["vad_model_windows_per_chunk"] = counted.get("model", 0) / max(1, ours["chunks"])
+        metrics["vad_gated_windows_per_chunk"] = counted.get("gate", 0) / max(1, ours["chunks"])
     if profiled is not None and len(splits) > 1:
         metrics["cpu_us_per_chunk_by_area"] = _by_area(
             metrics.get("cpu_us_per_chunk_by_thread", {}), splits[-1]
