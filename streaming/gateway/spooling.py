@@ -39,11 +39,12 @@ async def spool_loop(stream: Stream, spool: SpoolWriter, metrics: GatewayMetrics
     until a write fails (then a resume starts it again, and what queued meanwhile goes out).
     """
     stream.spool_sink = functools.partial(hand_off, stream, spool, metrics)
-    hand_off(stream, spool, metrics)  # whatever queued before this attach
-    while not (
-        (stream.spool_failed and not stream.spool_in_flight)
-        or (stream.spool_closing and not stream.spool_in_flight and not stream.spool_queue)
-    ):
+    while True:
+        hand_off(stream, spool, metrics)  # whatever queued before this attach or meanwhile
+        if stream.spool_failed and not stream.spool_in_flight:
+            return
+        if stream.spool_closing and not stream.spool_in_flight and not stream.spool_queue:
+            return
         stream.spool_wakeup.clear()
         await stream.spool_wakeup.wait()
 
