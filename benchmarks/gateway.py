@@ -15,8 +15,19 @@ load, is a bare ``websockets`` server that only receives the frames.
   ``dropped_fraction`` of all chunks sent. A saturated gateway drops work, so its CPU per
   chunk then *understates* the cost: compare ``cpu_us_per_chunk`` where nothing is dropped.
   ``errors``: Error messages, failed connections and abnormal closes.
-The full run then raises the stream count until p99 latency reaches 100 ms (or anything is
-dropped or fails) and reports the most streams held under it.
+- ``streams_per_core``: streams one core could serve at that CPU per chunk (10 chunks/s each);
+  ``load_generator_cores`` and ``load_generator_cpu_us_per_chunk``: the load generator's own
+  cost, which shares this machine's cores with the gateway.
+- ``cpu_us_per_chunk_by_thread``: the server's CPU per chunk by thread (event loop, ``vad``,
+  ``spool-io``, the inference engine's, onnxruntime's ``native``), read from ``/proc`` inside
+  the gateway over the same window; ``vad_model_windows_per_chunk`` and
+  ``vad_gated_windows_per_chunk``: 512-sample windows the Silero model scored or the energy
+  gate skipped. With ``--profile DIR`` the level runs once more under cProfile and
+  ``cpu_us_per_chunk_by_area`` splits each thread's CPU by area (:mod:`benchmarks.cpu_split`).
+
+The full run starts at 300 streams and then raises the stream count while p99 latency stays
+under 100 ms (nothing dropped, nothing failed), or lowers it until it does, and reports the
+most streams held (``max_streams_p99_under_100ms``). ``--streams N`` measures one level only.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import numpy as np
 from benchmarks.cpu_split import AreaProfiler, per_chunk_us, thread_cpu_s, thread_delta
 from benchmarks.harness import BenchResult, percentiles
 from models.dataset import LABELS
+from sonolake.settings import get_settings
 
 CHUNK_MS = 100
 CHUNK_SAMPLES = 1600
@@ -105,7 +117,6 @@ def _load_engine(bundle_dir: str) -> tuple[Any, str]:
     """The registry's champion when there is one, else the untrained linear bundle."""
     from models.serving import ServingEngine
     from sonolake import wiring
-    from sonolake.settings import get_settings
 
     settings = get_settings()
     try:
@@ -132,7 +143,10 @@ async def _serve_gateway(conn: Connection, workdir: str) -> None:
     config = GatewayConfig(
         port=0, max_sessions=20_000, max_sessions_per_credential=20_000, idle_timeout_s=60.0
     )
-    async with SpoolWriter(Path(workdir) / "spool", commit_interval_ms=10.0) as spool:
+    # The group-commit interval the product runs with (SONOLAKE_GATEWAY_SPOOL_COMMIT_MS): each
+    # commit is one fsync, whose CPU cost is paid per commit, not per chunk.
+    commit_ms = get_settings().gateway_spool_commit_ms
+    async with SpoolWriter(Path(workdir) / "spool", commit_interval_ms=commit_ms) as spool:
         gateway = Gateway(config, spool=spool, engine=engine)
         await gateway.start()
         conn.send({"port": gateway.port, "pid": os.getpid(), "model": model})
@@ -570,6 +584,7 @@ def run(quick: bool, streams: int | None = None, profile: Path | None = None) ->
             "measure_s": measure_s,
             "model": gateway.info["model"],
             "audio": "Speech Commands words + 1 s quiet gaps, real-time pacing",
+            "spool_commit_ms": get_settings().gateway_spool_commit_ms,
             "profiled": profile is not None,
         },
         metrics=metrics,
