@@ -11,13 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+from gateway_support import bare_stream
 
 from streaming.gateway.metrics import GatewayMetrics
-from streaming.gateway.protocol import ListenParams
-from streaming.gateway.quota import AudioBucket
-from streaming.gateway.session import Session
 from streaming.gateway.spooling import spool_loop
-from streaming.gateway.stream import Stream
 from streaming.spool import OPEN_SUFFIX, SpoolRecord, SpoolWriter, read_segment, sealed_segments
 from streaming.spool.format import batches_until_torn
 
@@ -80,15 +77,8 @@ def test_submit_calls_back_once_the_records_are_written(tmp_path: Path) -> None:
 
 def test_a_stream_keeps_one_group_commit_in_flight_and_acks_in_order(tmp_path: Path) -> None:
     async def scenario() -> tuple[list[int], list[int], int]:
-        session = Session(
-            "s",
-            ListenParams(device_id="d"),
-            credential="c",
-            resume_digest="r",
-            max_pending_ms=100,
-            max_utterance_ms=1000,
-        )
-        stream = Stream(session, 1024 * 1024, AudioBucket(1.0, 1.0))
+        stream = bare_stream()
+        session = stream.session
         stream.spool_room.set()
         metrics = GatewayMetrics()
         submitted: list[int] = []
