@@ -15,8 +15,19 @@ load, is a bare ``websockets`` server that only receives the frames.
   ``dropped_fraction`` of all chunks sent. A saturated gateway drops work, so its CPU per
   chunk then *understates* the cost: compare ``cpu_us_per_chunk`` where nothing is dropped.
   ``errors``: Error messages, failed connections and abnormal closes.
-The full run then raises the stream count until p99 latency reaches 100 ms (or anything is
-dropped or fails) and reports the most streams held under it.
+- ``streams_per_core``: streams one core could serve at that CPU per chunk (10 chunks/s each);
+  ``load_generator_cores`` and ``load_generator_cpu_us_per_chunk``: the load generator's own
+  cost, which shares this machine's cores with the gateway.
+- ``cpu_us_per_chunk_by_thread``: the server's CPU per chunk by thread (event loop, ``vad``,
+  ``spool-io``, the inference engine's, onnxruntime's ``native``), read from ``/proc`` inside
+  the gateway over the same window; ``vad_model_windows_per_chunk`` and
+  ``vad_gated_windows_per_chunk``: 512-sample windows the Silero model scored or the energy
+  gate skipped. With ``--profile DIR`` the level runs once more under cProfile and
+  ``cpu_us_per_chunk_by_area`` splits each thread's CPU by area (:mod:`benchmarks.cpu_split`).
+
+The full run starts at 300 streams and then raises the stream count while p99 latency stays
+under 100 ms (nothing dropped, nothing failed), or lowers it until it does, and reports the
+most streams held (``max_streams_p99_under_100ms``). ``--streams N`` measures one level only.
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -36,14 +49,17 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.cpu_split import AreaProfiler, per_chunk_us, thread_cpu_s, thread_delta
 from benchmarks.harness import BenchResult, percentiles
 from models.dataset import LABELS
+from sonolake.settings import get_settings
 
 CHUNK_MS = 100
 CHUNK_SAMPLES = 1600
 P99_GOAL_MS = 100.0
-SEARCH_UP = (750, 1000, 1250, 1500, 2000, 2500, 3000)
-SEARCH_DOWN = (400, 300, 200, 150, 100, 50, 25)
+CHUNKS_PER_STREAM_S = 1000 // CHUNK_MS
+SEARCH_LEVELS = (25, 50, 100, 150, 200, 250, 300, 400, 500, 750, 1000, 1250, 1500, 2000, 3000)
+"""Stream counts the full run may try, from its first level up (or down) to the limit."""
 
 
 def write_linear_bundle(folder: Path, seed: int = 0) -> Path:
@@ -101,7 +117,6 @@ def _load_engine(bundle_dir: str) -> tuple[Any, str]:
     """The registry's champion when there is one, else the untrained linear bundle."""
     from models.serving import ServingEngine
     from sonolake import wiring
-    from sonolake.settings import get_settings
 
     settings = get_settings()
     try:
@@ -128,14 +143,71 @@ async def _serve_gateway(conn: Connection, workdir: str) -> None:
     config = GatewayConfig(
         port=0, max_sessions=20_000, max_sessions_per_credential=20_000, idle_timeout_s=60.0
     )
-    async with SpoolWriter(Path(workdir) / "spool", commit_interval_ms=10.0) as spool:
+    # The group-commit interval the product runs with (SONOLAKE_GATEWAY_SPOOL_COMMIT_MS): each
+    # commit is one fsync, whose CPU cost is paid per commit, not per chunk.
+    commit_ms = get_settings().gateway_spool_commit_ms
+    async with SpoolWriter(Path(workdir) / "spool", commit_interval_ms=commit_ms) as spool:
         gateway = Gateway(config, spool=spool, engine=engine)
         await gateway.start()
         conn.send({"port": gateway.port, "pid": os.getpid(), "model": model})
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        executors: dict[str, Executor] = {
+            "vad": gateway.processor._pool,  # the batched Silero calls
+            "spool-io": spool._io,  # Arrow encoding, write, fsync
+        }
+        splits = await _serve_commands(conn, executors, lambda: dict(gateway.metrics.vad_windows))
         await gateway.stop()
     engine.close()
-    conn.send({"stopped": True})
+    conn.send({"stopped": True, "splits": splits})
+
+
+async def _serve_commands(
+    conn: Connection, executors: dict[str, Executor], windows: Callable[[], dict[str, int]]
+) -> list[CpuSplit]:
+    """Answer the parent until ``stop``: each ``window`` command is sampled in the background.
+
+    A window is ``("window", t0, t1, profile_dir or None)`` in ``time.perf_counter`` seconds
+    (CLOCK_MONOTONIC: the same clock in every process of this machine).
+    """
+    loop = asyncio.get_running_loop()
+    samplers: list[asyncio.Task[CpuSplit]] = []
+    while True:
+        command = await loop.run_in_executor(None, conn.recv)
+        if command == "stop":
+            break
+        _, t0, t1, profile_dir = command
+        sampler = _sample_window(t0, t1, profile_dir, executors, windows)
+        samplers.append(asyncio.create_task(sampler))
+    return [await sampler for sampler in samplers]
+
+
+async def _sample_window(
+    t0: float,
+    t1: float,
+    profile_dir: str | None,
+    executors: dict[str, Executor],
+    windows: Callable[[], dict[str, int]],
+) -> CpuSplit:
+    """Per-thread CPU over [t0, t1), and with ``profile_dir`` a cProfile split by area.
+
+    ``windows`` reads the gateway's VAD window counters (by path: ``model`` or ``gate``).
+    """
+    await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
+    profiler = AreaProfiler(executors) if profile_dir else None
+    if profiler is not None:
+        await profiler.start()
+    before, windows_before = thread_cpu_s(), windows()
+    await asyncio.sleep(max(0.0, t1 - time.perf_counter()))
+    threads = thread_delta(before, thread_cpu_s())
+    windows_after = windows()
+    vad_windows = {k: windows_after[k] - windows_before.get(k, 0) for k in windows_after}
+    areas: dict[str, dict[str, float]] = {}
+    if profiler is not None:
+        await profiler.stop()
+        areas = profiler.split()
+        profiler.dump(Path(profile_dir or "."))
+    return CpuSplit(
+        threads_s=threads, areas_s=areas, profiled=profiler is not None, vad_windows=vad_windows
+    )
 
 
 async def _serve_echo(conn: Connection) -> None:
@@ -150,8 +222,8 @@ async def _serve_echo(conn: Connection) -> None:
     async with serve(receive, "127.0.0.1", 0, compression=None, max_size=2**17) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         conn.send({"port": port, "pid": os.getpid(), "model": None})
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-    conn.send({"stopped": True})
+        splits = await _serve_commands(conn, {}, dict)
+    conn.send({"stopped": True, "splits": splits})
 
 
 def _server_main(conn: Connection, kind: str, workdir: str) -> None:
@@ -160,6 +232,19 @@ def _server_main(conn: Connection, kind: str, workdir: str) -> None:
         asyncio.run(_serve_gateway(conn, workdir))
     else:
         asyncio.run(_serve_echo(conn))
+
+
+@dataclass
+class CpuSplit:
+    """Where the server's CPU went over one measured window (seconds, not yet per chunk)."""
+
+    threads_s: dict[str, float]
+    """CPU seconds per thread group (``MainThread`` is the event loop)."""
+    areas_s: dict[str, dict[str, float]]
+    """{thread: {area: own seconds}} from cProfile (empty unless profiled)."""
+    profiled: bool
+    vad_windows: dict[str, int] = field(default_factory=dict)
+    """512-sample windows the VAD took in the window, by path (``model`` or ``gate``)."""
 
 
 # ---- the load generator (child process) ------------------------------------------------------
@@ -176,6 +261,7 @@ class LoadResult:
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     send_lag_ms_p99: float = 0.0
+    measure_s: float = 0.0
     error_samples: list[str] = field(default_factory=list)
 
 
@@ -188,17 +274,24 @@ def _stream_audio(streams: int, seconds: float) -> list[bytes]:
 
 
 async def _load(
-    url: str, streams: int, warmup_s: float, measure_s: float, server_pid: int, expect_results: bool
+    url: str,
+    streams: int,
+    warmup_s: float,
+    measure_s: float,
+    server_pid: int,
+    expect_results: bool,
+    announce: Callable[[tuple[float, float]], None],
 ) -> LoadResult:
     import psutil
     from websockets.asyncio.client import connect
 
     audio = _stream_audio(streams, warmup_s + measure_s + 2)
-    result = LoadResult(streams=streams)
+    result = LoadResult(streams=streams, measure_s=measure_s)
     server = psutil.Process(server_pid)
     me = psutil.Process()
     start = time.perf_counter() + 1.0
     window = (start + warmup_s, start + warmup_s + measure_s)
+    announce(window)  # the server samples its own threads over the same window
     lags: list[float] = []
     query = "?device_id=bench-{i}&interim_results=true"
 
@@ -290,7 +383,17 @@ def _load_main(
     expect_results: bool,
 ) -> None:
     _raise_fd_limit()
-    result = asyncio.run(_load(url, streams, warmup_s, measure_s, server_pid, expect_results))
+    result = asyncio.run(
+        _load(
+            url,
+            streams,
+            warmup_s,
+            measure_s,
+            server_pid,
+            expect_results,
+            lambda window: conn.send(("window", *window)),
+        )
+    )
     conn.send(result)
 
 
@@ -309,16 +412,25 @@ class _Server:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.info['port']}/v1/listen"
 
-    def stop(self) -> None:
+    def stop(self) -> list[CpuSplit]:
+        """Stop the server; the CPU splits of the windows it was told about, in order."""
         self.conn.send("stop")
-        self.conn.poll(60)
+        splits: list[CpuSplit] = []
+        if self.conn.poll(60):
+            splits = self.conn.recv().get("splits", [])
         self.process.join(30)
         if self.process.is_alive():
             self.process.kill()
+        return splits
 
 
 def _run_load(
-    server: _Server, streams: int, warmup_s: float, measure_s: float, expect_results: bool
+    server: _Server,
+    streams: int,
+    warmup_s: float,
+    measure_s: float,
+    expect_results: bool,
+    profile_dir: Path | None = None,
 ) -> LoadResult:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -328,6 +440,11 @@ def _run_load(
         daemon=True,
     )
     process.start()
+    if not parent.poll(180):
+        process.kill()
+        raise RuntimeError("the load generator did not start in time")
+    _, t0, t1 = parent.recv()
+    server.conn.send(("window", t0, t1, str(profile_dir) if profile_dir else None))
     if not parent.poll(warmup_s + measure_s + 180):
         process.kill()
         raise RuntimeError("the load generator did not finish in time")
@@ -338,18 +455,21 @@ def _run_load(
 
 def _figures(result: LoadResult) -> dict[str, Any]:
     pct = percentiles(result.latencies_ms, 50, 95, 99)
+    cpu_us_per_chunk = result.server_cpu_s * 1e6 / max(1, result.chunks)
     return {
         "streams": result.streams,
         "chunks": result.chunks,
         "latency_ms_p50": pct["p50"],
         "latency_ms_p95": pct["p95"],
         "latency_ms_p99": pct["p99"],
-        "cpu_us_per_chunk": result.server_cpu_s * 1e6 / max(1, result.chunks),
+        "cpu_us_per_chunk": cpu_us_per_chunk,
+        "streams_per_core": 1e6 / max(1e-9, cpu_us_per_chunk * CHUNKS_PER_STREAM_S),
         "dropped": result.dropped,
         "dropped_fraction": result.dropped / max(1, result.chunks_total),
         "errors": result.errors,
         "results_timed": result.results,
         "load_generator_cpu_us_per_chunk": result.client_cpu_s * 1e6 / max(1, result.chunks),
+        "load_generator_cores": result.client_cpu_s / max(1e-9, result.measure_s),
         "send_lag_ms_p99": result.send_lag_ms_p99,
     }
 
@@ -363,35 +483,81 @@ def _holds(figures: dict[str, Any]) -> bool:
     )
 
 
-def run(quick: bool) -> BenchResult:
-    streams = 100 if quick else 500
+def _by_area(threads_us: dict[str, float], profiled: CpuSplit) -> dict[str, float]:
+    """µs per chunk by area: each profiled thread's unprofiled CPU, split as cProfile saw it.
+
+    cProfile slows Python code more than native code, so only its fractions within a thread
+    are used; threads without a profile (onnxruntime's, the default executor) stay whole.
+    """
+    out: dict[str, float] = {}
+    names = {"event loop": "MainThread", "vad": "vad", "spool-io": "spool-io"}
+    profiled_threads = {names[t] for t in profiled.areas_s if t in names}
+    for thread, areas in profiled.areas_s.items():
+        total = sum(areas.values())
+        thread_us = threads_us.get(names.get(thread, thread), 0.0)
+        for area, seconds in areas.items():
+            key = f"{thread}: {area}"
+            out[key] = out.get(key, 0.0) + thread_us * seconds / max(1e-12, total)
+    for thread, us in threads_us.items():
+        if thread not in profiled_threads:
+            out[f"{thread}: (not profiled)"] = us
+    return dict(sorted(((k, round(v, 1)) for k, v in out.items()), key=lambda kv: -kv[1]))
+
+
+def _levels_to_search(start: int, held: bool) -> list[int]:
+    """Up from ``start`` while the goal holds, or down from it until it does."""
+    if held:
+        return [level for level in SEARCH_LEVELS if level > start]
+    return [level for level in reversed(SEARCH_LEVELS) if level < start]
+
+
+def run(quick: bool, streams: int | None = None, profile: Path | None = None) -> BenchResult:
+    """One level (``streams``, or the default), then — full run without ``streams`` — the search.
+
+    ``profile``: a folder; the first level is run a second time with cProfile on in the
+    gateway (its raw ``.prof`` files land there) to split the CPU per chunk by area.
+    """
+    level = streams or (100 if quick else 300)
+    search_mode = streams is None and not quick
     warmup_s, measure_s = (3.0, 8.0) if quick else (5.0, 30.0)
     workdir = tempfile.mkdtemp(prefix="sonolake-bench-gateway-")
     try:
         gateway = _Server("gateway", workdir)
         try:
-            ours = _figures(_run_load(gateway, streams, warmup_s, measure_s, True))
+            ours = _figures(_run_load(gateway, level, warmup_s, measure_s, True))
             search: list[dict[str, Any]] = []
-            if not quick:
-                # Up while the goal holds, or down until it does: the most streams held.
+            if search_mode:
                 going_up = _holds(ours)
-                for level in SEARCH_UP if going_up else SEARCH_DOWN:
-                    figures = _figures(_run_load(gateway, level, 5.0, 15.0, True))
+                for searched in _levels_to_search(level, going_up):
+                    figures = _figures(_run_load(gateway, searched, 5.0, 15.0, True))
                     search.append(figures)
                     if _holds(figures) != going_up:
                         break
+            profiled = None
+            if profile is not None:
+                profiled = _figures(_run_load(gateway, level, warmup_s, measure_s, True, profile))
         finally:
-            gateway.stop()
+            splits = gateway.stop()
         echo = _Server("echo", workdir)
         try:
-            baseline = _figures(_run_load(echo, streams, warmup_s, measure_s, False))
+            baseline = _figures(_run_load(echo, level, warmup_s, measure_s, False))
         finally:
             echo.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    held = [f["streams"] for f in [ours, *search] if _holds(f)]
     metrics = dict(ours)
-    if not quick:
+    if splits:
+        metrics["cpu_us_per_chunk_by_thread"] = per_chunk_us(splits[0].threads_s, ours["chunks"])
+        counted = splits[0].vad_windows
+        metrics["vad_model_windows_per_chunk"] = counted.get("model", 0) / max(1, ours["chunks"])
+        metrics["vad_gated_windows_per_chunk"] = counted.get("gate", 0) / max(1, ours["chunks"])
+    if profiled is not None and len(splits) > 1:
+        metrics["cpu_us_per_chunk_by_area"] = _by_area(
+            metrics.get("cpu_us_per_chunk_by_thread", {}), splits[-1]
+        )
+        metrics["profiled_cpu_us_per_chunk"] = profiled["cpu_us_per_chunk"]
+    if search_mode:
+        held = [f["streams"] for f in [ours, *search] if _holds(f)]
         metrics["max_streams_p99_under_100ms"] = max(held) if held else 0
         metrics["search"] = [
             {
@@ -403,6 +569,7 @@ def run(quick: bool) -> BenchResult:
                     "dropped",
                     "errors",
                     "send_lag_ms_p99",
+                    "load_generator_cores",
                 )
             }
             for f in search
@@ -410,12 +577,15 @@ def run(quick: bool) -> BenchResult:
     return BenchResult(
         benchmark="gateway",
         params={
-            "streams": streams,
+            "streams": level,
+            "mode": "search" if search_mode else "one level",
             "chunk_ms": CHUNK_MS,
             "warmup_s": warmup_s,
             "measure_s": measure_s,
             "model": gateway.info["model"],
             "audio": "Speech Commands words + 1 s quiet gaps, real-time pacing",
+            "spool_commit_ms": get_settings().gateway_spool_commit_ms,
+            "profiled": profile is not None,
         },
         metrics=metrics,
         baseline={
@@ -426,6 +596,7 @@ def run(quick: bool) -> BenchResult:
                 "cpu_us_per_chunk",
                 "errors",
                 "load_generator_cpu_us_per_chunk",
+                "load_generator_cores",
             )
         },
         ratios={

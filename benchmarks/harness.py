@@ -117,7 +117,11 @@ def print_summary(result: BenchResult, console: Console | None = None) -> None:
     table.add_column("value", justify="right")
     for section in ("params", "metrics", "baseline", "ratios", "machine"):
         for key, value in getattr(result, section).items():
-            table.add_row(section, key, _fmt(value))
+            if isinstance(value, dict):  # a breakdown: one row per part
+                for part, part_value in value.items():
+                    table.add_row(section, f"{key} · {part}", _fmt(part_value))
+            else:
+                table.add_row(section, key, _fmt(value))
     console.print(table)
     if result.error:
         console.print(f"[red]error:[/] {result.error}")

@@ -133,9 +133,11 @@ class SpeechProcessor:
             started = time.perf_counter()
             probs = await loop.run_in_executor(self._pool, self._score_rounds, slots, taken)
             self.metrics.vad_batch_seconds.observe(time.perf_counter() - started)
+            interims = self.model_loaded  # one engine lookup per tick, not one per window
+            after_window = self._after_window
             for stream, windows, stream_probs in zip(batch, taken, probs, strict=True):
                 for (window, window_end, seq), prob in zip(windows, stream_probs, strict=True):
-                    self._after_window(stream, window, prob, window_end, seq)
+                    after_window(stream, window, prob, window_end, seq, interims)
         for stream in draining:
             requests, stream.drain_requests = stream.drain_requests, []
             for _, future in requests:
@@ -152,42 +154,53 @@ class SpeechProcessor:
         """
         probs: list[list[float]] = [[] for _ in taken]
         rounds = max(len(windows) for windows in taken)
+        vad, metrics = self.vad, self.metrics
+        rows = list(range(len(taken)))
         for r in range(rounds):
-            rows = [i for i, windows in enumerate(taken) if len(windows) > r]
-            before = self.vad.windows_scored
-            out = self.vad.process(
-                [slots[i] for i in rows], np.stack([taken[i][r][0] for i in rows])
-            )
-            scored = self.vad.windows_scored - before
+            if r:  # streams with fewer windows drop out of the later rounds
+                rows = [i for i in rows if len(taken[i]) > r]
+            # One copy per round into the batch (np.stack costs over twice as much: it reshapes
+            # every window in Python first).
+            windows = np.concatenate([taken[i][r][0] for i in rows]).reshape(len(rows), -1)
+            before = vad.windows_scored
+            out = vad.process([slots[i] for i in rows], windows)
+            scored = vad.windows_scored - before
             if scored:
-                self.metrics.vad_batch_size.observe(scored)
-            self.metrics.vad_windows["model"] += scored
-            self.metrics.vad_windows["gate"] += len(rows) - scored
+                metrics.vad_batch_size.observe(scored)
+            metrics.vad_windows["model"] += scored
+            metrics.vad_windows["gate"] += len(rows) - scored
             for i, prob in zip(rows, out.tolist(), strict=True):
                 probs[i].append(prob)
         return probs
 
     def _after_window(
-        self, stream: Stream, window: np.ndarray, prob: float, window_end: int, seq: int
+        self,
+        stream: Stream,
+        window: np.ndarray,
+        prob: float,
+        window_end: int,
+        seq: int,
+        interims: bool,
     ) -> None:
+        """One scored window through the endpointer; ``interims``: a model can make them."""
         session = stream.session
         stream.log_window(window_end, prob, seq)
         event, closed = session.on_window(window, prob, window_end, seq)
-        if (
-            event is not None
-            and event.kind == "start"
-            and session.utterance is not None
-            and session.params.vad_events
-        ):
-            stream.send(
-                speech_started_message(
-                    session.utterance.index, event.sample, session.last_seq_processed
+        if event is not None:
+            if (
+                event.kind == "start"
+                and session.utterance is not None
+                and session.params.vad_events
+            ):
+                stream.send(
+                    speech_started_message(
+                        session.utterance.index, event.sample, session.last_seq_processed
+                    )
                 )
-            )
-        if closed is not None:
-            self._emit_final(stream, closed, speech_final=closed.reason == "silence")
-            return
-        if not (session.params.interim_results and self.model_loaded):
+            if closed is not None:
+                self._emit_final(stream, closed, speech_final=closed.reason == "silence")
+                return
+        if session.utterance is None or not (interims and session.params.interim_results):
             return
         utterance = session.interim_due(self.interim_samples)
         if utterance is None:

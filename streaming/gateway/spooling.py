@@ -1,15 +1,22 @@
-"""Each stream's spool writer, and what a failed write undoes.
+"""Each stream's hand-off to the spool writer, and what a failed write undoes.
 
-One task per stream hands its queued chunks to the :class:`~streaming.spool.SpoolWriter` as
-one group commit and, once they are fsync'd, moves the session's durable watermark (the Ack).
+A stream keeps at most ONE group commit in flight: a chunk that arrives while its stream's
+previous write is being fsync'd waits in the stream's queue and goes, with whatever else
+queued meanwhile, in the next submission. So chunks are stored in order and the acknowledged
+watermark is simply "the last chunk written". The hand-off is driven by events, not by a task
+per stream: :func:`hand_off` submits the queue when nothing is in flight, and
+:func:`_written` — called by the spool writer once the group is fsync'd — moves the session's
+durable watermark (the Ack) and submits what queued meanwhile. Per chunk that costs a list
+append; per group commit one callback per stream, no task and no future.
+
 A failed write must never be acknowledged and must not poison the session: the chunks after
 the last Ack are forgotten, so that a resend after a resume is stored again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import logging
 import time
 
@@ -20,51 +27,71 @@ from streaming.gateway import protocol as proto
 from streaming.gateway.metrics import GatewayMetrics
 from streaming.gateway.outbox import spawn
 from streaming.gateway.stream import Stream
-from streaming.spool import SpoolWriter
+from streaming.spool import SpoolRecord, SpoolWriter
 
 log = logging.getLogger("sonolake.gateway")
 
 
 async def spool_loop(stream: Stream, spool: SpoolWriter, metrics: GatewayMetrics) -> None:
-    """The stream's spool writer: queued chunks → one group commit → durable → Ack.
+    """Connect the stream to the spool writer; return once its writes are over.
 
-    When a write fails nothing after the last Ack counts as stored: the queue is dropped,
-    the session forgets those seqs (a resend is stored, not taken for a duplicate), the
-    client gets ``internal`` and close 1011, and this writer ends until a resume.
+    Runs from an attach until the stream is closing with nothing queued or in flight, or
+    until a write fails (then a resume starts it again, and what queued meanwhile goes out).
     """
-    session = stream.session
-    queue = stream.spool_queue
+    stream.spool_sink = functools.partial(hand_off, stream, spool, metrics)
     while True:
-        if not queue:
-            if stream.spool_closing or stream.spool_failed:
-                return  # closing: set once the last decision of the session is queued
-            stream.spool_wakeup.clear()
-            await stream.spool_wakeup.wait()
-            continue
-        batch = list(queue)
-        queue.clear()
-        stream.spool_in_flight = len(batch)
-        stream.spool_in_flight_bytes, stream.spool_queued_bytes = stream.spool_queued_bytes, 0
-        try:
-            if len(batch) == 1:
-                await spool.append(batch[0][0])
-            else:
-                await asyncio.gather(*(spool.append(record) for record, _ in batch))
-        except Exception as exc:
-            _spool_failed(stream, metrics, exc)
+        hand_off(stream, spool, metrics)  # whatever queued before this attach or meanwhile
+        if stream.spool_failed and not stream.spool_in_flight:
             return
-        finally:
-            stream.spool_in_flight = 0
-            stream.spool_in_flight_bytes = 0
-            stream.check_spool_room()
+        if stream.spool_closing and not stream.spool_in_flight and not stream.spool_queue:
+            return
+        stream.spool_wakeup.clear()
+        await stream.spool_wakeup.wait()
+
+
+def hand_off(stream: Stream, spool: SpoolWriter, metrics: GatewayMetrics) -> None:
+    """Submit the stream's queued records as one group, unless one is already in flight."""
+    queue = stream.spool_queue
+    if stream.spool_in_flight or not queue or stream.spool_failed:
+        return
+    batch = list(queue)
+    queue.clear()
+    stream.spool_in_flight = len(batch)
+    stream.spool_in_flight_bytes, stream.spool_queued_bytes = stream.spool_queued_bytes, 0
+    records = [record for record, _ in batch]
+    try:
+        spool.submit(records, functools.partial(_written, stream, spool, metrics, batch))
+    except Exception as exc:  # the writer is closed: as good as a failed write
+        _written(stream, spool, metrics, batch, exc)
+
+
+def _written(
+    stream: Stream,
+    spool: SpoolWriter,
+    metrics: GatewayMetrics,
+    batch: list[tuple[SpoolRecord, float]],
+    error: BaseException | None,
+) -> None:
+    """The group commit holding ``batch`` is over: Ack what is durable, send what queued."""
+    stream.spool_in_flight = 0
+    stream.spool_in_flight_bytes = 0
+    if error is not None:
+        _spool_failed(stream, metrics, error)
+    else:
+        session = stream.session
         durable_at = time.perf_counter()
+        observe = metrics.spool_lag_seconds.observe
         for record, received_s in batch:
-            metrics.spool_lag_seconds.observe(durable_at - received_s)
+            observe(durable_at - received_s)
             session.mark_durable(record.seq)
         stream.want_ack()
+        hand_off(stream, spool, metrics)
+    stream.check_spool_room()
+    if stream.spool_closing or stream.spool_failed:
+        stream.spool_wakeup.set()  # spool_loop may be done
 
 
-def _spool_failed(stream: Stream, metrics: GatewayMetrics, exc: Exception) -> None:
+def _spool_failed(stream: Stream, metrics: GatewayMetrics, exc: BaseException) -> None:
     log.error("spool write failed for %s: %s", stream.session.session_id, exc)
     metrics.spool_failures += 1
     metrics.client_errors["internal"] += 1

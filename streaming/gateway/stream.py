@@ -4,12 +4,11 @@ The session (pure state) survives reconnects; the connection, its outbox and sen
 swapped when a device resumes. Spool writes and result jobs belong to the stream, not to the
 connection, so a dropped connection never cancels the write of a chunk it already sent.
 
-Each stream has ONE spool-writer task that hands its queued chunks to the
-:class:`~streaming.spool.SpoolWriter` in order and waits for them to be durable; chunks that
-queue up meanwhile go in the next group commit together. That costs one task per stream, not
-one per chunk, and makes the acknowledged watermark simply "the last chunk written". The
-chunks a stream holds for the spool (queued plus in flight) are bounded in bytes: at
-``spool_limit_bytes`` the receive loop stops reading the socket until a write completes.
+Each stream hands its queued chunks to the :class:`~streaming.spool.SpoolWriter` in order,
+one group commit in flight at a time (:mod:`streaming.gateway.spooling`); chunks that queue up
+meanwhile go in the next group commit together. The chunks a stream holds for the spool
+(queued plus in flight) are bounded in bytes: at ``spool_limit_bytes`` the receive loop stops
+reading the socket until a write completes.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import hashlib
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,6 +60,9 @@ class Stream:
     spool_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     spool_room: asyncio.Event = field(default_factory=asyncio.Event)
     spool_writer: asyncio.Task[None] | None = None
+    """Runs while the stream is connected to the spool (see ``spooling.spool_loop``)."""
+    spool_sink: Callable[[], None] | None = None
+    """Hands the queue to the spool writer (unless a write is in flight); set by spool_loop."""
     spool_in_flight: int = 0
     spool_queued_bytes: int = 0
     spool_in_flight_bytes: int = 0
@@ -135,7 +138,8 @@ class Stream:
     def queue_for_spool(self, record: SpoolRecord, received_s: float) -> None:
         self.spool_queue.append((record, received_s))
         self.spool_queued_bytes += len(record.pcm) + len(record.received or b"")
-        self.spool_wakeup.set()
+        if self.spool_sink is not None:
+            self.spool_sink()
         self.check_spool_room()
 
     def check_spool_room(self) -> None:

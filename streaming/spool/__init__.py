@@ -27,13 +27,14 @@ Segment ids are microsecond timestamps made strictly increasing, so names sort i
 even after every older segment has been retired.
 
 Why the shape: many sessions append concurrently, and one ``fsync`` costs ~1–10 ms. The writer
-therefore *group-commits*: every ``append`` made while the previous write is in flight (or
-within ``commit_interval_ms``) joins one Arrow record batch, written and fsync'd once, and all
-of their awaits resolve together. File I/O runs on one dedicated thread, never on the event
-loop. Sealing is atomic (write ``*.open``, fsync, rename, fsync the directory), so a reader
-never sees a half-written sealed segment; on start the writer recovers an ``*.open`` segment
-left by a crash, keeping every complete record batch (every acknowledged record) and dropping a
-torn tail.
+therefore *group-commits*: every ``append`` / ``append_many`` / ``submit`` made while the
+previous write is in flight (or within ``commit_interval_ms``) joins one Arrow record batch,
+written and fsync'd once, and all of their awaits (or ``submit`` callbacks: the gateway's hot
+path, no future per record) resolve together. File I/O runs on one dedicated thread, never on
+the event loop. Sealing is atomic (write ``*.open``, fsync, rename, fsync the directory), so
+a reader never sees a half-written sealed segment; on start the writer recovers an ``*.open``
+segment left by a crash, keeping every complete record batch (every acknowledged record) and
+dropping a torn tail.
 """
 
 from streaming.spool.format import (

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
+import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,20 @@ from streaming.spool.format import (
     records_to_batch,
     segment_name,
 )
+
+log = logging.getLogger("sonolake.spool")
+
+WriteDone = Callable[[BaseException | None], None]
+"""Told once a submission's group commit is over: None when fsync'd, else the error."""
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the awaiting caller was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _existing_ids(spool_dir: Path) -> Iterator[int]:
@@ -160,7 +176,8 @@ class SpoolWriter:
         self.max_group_records = max_group_records
         self.stats = SpoolStats()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-io")
-        self._pending: list[tuple[SpoolRecord, asyncio.Future[None]]] = []
+        self._pending: list[tuple[list[SpoolRecord], WriteDone]] = []
+        """Submissions waiting for the next group commit: (records, who to tell)."""
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._segment: _OpenSegment | None = None
@@ -220,13 +237,27 @@ class SpoolWriter:
     # -- appending -------------------------------------------------------------------------
     async def append(self, record: SpoolRecord) -> None:
         """Return once ``record`` is fsync'd in a segment (raises if the write failed)."""
+        await self.append_many([record])
+
+    async def append_many(self, records: list[SpoolRecord]) -> None:
+        """Return once every record is fsync'd, in order, in one group commit (or raise)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.submit(records, functools.partial(_settle, future))
+        await future
+
+    def submit(self, records: list[SpoolRecord], done: WriteDone) -> None:
+        """Queue records for the next group commit without waiting: the hot path's hand-off.
+
+        ``done(None)`` is called on the event loop once all of them are fsync'd, or
+        ``done(error)`` when their group failed (none of them then counts as stored). The
+        records of one submission are written together and in order, and submissions in the
+        order they came: no task or future per record, one callback per submission.
+        """
         if self._task is None or self._closing:
             raise RuntimeError("SpoolWriter is not running; call `await writer.start()` first")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((record, future))
+        self._pending.append((records, done))
         assert self._wakeup is not None
         self._wakeup.set()
-        await future
 
     async def seal(self) -> None:
         """Seal the open segment now (e.g. before a planned shutdown or in tests)."""
@@ -251,18 +282,29 @@ class SpoolWriter:
             if self.commit_interval_s > 0 and not self._closing:
                 # Give concurrent appends a moment to join this group.
                 await asyncio.sleep(self.commit_interval_s)
-            group = self._pending[: self.max_group_records]
-            del self._pending[: len(group)]
+            group, records = self._take_group()
+            error: Exception | None = None
             try:
-                await loop.run_in_executor(self._io, self._write_io, [r for r, _ in group])
-            except Exception as exc:  # every waiter in the group learns the write failed
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for _, future in group:
-                    if not future.done():
-                        future.set_result(None)
+                await loop.run_in_executor(self._io, self._write_io, records)
+            except Exception as exc:  # every submitter in the group learns the write failed
+                error = exc
+            for _, done in group:
+                try:
+                    done(error)
+                except Exception:  # one caller's bookkeeping must not stop the spool
+                    log.exception("a spool write callback failed")
+
+    def _take_group(self) -> tuple[list[tuple[list[SpoolRecord], WriteDone]], list[SpoolRecord]]:
+        """Whole submissions, oldest first, up to ``max_group_records`` (at least one)."""
+        count, records = 0, list[SpoolRecord]()
+        for records_of, _ in self._pending:
+            if records and len(records) + len(records_of) > self.max_group_records:
+                break
+            records.extend(records_of)
+            count += 1
+        group = self._pending[:count]
+        del self._pending[:count]
+        return group, records
 
     def _age_deadline_s(self) -> float | None:
         segment = self._segment

@@ -22,8 +22,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from features.corpus import read_manifest, read_wav
+from streaming.gateway.protocol import ListenParams
+from streaming.gateway.quota import AudioBucket
 from streaming.gateway.results import Classifier
 from streaming.gateway.server import Gateway, GatewayConfig
+from streaming.gateway.session import Session
+from streaming.gateway.stream import Stream
 from streaming.spool import SpoolWriter, read_segment, sealed_segments
 
 TEST_CONFIG = GatewayConfig(
@@ -127,6 +131,19 @@ COMPRESSED_FORMATS = {
     "wav": CompressedFormat("wav", "pcm_s16le", None, "wav", lossless=True),
 }
 """Ogg and WebM Opus as browsers and ``opusenc`` write them, FLAC, and PCM in a WAV file."""
+
+
+def bare_stream(spool_limit_bytes: int = 1024 * 1024) -> Stream:
+    """A stream with no connection (session ``s``, device ``d``): spool plumbing alone."""
+    session = Session(
+        "s",
+        ListenParams(device_id="d"),
+        credential="c",
+        resume_digest="r",
+        max_pending_ms=100,
+        max_utterance_ms=1000,
+    )
+    return Stream(session, spool_limit_bytes, AudioBucket(1.0, 1.0))
 
 
 def speech_stream(shared_data: Path, words: int = 2, gap_s: float = 0.7) -> np.ndarray:

@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gateway_support import GatewayThread, chunks, next_message, open_ws, read_until_closed
+from gateway_support import (
+    GatewayThread,
+    bare_stream,
+    chunks,
+    next_message,
+    open_ws,
+    read_until_closed,
+)
 
 from streaming.gateway.protocol import CLOSE_NORMAL, CLOSE_POLICY
 from streaming.spool import KIND_CHUNK
@@ -109,21 +116,9 @@ def test_only_audio_or_keepalive_keeps_a_connection_alive(make_gateway: Any) -> 
 def test_the_spool_queue_is_bounded_in_bytes_not_chunks() -> None:
     from datetime import UTC, datetime
 
-    from streaming.gateway.protocol import ListenParams
-    from streaming.gateway.quota import AudioBucket
-    from streaming.gateway.session import Session
-    from streaming.gateway.stream import Stream
     from streaming.spool import SpoolRecord
 
-    session = Session(
-        "s",
-        ListenParams(device_id="d"),
-        credential="c",
-        resume_digest="r",
-        max_pending_ms=100,
-        max_utterance_ms=1000,
-    )
-    stream = Stream(session, 1024 * 1024, AudioBucket(1.0, 1.0))
+    stream = bare_stream(1024 * 1024)
     now = datetime.now(UTC)
 
     def record(seq: int, size: int) -> SpoolRecord:
