@@ -237,6 +237,36 @@ class LandSpool(beam.PTransform):
         }
 
 
+def land_records(
+    rows: pa.Table, *, run_id: str, batch_time: datetime | None = None
+) -> dict[str, pa.Table]:
+    """Records (:data:`~streaming.sidecar.records.CHUNK_SCHEMA`) landed through
+    :class:`LandRecords` on the in-process runner, one batch, no carry; returns the staged
+    outputs by name (``bronze``, ``events``, ``predictions``, ``sessions``, ``dead_letters``).
+
+    The bounded job's way into the sidecar's landing transform (``sonolake reprocess``): the
+    rows it lands are the same rows the sidecar would land from the same records."""
+    import tempfile
+
+    from streaming.sidecar.options import local_options
+    from streaming.sidecar.staging import read_parts
+
+    when = batch_time or datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="sonolake-land-") as folder:
+        pipeline = beam.Pipeline(options=local_options())
+        landed = (
+            pipeline
+            | "Records" >> beam.Create([(GATHER_KEY, ArrowRows(rows))], reshuffle=False)
+            | "LandRecords" >> LandRecords(batch_time=when, params=LandingParams(), run_id=run_id)
+        )
+        outputs = {name: landed[name] for name in OUTPUTS}
+        outputs | "Stage" >> StageOutputs(Path(folder))
+        pipeline.run(test_runner_api=False).wait_until_finish()
+        return {
+            name: read_parts(Path(folder), name, schema) for name, schema in STAGED_SCHEMAS.items()
+        }
+
+
 class ReadSegmentFiles(beam.PTransform):
     """Local source: segment files → ``(name, bytes)``; a missing file is a dead letter later."""
 
