@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     sidecar_max_segments_per_batch: int = Field(
         256, description="Sidecar: most spool segments landed in one micro-batch."
     )
+    sidecar_max_batch_bytes: int = Field(
+        256 * 1024 * 1024,
+        description="Sidecar: most spool bytes landed in one micro-batch (batches grow with "
+        "the backlog up to this; at least one segment).",
+    )
     sidecar_crash_at: str | None = Field(
         None,
         description="Fault injection for crash tests: the sidecar kills itself (SIGKILL) at this "

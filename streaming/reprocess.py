@@ -10,9 +10,11 @@ re-segment a time range of ``bronze.audio_chunks`` and re-score it with a chosen
 3. the ONE segmenter finds the utterances (:func:`streaming.segments.find_utterances`, the
    gateway's :class:`~streaming.endpointing.Endpointer` and defaults);
 4. each utterance's audio — with the gateway's pre-roll and tail — is classified in one batch;
-5. the utterances become ``utterance`` decision records, and the sidecar's own landing code
-   (:func:`streaming.sidecar.landing.prediction_rows`) turns them into ``gold.predictions``
-   rows under the run's ``run_id``, a new versioned set beside the live one.
+5. the utterances become ``utterance`` decision records, landed through the sidecar's own
+   Beam landing transform (:class:`streaming.sidecar.pipeline.LandRecords`, the step
+   :class:`~streaming.sidecar.pipeline.LandSpool` lands every spool batch with), which turns
+   them into ``gold.predictions`` rows under the run's ``run_id``, a new versioned set
+   beside the live one.
 
 This is a batch job over a bounded range, so it may go session by session; the hot path never
 calls it.
@@ -31,10 +33,10 @@ import pyarrow.compute as pc
 
 from features.pcm import SAMPLE_RATE_HZ, chunks_to_16k
 from features.window import fit_window
+from lake_schemas.tables import PREDICTIONS
 from streaming.gateway.session import PRE_ROLL_MS, TAIL_MS
 from streaming.segments import SegmenterParams, find_utterances
-from streaming.sidecar.landing import prediction_rows
-from streaming.sidecar.records import split_by_session
+from streaming.sidecar.records import CHUNK_SCHEMA, split_by_session
 from streaming.spool import KIND_UTTERANCE, SPOOL_SCHEMA
 from streaming.vad import speech_probabilities_many
 
@@ -130,6 +132,16 @@ def rederive(
 ) -> Reprocessed:
     """Utterances and predictions of ``bronze.audio_chunks`` rows (see the module docstring)."""
     run_id = run_id or new_run_id()
+    table = scored_records(chunks, classifier, params)
+    sessions = pc.count_distinct(chunks.column("session_id")).as_py() if chunks.num_rows else 0
+    return Reprocessed(run_id, sessions, chunks.num_rows, land_decisions(table, run_id))
+
+
+def scored_records(
+    chunks: pa.Table, classifier: BatchClassifier | None, params: SegmenterParams | None = None
+) -> pa.Table:
+    """The ``utterance`` decision records of :func:`utterance_records`, each with the
+    classifier's prediction of its window (none without a classifier or a model version)."""
     table, windows = utterance_records(chunks, params)
     if table.num_rows and classifier is not None and classifier.model_version is not None:
         predictions = classifier.classify_batch(np.stack(windows))
@@ -153,5 +165,18 @@ def rederive(
             pa.array([p.model_version or version for p in predictions], pa.string()),
         )
         table = table.select(SPOOL_SCHEMA.names)
-    sessions = pc.count_distinct(chunks.column("session_id")).as_py() if chunks.num_rows else 0
-    return Reprocessed(run_id, sessions, chunks.num_rows, prediction_rows(table, run_id))
+    return table
+
+
+def land_decisions(decisions: pa.Table, run_id: str) -> pa.Table:
+    """``gold.predictions`` rows of decision records (:data:`SPOOL_SCHEMA`), landed through
+    the sidecar's Beam landing transform under ``run_id``."""
+    if decisions.num_rows == 0:
+        return PREDICTIONS.schema.empty_table()
+    from streaming.sidecar.pipeline import PREDICTIONS_OUT, land_records
+
+    n = decisions.num_rows
+    rows = decisions.append_column(
+        CHUNK_SCHEMA.field("spool_segment"), pa.array([run_id] * n, pa.string())
+    ).append_column(CHUNK_SCHEMA.field("record_index"), pa.array(np.arange(n), pa.int64()))
+    return land_records(rows, run_id=run_id)[PREDICTIONS_OUT]

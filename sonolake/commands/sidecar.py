@@ -61,6 +61,7 @@ def build_sidecar(settings: Settings, on_batch: Any | None = None) -> Any:
         state_dir=settings.state_path / "sidecar",
         retention_s=settings.spool_retention_s,
         max_segments_per_batch=settings.sidecar_max_segments_per_batch,
+        max_batch_bytes=settings.sidecar_max_batch_bytes,
         dask_scheduler=dask_scheduler_for(settings),
         dask_partitions=settings.dask_partitions,
         store_retry_s=settings.sidecar_store_retry_s,

@@ -180,7 +180,7 @@ def stats_rows(chunks: pa.Table) -> pa.Table:
     """Level statistics of fresh chunks (one vectorised pass per encoding)."""
     parts = []
     for encoding in pc.unique(chunks.column("encoding")).to_pylist():
-        part = chunks.filter(pc.equal(chunks.column("encoding"), encoding))
+        part = _where(chunks, pc.equal(chunks.column("encoding"), encoding))
         if encoding not in BYTES_PER_SAMPLE:
             continue
         stats = chunk_stats(part.column("pcm"), encoding)
@@ -398,12 +398,17 @@ def land(
     keys: pa.Table,
     stats: pa.Table,
     params: LandingParams | None = None,
+    *,
+    run_id: str = LIVE_RUN_ID,
 ) -> Landed:
-    """Land one batch of validated spool records (see the module docstring)."""
+    """Land one batch of validated spool records (see the module docstring); ``run_id``
+    names the set of predictions (the gateway's live results, or a reprocess run)."""
     params = params or LandingParams()
-    rows = rows.sort_by([("spool_segment", "ascending"), ("record_index", "ascending")])
+    order = pc.sort_indices(rows, [("spool_segment", "ascending"), ("record_index", "ascending")])
+    if not _is_identity(order):  # segments usually arrive in order: no copy of the audio then
+        rows = rows.take(order)
     kind = rows.column("kind")
-    chunks = rows.filter(pc.equal(kind, KIND_CHUNK))
+    chunks = _where(rows, pc.equal(kind, KIND_CHUNK))
     decisions = rows.filter(pc.is_in(kind, pa.array([KIND_RESULT, KIND_UTTERANCE])))
     ends = rows.filter(pc.equal(kind, KIND_SESSION_END))
     received = [int(v) for v in (pc.max(_us_arr(rows)).as_py(),) if v is not None]
@@ -412,7 +417,7 @@ def land(
 
     digests = _digests(client_bytes(chunks))
     status = classify_chunks(chunks, keys, digests)
-    fresh = chunks.filter(pa.array(status == 0))
+    fresh = _where(chunks, pa.array(status == 0))
     conflicts = chunks.filter(pa.array(status == 2))
     dead = [
         {**row, "source": row.pop("spool_segment")} | {"reason": CONFLICT_REASON}
@@ -443,13 +448,27 @@ def land(
     return Landed(
         bronze=bronze,
         events=events,
-        predictions=prediction_rows(decisions),
+        predictions=prediction_rows(decisions, run_id),
         sessions=session_deltas(rows, bronze, events, ends),
         dead_letters=dead,
         keys=next_keys,
         stats=next_stats,
         duplicates=int((status == 1).sum()),
     )
+
+
+def _is_identity(order: pa.Array) -> bool:
+    """Whether sort indices leave the rows where they are (checked without copying them)."""
+    indices = np.asarray(order)
+    return bool(np.array_equal(indices, np.arange(indices.size)))
+
+
+def _where(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """``table.filter(mask)``, but the table itself when every row is kept: filtering copies
+    every column, the batch's audio included, and most batches keep most of their rows."""
+    if pc.all(mask).as_py() is True:
+        return table
+    return table.filter(mask)
 
 
 def _us_arr(rows: pa.Table) -> pa.Array:

@@ -61,15 +61,21 @@ def chunk_stats(pcm: pa.ChunkedArray | pa.Array, encoding: str) -> dict[str, np.
     n = lengths.size
     starts = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    square = samples.astype(np.float64)  # exact: int16 squares and their sums fit float64
-    np.multiply(square, square, out=square)
+    # Exact: int16 squares and their sums fit float64. One zero past the end (allocated
+    # here, not appended per pass: that would copy every sample again) makes every range
+    # bound a valid ``reduceat`` index; squares are ≥ 0, so it is the identity of max too.
+    square = np.empty(samples.size + 1, dtype=np.float64)
+    square[-1] = 0.0
+    np.multiply(samples, samples, out=square[:-1], dtype=np.float64)
     nonempty = lengths > 0
     lo, hi = starts[:-1][nonempty], starts[1:][nonempty]
     sumsq = np.zeros(n, dtype=np.float64)
     peak = np.zeros(n, dtype=np.float32)
     if lo.size:
-        sumsq[nonempty] = _segment_sum(square, lo, hi) / float(_FULL_SCALE**2)
-        peak[nonempty] = np.sqrt(_segment_max(square, lo, hi)) / np.float32(_FULL_SCALE)
+        sumsq[nonempty] = _reduce_padded(np.add, square, lo, hi) / float(_FULL_SCALE**2)
+        peak[nonempty] = np.sqrt(_reduce_padded(np.maximum, square, lo, hi)) / np.float32(
+            _FULL_SCALE
+        )
     rail = np.flatnonzero((samples >= _RAIL) | (samples <= -_RAIL))
     clipped = np.bincount(np.searchsorted(starts, rail, "right") - 1, minlength=n)[:n]
     frame_counts = lengths // SNR_FRAME_SAMPLES
@@ -79,9 +85,9 @@ def chunk_stats(pcm: pa.ChunkedArray | pa.Array, encoding: str) -> dict[str, np.
     frame_start = first_frame + within * SNR_FRAME_SAMPLES
     frame_power = np.zeros(total, dtype=np.float64)
     if total:
-        frame_power = _segment_sum(square, frame_start, frame_start + SNR_FRAME_SAMPLES) / float(
-            _FULL_SCALE**2 * SNR_FRAME_SAMPLES
-        )
+        frame_power = _reduce_padded(
+            np.add, square, frame_start, frame_start + SNR_FRAME_SAMPLES
+        ) / float(_FULL_SCALE**2 * SNR_FRAME_SAMPLES)
     return {
         "samples": lengths.astype(np.int64),
         "sumsq": sumsq,
@@ -112,6 +118,13 @@ def _segment_reduce(
     a valid index, so a range may end at the last value wherever it sits in the list.
     """
     padded = np.append(values, np.asarray(identity, dtype=values.dtype))
+    return _reduce_padded(ufunc, padded, lo, hi)
+
+
+def _reduce_padded(
+    ufunc: np.ufunc, padded: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """:func:`_segment_reduce` over values that already end with one identity element."""
     bounds = np.empty(lo.size * 2, dtype=np.int64)
     bounds[0::2], bounds[1::2] = lo, hi
     return ufunc.reduceat(padded, bounds)[0::2]

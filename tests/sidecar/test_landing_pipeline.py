@@ -214,7 +214,12 @@ def test_cluster_graph_builds_with_streaming_runner_options(options) -> None:
     assert set(outputs) == {BRONZE, EVENTS, PREDICTIONS_OUT, SESSIONS, DEAD, CARRY}
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"Land/Decode", "Land/Windows", "Land/Gather", "Land/Land"} <= names
+    assert {
+        "Land/Decode",
+        "Land/Windows",
+        "Land/LandRecords/Gather",
+        "Land/LandRecords/Land",
+    } <= names
     assert any(
         "fixed" in s.window_fn.urn.lower() for s in proto.components.windowing_strategies.values()
     )

@@ -7,16 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 from sidecar_signals import T0, interleave, process_env, sessions, write_spool
 from support import REPO_ROOT
 
 from lake_schemas import AUDIO_CHUNKS, PREDICTIONS, Lake
-from streaming.reprocess import rederive
+from streaming.reprocess import rederive, scored_records
 from streaming.segments import find_utterances
 from streaming.sidecar import records
+from streaming.sidecar.arrow_ipc import ipc_bytes
 from streaming.sidecar.landing import bronze_rows
+from streaming.sidecar.options import local_options
+from streaming.sidecar.pipeline import PREDICTIONS_OUT, LandSpool, StageOutputs
+from streaming.sidecar.staging import read_parts
 from streaming.spool import sealed_segments
 from streaming.vad import speech_probabilities
 
@@ -67,6 +72,30 @@ def test_rederive_finds_each_burst_once_and_scores_it(tmp_path: Path) -> None:
         (round(s.start_sample / 16000, 3), round((s.end_sample - s.start_sample) / 16000, 3))
         for s in spans
     ] == [(round(a, 3), round(b, 3)) for a, b in mine]
+
+
+def test_rederived_predictions_are_what_the_sidecar_lands_from_the_same_records(
+    tmp_path: Path,
+) -> None:
+    """One landing transform: the job's predictions are the rows the sidecar's LandSpool lands
+    when the same scored utterance records arrive in a spool segment (run id aside)."""
+    from models.serving import ServingEngine
+
+    chunks = _bronze(tmp_path, sessions(2, chunks=30, bursts=2))
+    engine = ServingEngine.from_bundle(_bundle(tmp_path / "bundle"), model_version="9")
+    job = rederive(chunks, engine, run_id="backfill-2").predictions
+    segment = ipc_bytes(scored_records(chunks, engine))
+    out = tmp_path / "staged"
+    out.mkdir()
+    with beam.Pipeline(options=local_options()) as pipeline:
+        pipeline | beam.Create([("rederived.arrow", segment)]) | LandSpool() | StageOutputs(out)
+    live = read_parts(out, PREDICTIONS_OUT, PREDICTIONS.schema)
+    assert job.num_rows == live.num_rows == 4
+    assert set(job["run_id"].to_pylist()) == {"backfill-2"}
+    key = [("prediction_id", "ascending")]
+    assert (
+        job.drop_columns(["run_id"]).sort_by(key).equals(live.drop_columns(["run_id"]).sort_by(key))
+    )
 
 
 def test_reprocess_command_appends_a_new_run(tmp_path: Path, bytecode_cache: Path) -> None:
