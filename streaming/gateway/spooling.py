@@ -19,14 +19,20 @@ from websockets.exceptions import ConnectionClosed
 from streaming.gateway import protocol as proto
 from streaming.gateway.metrics import GatewayMetrics
 from streaming.gateway.outbox import spawn
+from streaming.gateway.registry import SessionRegistry
 from streaming.gateway.stream import Stream
 from streaming.spool import SpoolWriter
 
 log = logging.getLogger("sonolake.gateway")
 
 
-async def spool_loop(stream: Stream, spool: SpoolWriter, metrics: GatewayMetrics) -> None:
-    """The stream's spool writer: queued chunks → one group commit → durable → Ack.
+async def spool_loop(
+    stream: Stream, spool: SpoolWriter, metrics: GatewayMetrics, registry: SessionRegistry
+) -> None:
+    """The stream's spool writer: queued chunks → one group commit → durable → registry → Ack.
+
+    The registry's watermark is written before the Ack goes out, so a resume in any
+    process on the host knows at least what the client was told is stored.
 
     When a write fails nothing after the last Ack counts as stored: the queue is dropped,
     the session forgets those seqs (a resend is stored, not taken for a duplicate), the
@@ -61,6 +67,11 @@ async def spool_loop(stream: Stream, spool: SpoolWriter, metrics: GatewayMetrics
         for record, received_s in batch:
             metrics.spool_lag_seconds.observe(durable_at - received_s)
             session.mark_durable(record.seq)
+        try:
+            await registry.note_durable(session.session_id, stream.durable_mark(time.time()))
+        except Exception as exc:
+            _spool_failed(stream, metrics, exc)
+            return
         stream.want_ack()
 
 

@@ -49,6 +49,7 @@ from streaming.spool.format import (
     SPOOL_SCHEMA_V1,
     TIMESTAMP_US_UTC,
     TOP_K_TYPE,
+    WORKER_DIR_PREFIX,
     Segment,
     SpoolCorrupt,
     SpoolLocked,
@@ -57,7 +58,9 @@ from streaming.spool.format import (
     fsync_dir,
     records_to_batch,
     segment_name,
+    spool_folders,
     upgrade,
+    worker_spool_dir,
 )
 from streaming.spool.reader import (
     purge_landed,
@@ -90,6 +93,7 @@ __all__ = [
     "SPOOL_SCHEMA_V1",
     "TIMESTAMP_US_UTC",
     "TOP_K_TYPE",
+    "WORKER_DIR_PREFIX",
     "Segment",
     "SpoolCorrupt",
     "SpoolLocked",
@@ -107,6 +111,8 @@ __all__ = [
     "retire_segment",
     "sealed_segments",
     "segment_name",
+    "spool_folders",
     "spool_lag_s",
     "upgrade",
+    "worker_spool_dir",
 ]
