@@ -83,7 +83,7 @@ class WorkerBoard:
                 if snapshot.get("worker") == self.worker:
                     continue
                 snapshot["age_s"] = round(now - float(snapshot["at"]), 3)
-                snapshot["up"] = snapshot["age_s"] <= STALE_AFTER_S
+                snapshot["up"] = snapshot["age_s"] <= STALE_AFTER_S and _alive(snapshot["pid"])
                 found.append(snapshot)
         return sorted(found, key=lambda s: int(s["worker"]))
 
@@ -91,12 +91,14 @@ class WorkerBoard:
         """This worker's health plus every worker's (``workers``) and the host's totals."""
         workers = [{"worker": self.worker, "up": True, **own}]
         for peer in self.peers():
-            workers.append({"worker": peer["worker"], "up": peer["up"], **peer["health"]})
+            workers.append({**peer["health"], "worker": peer["worker"], "up": peer["up"]})
+        workers.sort(key=lambda w: int(w["worker"]))
         up = [w for w in workers if w["up"]]
         return {
             **own,
             "worker": self.worker,
             "connections": sum(int(w.get("connections", 0)) for w in up),
+            "sessions": sum(int(w.get("sessions", 0)) for w in up),
             "workers_up": len(up),
             "workers": workers,
         }
@@ -108,6 +110,17 @@ class WorkerBoard:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Merged(list(merge_families(texts))))
         return generate_latest(registry)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host has that pid (the workers share the host)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def merge_families(texts: Iterable[tuple[int, str]]) -> Iterator[Metric]:

@@ -35,17 +35,16 @@ CHUNK_S = 0.1
 
 
 def _env(workdir: Path, cache: Path, workers: int, **extra: str) -> dict[str, str]:
-    return child_env(
-        cache,
-        state_dir=str(workdir / "state"),
-        lake_uri=str(workdir / "lake"),
-        spool_retention_s="0",
-        auth_tokens=TOKEN,
-        gateway_serve_model="false",
-        gateway_idle_timeout_s="30",
-        gateway_workers=str(workers),
-        **extra,
-    )
+    settings = {
+        "state_dir": str(workdir / "state"),
+        "lake_uri": str(workdir / "lake"),
+        "spool_retention_s": "0",
+        "auth_tokens": TOKEN,
+        "gateway_serve_model": "false",
+        "gateway_idle_timeout_s": "30",
+        "gateway_workers": str(workers),
+    }
+    return child_env(cache, **{**settings, **extra})
 
 
 def _health(port: int) -> dict[str, Any]:
@@ -282,14 +281,111 @@ def test_a_killed_worker_is_restarted_and_its_devices_resume_elsewhere(
 
     try:
         devices = asyncio.run(streaming())
-        after = _wait_workers_up(gateway.port, 2)
+        deadline = time.monotonic() + 60
+        while True:  # the supervisor starts worker 0 again
+            after = _wait_workers_up(gateway.port, 2)
+            if {w["pid"] for w in after["workers"]} & {victim["pid"]} == set():
+                break
+            assert time.monotonic() < deadline, f"worker 0 was not restarted: {after}"
+            time.sleep(0.2)
     finally:
         gateway.stop()
-    restarted = next(w for w in after["workers"] if w["worker"] == 0)
-    assert restarted["pid"] != victim["pid"], "the supervisor started worker 0 again"
     assert all(d.stats.new_sessions == 0 for d in devices), [d.stats for d in devices]
     assert sum(d.stats.resumes for d in devices) >= 1, "the killed worker's devices resumed"
     _assert_exactly_once(
         _bronze(tmp_path, env),
         {d.session_id: [chunk_bytes(200 + i, k) for k in range(40)] for i, d in enumerate(devices)},
     )
+
+
+# ---- hot swap: a promoted champion reaches every worker, no connection dropped ---------------
+class OpenStream:
+    """A connection kept streaming through the swap; closes with CloseStream at the end."""
+
+    def __init__(self, url: str, index: int) -> None:
+        self.url, self.index = url, index
+        self.worker = -1
+        self.final: dict[str, Any] | None = None
+        self.stop = asyncio.Event()
+
+    async def run(self, opened: asyncio.Event) -> None:
+        headers = {"Authorization": f"Token {TOKEN}"}
+        url = f"{self.url}?device_id=swap-{self.index}"
+        async with connect(url, additional_headers=headers, compression=None) as ws:
+            first = json.loads(await ws.recv())
+            self.worker = int(first["worker"])
+            opened.set()
+
+            async def drain() -> None:
+                async for raw in ws:
+                    message = json.loads(raw)
+                    if message["type"] == "Metadata" and message.get("final"):
+                        self.final = message
+
+            reader = asyncio.create_task(drain())
+            chunk = 0
+            while not self.stop.is_set():
+                await ws.send(chunk_bytes(300 + self.index, chunk))
+                chunk += 1
+                await asyncio.sleep(CHUNK_S)
+            await ws.send(json.dumps({"type": "CloseStream"}))
+            await asyncio.wait_for(reader, 30)
+
+
+@pytest.mark.chaos
+def test_a_promoted_champion_reaches_every_worker_without_dropping_a_connection(
+    tmp_path: Path, bytecode_cache: Path
+) -> None:
+    from benchmarks.gateway import write_linear_bundle
+    from models.registry import CHAMPION
+    from sonolake import wiring
+    from sonolake.settings import Settings
+
+    settings = Settings(state_dir=tmp_path / "state", lake_uri=str(tmp_path / "lake"))
+    registry = wiring.registry(settings)
+    first = registry.log_bundle(write_linear_bundle(tmp_path / "m1", seed=1), {}, {})
+    registry.set_alias(CHAMPION, first)
+    second = registry.log_bundle(write_linear_bundle(tmp_path / "m2", seed=2), {}, {})
+    gateway, _ = _start_workers(
+        tmp_path,
+        bytecode_cache,
+        gateway_serve_model="true",
+        serving_poll_interval_s="0.5",
+    )
+
+    def versions() -> set[Any]:
+        return {w.get("model_version") for w in _health(gateway.port)["workers"]}
+
+    def wait_for(version: str) -> None:
+        deadline = time.monotonic() + 90
+        while versions() != {version}:
+            assert time.monotonic() < deadline, f"workers serve {versions()}, not {version}"
+            time.sleep(0.2)
+
+    async def through_the_swap() -> list[OpenStream]:
+        streams: list[OpenStream] = []
+        tasks = []
+        while len({s.worker for s in streams}) < 2 or len(streams) < 4:
+            assert len(streams) < 40, "the kernel never sent a connection to the second worker"
+            stream = OpenStream(gateway.url, len(streams))
+            opened = asyncio.Event()
+            tasks.append(asyncio.create_task(stream.run(opened)))
+            await opened.wait()
+            streams.append(stream)
+        registry.set_alias(CHAMPION, second)
+        await asyncio.to_thread(wait_for, second)
+        for stream in streams:
+            stream.stop.set()
+        await asyncio.gather(*tasks)
+        return streams
+
+    try:
+        wait_for(first)
+        streams = asyncio.run(through_the_swap())
+    finally:
+        gateway.stop()
+    assert {s.worker for s in streams} == {0, 1}
+    for stream in streams:
+        assert stream.final is not None, f"stream {stream.index} lost its connection"
+        assert stream.final["closed_reason"] == "close_stream"
+        assert stream.final["totals"]["model_version"] == second
