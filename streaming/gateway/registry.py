@@ -127,6 +127,7 @@ class SessionRegistry:
         self._marks: dict[str, Durable] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -263,7 +264,7 @@ class SessionRegistry:
         self._waiters.append(future)
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush_loop())
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         await future
 
     async def _flush_loop(self) -> None:

@@ -181,6 +181,8 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
         self._stopping = False
+        self._opening_credentials: list[str] = []
+        """Credential of each session being opened now (between quota check and registry)."""
         owner = f"w{config.worker if config.worker is not None else 0}:{os.getpid()}:"
         self.registry = SessionRegistry(
             Path(config.registry_path or spool.spool_dir / REGISTRY_FILE),
@@ -373,7 +375,10 @@ class Gateway:
         total, held = await self.registry.live(
             live_since=self._live_since, credential=credential.id
         )
-        if max(total, len(self.streams)) >= self.config.max_sessions:
+        opening = self._opening_credentials  # this one included
+        total += len(opening) - 1
+        held += sum(c == credential.id for c in opening) - 1
+        if max(total, len(self.streams) + len(opening) - 1) >= self.config.max_sessions:
             raise ProtocolError(
                 "overloaded",
                 f"server is at its limit of {self.config.max_sessions} sessions; retry later",
@@ -484,35 +489,14 @@ class Gateway:
             stream.spool_failed = False
             stream.session.ensure_buffers()
         else:
-            await self._check_quotas(credential)
-            resume_token = new_resume_token()
-            session = Session(
-                new_session_id(),
-                params,
-                credential=credential.id,
-                resume_digest=digest(resume_token),
-                max_pending_ms=self.config.max_pending_ms,
-                max_utterance_ms=self.config.max_utterance_ms,
-            )
-            now = time.time()
-            await self.registry.register(
-                SessionRow(
-                    session_id=session.session_id,
-                    credential=session.credential,
-                    resume_digest=session.resume_digest,
-                    device_id=session.device_id,
-                    encoding=params.encoding,
-                    sample_rate=params.sample_rate,
-                    created_at=session.created_at,
-                    last_seen=now,
-                    durable_seq=-1,
-                    utterances=0,
-                    results=0,
-                    owner=self.registry.owner,
-                    epoch=0,
-                )
-            )
-            stream = self._new_stream(session)
+            # Sessions being opened here are not in the registry yet: the quotas count them.
+            self._opening_credentials.append(credential.id)
+            try:
+                await self._check_quotas(credential)
+                resume_token = new_resume_token()
+                stream = await self._open_session(params, credential, resume_token)
+            finally:
+                self._opening_credentials.remove(credential.id)
         if stream.spool_writer is None or stream.spool_writer.done():
             stream.spool_writer = asyncio.create_task(
                 spool_loop(stream, self.spool, self.metrics, self.registry)
@@ -521,6 +505,37 @@ class Gateway:
         stream.session.last_activity = time.monotonic()
         stream.attach(ws, self.config.outbox_limit, self.config.ack_interval_ms / 1000)
         return stream, resume_token
+
+    async def _open_session(
+        self, params: ListenParams, credential: Credential, resume_token: str
+    ) -> Stream:
+        """A new session, recorded in the host's registry before its first Metadata."""
+        session = Session(
+            new_session_id(),
+            params,
+            credential=credential.id,
+            resume_digest=digest(resume_token),
+            max_pending_ms=self.config.max_pending_ms,
+            max_utterance_ms=self.config.max_utterance_ms,
+        )
+        await self.registry.register(
+            SessionRow(
+                session_id=session.session_id,
+                credential=session.credential,
+                resume_digest=session.resume_digest,
+                device_id=session.device_id,
+                encoding=params.encoding,
+                sample_rate=params.sample_rate,
+                created_at=session.created_at,
+                last_seen=time.time(),
+                durable_seq=-1,
+                utterances=0,
+                results=0,
+                owner=self.registry.owner,
+                epoch=0,
+            )
+        )
+        return self._new_stream(session)
 
     def _metadata(
         self, stream: Stream, *, resumed: bool, resume_token: str | None = None
