@@ -117,6 +117,7 @@ async def _device_through_kills(gateway: GatewayProcess, chunks: int, kill_at: l
     return device, totals
 
 
+@pytest.mark.chaos
 def test_kill_9_and_restart_a_device_resumes_its_session_and_lands_each_chunk_once(
     tmp_path: Path, bytecode_cache: Path
 ) -> None:

@@ -235,7 +235,7 @@ def test_every_worker_folder_lands_and_a_chunk_stored_by_two_workers_lands_once(
 ) -> None:
     """``gateway --workers N``: one spool folder per worker; a session resumed on another
     worker has some chunks stored by both (sent again after the resume)."""
-    group = sessions(3, chunks=30, bursts=2)
+    group = sessions(2, chunks=20, bursts=1)
     records = interleave(s.records() for s in group)
     chunks = [r for r in records if r.kind == "chunk"]
     spool = tmp_path / "spool"
