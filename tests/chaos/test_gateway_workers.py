@@ -49,7 +49,8 @@ def _env(workdir: Path, cache: Path, workers: int, **extra: str) -> dict[str, st
 
 def _health(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
-        return json.loads(answer.read())  # type: ignore[no-any-return]
+        health: dict[str, Any] = json.loads(answer.read())
+    return health
 
 
 def _wait_workers_up(port: int, workers: int, timeout_s: float = 60) -> dict[str, Any]:
@@ -295,7 +296,10 @@ def test_a_killed_worker_is_restarted_and_its_devices_resume_elsewhere(
     assert sum(d.stats.resumes for d in devices) >= 1, "the killed worker's devices resumed"
     _assert_exactly_once(
         _bronze(tmp_path, env),
-        {d.session_id: [chunk_bytes(200 + i, k) for k in range(40)] for i, d in enumerate(devices)},
+        {
+            str(d.session_id): [chunk_bytes(200 + i, k) for k in range(40)]
+            for i, d in enumerate(devices)
+        },
     )
 
 
@@ -340,9 +344,9 @@ def test_a_promoted_champion_reaches_every_worker_without_dropping_a_connection(
     from benchmarks.gateway import write_linear_bundle
     from models.registry import CHAMPION
     from sonolake import wiring
-    from sonolake.settings import Settings
+    from sonolake.settings import get_settings
 
-    settings = Settings(state_dir=tmp_path / "state", lake_uri=str(tmp_path / "lake"))
+    settings = get_settings(state_dir=tmp_path / "state", lake_uri=str(tmp_path / "lake"))
     registry = wiring.registry(settings)
     first = registry.log_bundle(write_linear_bundle(tmp_path / "m1", seed=1), {}, {})
     registry.set_alias(CHAMPION, first)
