@@ -247,6 +247,12 @@ class Settings(BaseSettings):
     gateway_serve_model: bool = Field(
         True, description="Gateway: follow the champion model (false: VAD and segments only)."
     )
+    gateway_workers: int = Field(
+        0,
+        ge=0,
+        description="Gateway: worker processes on the port (SO_REUSEPORT); 0: one per CPU core, "
+        "1: a single process.",
+    )
     gateway_spool_commit_ms: float = Field(
         10.0, description="Gateway: ms a spool write waits to share its fsync (group commit)."
     )

@@ -9,10 +9,13 @@ sessions are flushed and ended, then the spool writer seals its segment.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import signal
 import ssl
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,13 +68,41 @@ def serving_engine(settings: Settings) -> Any:
         return None
 
 
-async def run_gateway(settings: Settings, host: str | None, port: int | None) -> None:
-    """Listen first, then load the model in the background (sessions say whether one is)."""
-    from streaming.gateway.server import Gateway
-    from streaming.spool import SpoolLocked, SpoolWriter
+WORKER_BOARD_DIR = "gateway-workers"
+"""``<spool>/gateway-workers/``: the workers' shared health and metrics snapshots."""
 
-    config = gateway_config(settings, host, port)
-    spool = SpoolWriter(settings.spool_path, commit_interval_ms=settings.gateway_spool_commit_ms)
+
+def worker_count(settings: Settings, workers: int | None) -> int:
+    """Worker processes to run: the flag, else the setting; 0 means one per CPU core."""
+    wanted = settings.gateway_workers if workers is None else workers
+    if wanted < 0:
+        raise BadInput(f"--workers {wanted}: use 1 or more (0: one per CPU core)")
+    return wanted or os.cpu_count() or 1
+
+
+async def run_gateway(
+    settings: Settings, host: str | None, port: int | None, worker: int | None = None
+) -> None:
+    """Listen first, then load the model in the background (sessions say whether one is).
+
+    ``worker`` K (under :func:`run_workers`): spool in ``<spool>/worker-K/``, the port shared
+    with ``SO_REUSEPORT``, health and metrics published for the other workers.
+    """
+    from streaming.gateway.registry import REGISTRY_FILE
+    from streaming.gateway.server import Gateway
+    from streaming.gateway.workers import WorkerBoard
+    from streaming.spool import SpoolLocked, SpoolWriter, worker_spool_dir
+
+    config = dataclasses.replace(
+        gateway_config(settings, host, port),
+        worker=worker,
+        registry_path=str(settings.spool_path / REGISTRY_FILE),
+    )
+    spool_dir = (
+        settings.spool_path if worker is None else worker_spool_dir(settings.spool_path, worker)
+    )
+    board = None if worker is None else WorkerBoard(settings.spool_path / WORKER_BOARD_DIR, worker)
+    spool = SpoolWriter(spool_dir, commit_interval_ms=settings.gateway_spool_commit_ms)
     try:
         await spool.start()
     except SpoolLocked as exc:
@@ -80,7 +111,7 @@ async def run_gateway(settings: Settings, host: str | None, port: int | None) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(config, spool=spool)
+    gateway = Gateway(config, spool=spool, board=board)
     console = Console(stderr=True)
     engine = None
     try:
@@ -92,8 +123,8 @@ async def run_gateway(settings: Settings, host: str | None, port: int | None) ->
             raise WorkFailed(f"cannot listen on {config.host}:{config.port}: {exc}") from None
         scheme = "https" if gateway.tls else "http"
         console.print(
-            f"gateway on {scheme}://{config.host}:{gateway.port}/ (WebSocket /v1/listen), "
-            f"spool {settings.spool_path}"
+            f"gateway {'' if worker is None else f'worker {worker} '}on "
+            f"{scheme}://{config.host}:{gateway.port}/ (WebSocket /v1/listen), spool {spool_dir}"
         )
         if not settings.gateway_serve_model:
             console.print("model serving is off: VAD and segmentation only")
@@ -126,6 +157,49 @@ async def run_gateway(settings: Settings, host: str | None, port: int | None) ->
             engine.close()
 
 
+def run_workers(settings: Settings, host: str | None, port: int | None, workers: int) -> None:
+    """The supervisor of ``sonolake gateway --workers N`` (N > 1): hold the port, run N
+    worker processes on it and restart any that dies, until SIGTERM/SIGINT."""
+    import shutil
+    import threading
+
+    from streaming.gateway.workers import Supervisor, hold_port
+
+    bind_host = host or settings.gateway_host
+    try:
+        holder = hold_port(bind_host, settings.gateway_port if port is None else port)
+    except OSError as exc:
+        raise WorkFailed(f"cannot listen on {bind_host}:{port}: {exc}") from None
+    bound = int(holder.getsockname()[1])
+    shutil.rmtree(settings.spool_path / WORKER_BOARD_DIR, ignore_errors=True)
+    passed: list[str] = []
+    for flag, value in (
+        ("--certfile", settings.gateway_certfile),
+        ("--keyfile", settings.gateway_keyfile),
+    ):
+        if value is not None:
+            passed += [flag, str(value)]
+
+    def command(worker: int) -> list[str]:
+        return [
+            *((sys.executable, "-m", "sonolake", "gateway")),
+            *("--host", bind_host, "--port", str(bound), "--worker-index", str(worker)),
+            *passed,
+        ]
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Console(stderr=True).print(
+        f"gateway supervisor: {workers} workers on {bind_host}:{bound} (SO_REUSEPORT), "
+        f"spool {settings.spool_path}/worker-K, registry {settings.spool_path}/sessions.db"
+    )
+    try:
+        Supervisor(workers, command).run(stop)
+    finally:
+        holder.close()
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the CLI."""
 
@@ -142,11 +216,28 @@ def register(app: typer.Typer) -> None:
         keyfile: Annotated[
             Path | None, typer.Option(help="PEM private key (if not inside --certfile).")
         ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                help="Worker processes on the port (default from settings; 0: one per CPU "
+                "core; 1: a single process)."
+            ),
+        ] = None,
+        worker_index: Annotated[
+            int | None, typer.Option(hidden=True, help="Run as worker K of the supervisor.")
+        ] = None,
     ) -> None:
         """Serve /v1/listen (WebSocket), /healthz, /metrics and the browser page."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         settings = get_settings(gateway_certfile=certfile, gateway_keyfile=keyfile)
-        asyncio.run(run_gateway(settings, host, port))
+        if worker_index is not None:
+            asyncio.run(run_gateway(settings, host, port, worker=worker_index))
+            return
+        count = worker_count(settings, workers)
+        if count == 1:
+            asyncio.run(run_gateway(settings, host, port))
+        else:
+            run_workers(settings, host, port, count)
 
     @app.command("replay")
     def replay_command(

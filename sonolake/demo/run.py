@@ -206,7 +206,9 @@ class Demo:
         while time.monotonic() < deadline:
             assert self.gateway is not None
             self.gateway.ensure_alive()
-            if get_json(f"http://127.0.0.1:{self.port}/healthz").get("model_version") == version:
+            health = get_json(f"http://127.0.0.1:{self.port}/healthz")
+            # every worker of the gateway (one per core) follows the champion on its own
+            if {w.get("model_version") for w in health.get("workers", [health])} == {version}:
                 self.say(f"gateway hot-swapped to model version {version}")
                 return
             time.sleep(0.5)

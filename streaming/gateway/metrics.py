@@ -60,6 +60,8 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.sessions_opened = 0
+        self.sessions_taken_over = 0
+        self.sessions_moved = 0
         self.chunks = 0
         self.duplicate_chunks = 0
         self.dropped_chunks = 0
@@ -94,6 +96,16 @@ class _Collector(Collector):
         m = self.m
         for name, documentation, value in (
             ("sessions_opened", "Connections accepted", m.sessions_opened),
+            (
+                "sessions_taken_over",
+                "Resumes of sessions another process served (continued from the registry)",
+                m.sessions_taken_over,
+            ),
+            (
+                "sessions_moved",
+                "Sessions let go because a resume moved them to another process",
+                m.sessions_moved,
+            ),
             ("chunks", "Audio chunks accepted and spooled", m.chunks),
             (
                 "duplicate_chunks",

@@ -24,10 +24,12 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -52,10 +54,12 @@ from streaming.gateway.outbox import spawn
 from streaming.gateway.processing import SpeechProcessor
 from streaming.gateway.protocol import ListenParams, ProtocolError
 from streaming.gateway.quota import AudioBucket
+from streaming.gateway.registry import REGISTRY_FILE, SessionRegistry, SessionRow
 from streaming.gateway.results import Classifier
 from streaming.gateway.session import Session
 from streaming.gateway.spooling import spool_loop
 from streaming.gateway.stream import Stream
+from streaming.gateway.workers import WorkerBoard
 from streaming.spool import SpoolRecord, SpoolWriter, records_to_batch
 from streaming.spool.priming import (
     DecoderPriming,
@@ -123,6 +127,12 @@ class GatewayConfig:
     certfile: str | None = None
     """PEM certificate chain: serve ``wss://`` and ``https://`` (with ``keyfile``)."""
     keyfile: str | None = None
+    registry_path: str | None = None
+    """The host's session registry (SQLite) shared by every worker; None: beside the spool."""
+    worker: int | None = None
+    """This process's worker number under ``sonolake gateway --workers N`` (in Metadata)."""
+    heartbeat_s: float = 1.0
+    """How often connected sessions are marked alive in the registry (and moves noticed)."""
 
 
 def _warm_up_spool_encoding() -> None:
@@ -150,8 +160,11 @@ class Gateway:
         spool: SpoolWriter,
         engine: Classifier | None = None,
         vad: BatchedVad | None = None,
+        board: WorkerBoard | None = None,
     ) -> None:
         self.config = config
+        self.board = board
+        """Where the workers of ``sonolake gateway --workers N`` share health and metrics."""
         self.spool = spool
         self.engine = engine
         self.metrics = GatewayMetrics()
@@ -174,6 +187,14 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
         self._stopping = False
+        self._opening_credentials: list[str] = []
+        """Credential of each session being opened now (between quota check and registry)."""
+        owner = f"w{config.worker if config.worker is not None else 0}:{os.getpid()}:"
+        registry_path = Path(config.registry_path or spool.spool_dir / REGISTRY_FILE)
+        self.registry = SessionRegistry(registry_path, owner + os.urandom(4).hex())
+        self.priming_dir = registry_path.parent
+        """Where compressed sessions' headers are kept: beside the registry, so whichever
+        worker a resume reaches finds them (every worker's spool folder is below it)."""
         self.started_at = time.time()
         self.metrics.gauge(
             "sessions_active", "Connections streaming now", lambda: len(self._connections)
@@ -212,6 +233,7 @@ class Gateway:
         # stalls every session for 100+ ms (measured: 168 ms gen-2 pauses under 100 streams).
         gc.collect()
         gc.freeze()
+        await self.registry.open()
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -225,10 +247,13 @@ class Gateway:
             open_timeout=self.config.open_timeout_s,
             compression=None,
             server_header="sonolake-gateway",
+            reuse_port=self.config.worker is not None,
         )
+        await self._publish()
         self._tasks = [
             asyncio.create_task(self.processor.run(), name="gateway-vad"),
             asyncio.create_task(self._reaper_loop(), name="gateway-reaper"),
+            asyncio.create_task(self._heartbeat_loop(), name="gateway-heartbeat"),
         ]
         log.info("gateway listening on %s:%s", self.config.host, self.port)
 
@@ -276,6 +301,7 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.registry.close()
         self.processor.close()
         gc.unfreeze()  # let the interpreter tear down normally (native extensions check this)
 
@@ -293,6 +319,11 @@ class Gateway:
 
     # ---- HTTP ------------------------------------------------------------------------------
     def _health(self) -> dict[str, Any]:
+        """This process's health, and with workers every worker's (``workers``)."""
+        own = self._own_health()
+        return own if self.board is None else self.board.health(own)
+
+    def _own_health(self) -> dict[str, Any]:
         loaded = self.processor.model_loaded
         return {
             "status": "stopping" if self._stopping else "ok",
@@ -301,10 +332,18 @@ class Gateway:
             "model_loaded": loaded,
             "model_version": self.engine.model_version if loaded and self.engine else None,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "worker": self.config.worker,
+            "pid": os.getpid(),
         }
 
     def _render_metrics(self) -> bytes:
-        return self.metrics.render()
+        own = self.metrics.render()
+        return own if self.board is None else self.board.metrics(own)
+
+    async def _publish(self) -> None:
+        """Share this worker's health and series with the other workers (one scrape)."""
+        if self.board is not None:
+            await asyncio.to_thread(self.board.publish, self._own_health(), self.metrics.render())
 
     # ---- admission -------------------------------------------------------------------------
     async def _refuse(self, ws: ServerConnection, error: ProtocolError) -> None:
@@ -331,15 +370,27 @@ class Gateway:
         )
         return proto.parse_listen_query(request.path, credential.device_id), credential
 
-    def _check_quotas(self, credential: Credential) -> None:
-        """Room for one more session: globally (1013) and for this credential (1008)."""
-        if len(self.streams) >= self.config.max_sessions:
+    @property
+    def _live_since(self) -> float:
+        """Unix time before which a registry row no longer counts as open or resumable: the
+        resume window, plus two heartbeats of slack for connected sessions."""
+        return time.time() - self.config.resume_window_s - 2 * self.config.heartbeat_s
+
+    async def _check_quotas(self, credential: Credential) -> None:
+        """Room for one more session on this host (every worker's sessions, open or
+        resumable, from the registry): globally (1013) and for this credential (1008)."""
+        total, held = await self.registry.live(
+            live_since=self._live_since, credential=credential.id
+        )
+        opening = self._opening_credentials  # this one included
+        total += len(opening) - 1
+        held += sum(c == credential.id for c in opening) - 1
+        if max(total, len(self.streams) + len(opening) - 1) >= self.config.max_sessions:
             raise ProtocolError(
                 "overloaded",
                 f"server is at its limit of {self.config.max_sessions} sessions; retry later",
                 proto.CLOSE_OVERLOADED,
             )
-        held = sum(s.session.credential == credential.id for s in self.streams.values())
         if held >= self.config.max_sessions_per_credential:
             raise ProtocolError(
                 "quota_exceeded",
@@ -348,24 +399,86 @@ class Gateway:
                 proto.CLOSE_POLICY,
             )
 
-    def _resumable(self, params: ListenParams, credential: Credential) -> Stream:
-        """The stream a resume names, if every check passes; one uniform refusal otherwise."""
-        stream = self.streams.get(params.session_id or "")
-        session = stream.session if stream is not None else None
+    async def _resumable(self, params: ListenParams, credential: Credential) -> Stream:
+        """The stream a resume names, if every check passes; one uniform refusal otherwise.
+
+        The registry decides, whichever process opened the session: a stream this process
+        still holds is continued in memory; one another process held (it crashed, restarted,
+        or is another worker) is claimed and continued from its durable watermark.
+        """
+        row = await self.registry.find(params.session_id or "", live_since=self._live_since)
         offered = digest(params.resume_token or "")
         # Every comparison runs whether or not the session exists (no timing tells).
-        ok = same_digest(session.credential if session else "", credential.id)
-        ok &= same_digest(session.resume_digest if session else _NO_SESSION_DIGEST, offered)
-        ok &= session is not None and session.device_id == params.device_id
-        if not ok or stream is None or stream.finishing:
+        ok = same_digest(row.credential if row else "", credential.id)
+        ok &= same_digest(row.resume_digest if row else _NO_SESSION_DIGEST, offered)
+        ok &= row is not None and row.device_id == params.device_id
+        if not ok or row is None:
             raise ProtocolError("resume_refused", RESUME_REFUSED, proto.CLOSE_POLICY)
-        before = stream.session.params
-        if (before.encoding, before.sample_rate) != (params.encoding, params.sample_rate):
+        if (row.encoding, row.sample_rate) != (params.encoding, params.sample_rate):
             raise ProtocolError(
                 "format_mismatch",
-                f"session {params.session_id} streams {before.encoding} at "
-                f"{before.sample_rate} Hz; resume it with the same encoding and sample_rate",
+                f"session {params.session_id} streams {row.encoding} at "
+                f"{row.sample_rate} Hz; resume it with the same encoding and sample_rate",
             )
+        stream = self.streams.get(row.session_id)
+        if stream is not None and row.owner == self.registry.owner:
+            if stream.finishing or row.epoch != stream.owner_epoch:
+                raise ProtocolError("resume_refused", RESUME_REFUSED, proto.CLOSE_POLICY)
+            return stream
+        if stream is not None:  # another process took it over since: this copy is stale
+            await self._let_go(stream)
+        if params.compressed and not await asyncio.to_thread(
+            load_decoder_priming, self.priming_dir, row.session_id
+        ):  # no saved header: no decoder here can continue the stream
+            raise ProtocolError("resume_refused", RESUME_REFUSED, proto.CLOSE_POLICY)
+        if len(self.streams) >= self.config.max_sessions:
+            raise ProtocolError(
+                "overloaded",
+                f"server is at its limit of {self.config.max_sessions} sessions; retry later",
+                proto.CLOSE_OVERLOADED,
+            )
+        claimed = await self.registry.claim(row, time.time())
+        if claimed is None:
+            raise ProtocolError("resume_refused", RESUME_REFUSED, proto.CLOSE_POLICY)
+        return self._taken_over(claimed, params)
+
+    def _new_stream(self, session: Session) -> Stream:
+        stream = Stream(
+            session,
+            self.config.max_spool_queue_bytes,
+            AudioBucket(self.config.rate_audio_s_per_s, self.config.rate_burst_audio_s),
+        )
+        stream.spool_room.set()
+        self.streams[session.session_id] = stream
+        return stream
+
+    def _taken_over(self, row: SessionRow, params: ListenParams) -> Stream:
+        """A session another process served, continued here from what the registry says.
+
+        Chunks up to ``durable_seq`` are stored in that process's spool. A client resuming
+        from its last Ack re-sends those after it: they are stored again and acknowledged,
+        and the sidecar lands the same seq with the same bytes once (other bytes go to the
+        dead letters), so nothing acknowledged is ever dropped, nor landed twice.
+        """
+        durable_next = row.durable_seq + 1
+        first = (
+            durable_next if params.resume_from is None else min(params.resume_from, durable_next)
+        )
+        session = Session(
+            row.session_id,
+            params,
+            credential=row.credential,
+            resume_digest=row.resume_digest,
+            max_pending_ms=self.config.max_pending_ms,
+            max_utterance_ms=self.config.max_utterance_ms,
+            first_seq=first,
+            first_utterance=row.utterances,
+        )
+        session.created_at = row.created_at
+        stream = self._new_stream(session)
+        stream.owner_epoch = row.epoch
+        stream.results_spooled = row.results
+        self.metrics.sessions_taken_over += 1
         return stream
 
     async def _attach(
@@ -374,7 +487,7 @@ class Gateway:
         """The stream this connection feeds and, for a new session, its resume secret."""
         resume_token = None
         if params.session_id is not None:
-            stream = self._resumable(params, credential)
+            stream = await self._resumable(params, credential)
             if stream.parking is not None:
                 await asyncio.gather(stream.parking, return_exceptions=True)
                 if stream.finishing:
@@ -385,29 +498,53 @@ class Gateway:
             stream.spool_failed = False
             stream.session.ensure_buffers()
         else:
-            self._check_quotas(credential)
-            resume_token = new_resume_token()
-            session = Session(
-                new_session_id(),
-                params,
-                credential=credential.id,
-                resume_digest=digest(resume_token),
-                max_pending_ms=self.config.max_pending_ms,
-                max_utterance_ms=self.config.max_utterance_ms,
-            )
-            stream = Stream(
-                session,
-                self.config.max_spool_queue_bytes,
-                AudioBucket(self.config.rate_audio_s_per_s, self.config.rate_burst_audio_s),
-            )
-            stream.spool_room.set()
-            self.streams[session.session_id] = stream
+            # Sessions being opened here are not in the registry yet: the quotas count them.
+            self._opening_credentials.append(credential.id)
+            try:
+                await self._check_quotas(credential)
+                resume_token = new_resume_token()
+                stream = await self._open_session(params, credential, resume_token)
+            finally:
+                self._opening_credentials.remove(credential.id)
         if stream.spool_writer is None or stream.spool_writer.done():
-            stream.spool_writer = asyncio.create_task(spool_loop(stream, self.spool, self.metrics))
+            stream.spool_writer = asyncio.create_task(
+                spool_loop(stream, self.spool, self.metrics, self.registry)
+            )
         stream.session.resume(params.resume_from)
         stream.session.last_activity = time.monotonic()
         stream.attach(ws, self.config.outbox_limit, self.config.ack_interval_ms / 1000)
         return stream, resume_token
+
+    async def _open_session(
+        self, params: ListenParams, credential: Credential, resume_token: str
+    ) -> Stream:
+        """A new session, recorded in the host's registry before its first Metadata."""
+        session = Session(
+            new_session_id(),
+            params,
+            credential=credential.id,
+            resume_digest=digest(resume_token),
+            max_pending_ms=self.config.max_pending_ms,
+            max_utterance_ms=self.config.max_utterance_ms,
+        )
+        await self.registry.register(
+            SessionRow(
+                session_id=session.session_id,
+                credential=session.credential,
+                resume_digest=session.resume_digest,
+                device_id=session.device_id,
+                encoding=params.encoding,
+                sample_rate=params.sample_rate,
+                created_at=session.created_at,
+                last_seen=time.time(),
+                durable_seq=-1,
+                utterances=0,
+                results=0,
+                owner=self.registry.owner,
+                epoch=0,
+            )
+        )
+        return self._new_stream(session)
 
     def _metadata(
         self, stream: Stream, *, resumed: bool, resume_token: str | None = None
@@ -437,6 +574,7 @@ class Gateway:
             "interim_results": params.interim_results,
             "endpointing_ms": params.endpointing_ms,
             "resumed": resumed,
+            "worker": self.config.worker,
             "next_seq": session.next_seq,
             "durable_seq": session.durable_seq,
         }
@@ -592,7 +730,7 @@ class Gateway:
         """
         session, params = stream.session, stream.session.params
         if session.accepted_high >= 0:
-            priming = load_decoder_priming(self.spool.spool_dir, session.session_id)
+            priming = load_decoder_priming(self.priming_dir, session.session_id)
             if priming is not None:
                 stream.priming = priming
                 stream.send(
@@ -617,7 +755,7 @@ class Gateway:
             encoding=stream.received_encoding,
             header=decoder.header,
         )
-        await asyncio.to_thread(save_decoder_priming, self.spool.spool_dir, stream.priming)
+        await asyncio.to_thread(save_decoder_priming, self.priming_dir, stream.priming)
 
     async def _bad_stream(self, stream: Stream, why: str) -> None:
         """Undecodable compressed audio: Error ``bad_frame``, then end the session (1003)."""
@@ -740,21 +878,29 @@ class Gateway:
             "last_seq": session.accepted_high,
             "durable_seq": session.durable_seq,
         }
+        owned = False
         try:
-            await self.spool.append(
-                SpoolRecord.session_end(
-                    session_id=session.session_id,
-                    device_id=session.device_id,
-                    event_time=datetime.now(UTC),
-                    sample_rate=session.params.sample_rate,
-                    encoding=session.params.encoding,
-                    meta_json=json.dumps(totals),
+            # Only the process that still serves the session ends it (a resume another
+            # worker accepted has moved it there).
+            owned = await self.registry.end(session.session_id, stream.owner_epoch)
+        except Exception:
+            log.exception("could not end %s in the session registry", session.session_id)
+        try:
+            if owned:
+                await self.spool.append(
+                    SpoolRecord.session_end(
+                        session_id=session.session_id,
+                        device_id=session.device_id,
+                        event_time=datetime.now(UTC),
+                        sample_rate=session.params.sample_rate,
+                        encoding=session.params.encoding,
+                        meta_json=json.dumps(totals),
+                    )
                 )
-            )
         except Exception:
             log.exception("could not write session_end for %s", session.session_id)
-        if stream.priming is not None:  # the stream will not resume: its header can go
-            await asyncio.to_thread(drop_decoder_priming, self.spool.spool_dir, session.session_id)
+        if owned and stream.priming is not None:  # the stream will not resume: its header can go
+            await asyncio.to_thread(drop_decoder_priming, self.priming_dir, session.session_id)
         session.closed = True
         self.processor.release(stream)
         self.streams.pop(session.session_id, None)
@@ -769,6 +915,56 @@ class Gateway:
         await outbox.flush()
         with contextlib.suppress(ConnectionClosed):
             await ws.close(close_code or proto.CLOSE_NORMAL, reason)
+
+    async def _let_go(self, stream: Stream) -> None:
+        """Another process serves this session now: stop here without ending it.
+
+        What was accepted is still written (nothing accepted is dropped); the connection,
+        if one is still attached, is closed with 1001 like any connection a resume replaced.
+        """
+        if stream.finishing:
+            await stream.finished.wait()
+            return
+        stream.finishing = True
+        try:
+            if stream.parking is not None:
+                await asyncio.gather(stream.parking, return_exceptions=True)
+            ws = stream.detach(time.monotonic())
+            if ws is not None:
+                spawn(ws.close(proto.CLOSE_GOING_AWAY, "session resumed on a new connection"))
+            stream.spool_closing = True
+            stream.spool_wakeup.set()
+            if stream.spool_writer is not None:
+                await asyncio.gather(stream.spool_writer, return_exceptions=True)
+            stream.session.closed = True
+            self.processor.release(stream)
+            if self.streams.get(stream.session.session_id) is stream:
+                del self.streams[stream.session.session_id]
+            self.metrics.sessions_moved += 1
+        finally:
+            stream.finished.set()
+
+    async def _heartbeat_loop(self) -> None:
+        """Keep connected sessions alive in the registry, let go of the ones another
+        process took over, and end (for the whole host) those nobody resumed in time."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            held = [
+                (sid, s.owner_epoch)
+                for sid, s in list(self.streams.items())
+                if s.ws is not None and not s.finishing
+            ]
+            try:
+                lost = await self.registry.heartbeat(held, time.time())
+                await self.registry.expire(live_since=self._live_since, now=time.time())
+                await self._publish()
+            except Exception:
+                log.exception("session registry heartbeat failed")
+                continue
+            for session_id in lost:
+                stream = self.streams.get(session_id)
+                if stream is not None:
+                    spawn(self._let_go(stream))
 
     async def _reaper_loop(self) -> None:
         """Close idle connections; end sessions whose device did not come back in time."""

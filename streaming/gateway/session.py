@@ -96,6 +96,7 @@ class Session:
         max_pending_ms: int,
         max_utterance_ms: int,
         first_seq: int = 0,
+        first_utterance: int = 0,
     ) -> None:
         self.session_id = session_id
         self.params = params
@@ -137,7 +138,9 @@ class Session:
         self._history: collections.deque[np.ndarray] = collections.deque(maxlen=history_windows)
         """The last scored windows (pre-roll and the windows that confirmed speech)."""
         self.utterance: Utterance | None = None
-        self._utterance_count = 0
+        self._utterance_count = first_utterance
+        """Utterances opened so far (continued from the registry when another process
+        served the session before: utterance numbers are never reused)."""
         self.drops_unreported = 0
         self.last_warning_at = 0.0
 
@@ -372,6 +375,10 @@ class Session:
             last_seq=self.last_seq_processed,
             reason=event.reason,
         )
+
+    @property
+    def utterance_count(self) -> int:
+        return self._utterance_count
 
     def interim_due(self, interval_samples: int) -> Utterance | None:
         """The open utterance when an interim result is due (and none is being computed)."""

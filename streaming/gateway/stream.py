@@ -30,6 +30,7 @@ from streaming.gateway import assemblyai
 from streaming.gateway import protocol as proto
 from streaming.gateway.outbox import Outbox, spawn
 from streaming.gateway.quota import AudioBucket
+from streaming.gateway.registry import Durable
 from streaming.gateway.session import Session
 from streaming.spool import SpoolRecord
 from streaming.spool.priming import DecoderPriming
@@ -77,6 +78,8 @@ class Stream:
     drain_requests: list[tuple[bool, asyncio.Future[None]]] = field(default_factory=list)
     """(end of stream?, future) asks for the VAD loop to score everything pending now."""
     detached_at: float | None = None
+    owner_epoch: int = 0
+    """The session's registry epoch when this process took it (a later one: it moved on)."""
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Deepgram's ``request_id``: one per session, in its Metadata and every Results."""
     audio_sha256: Any = field(default_factory=hashlib.sha256)
@@ -213,6 +216,11 @@ class Stream:
 
     def log_window(self, window_end: int, probability: float, seq: int) -> None:
         self.window_log.append((window_end - WINDOW_SAMPLES, probability, seq))
+
+    def durable_mark(self, at: float) -> Durable:
+        """What the registry records once a group commit is fsync'd (Unix time ``at``)."""
+        session = self.session
+        return Durable(session.durable_seq, session.utterance_count, self.results_spooled, at)
 
     def want_ack(self) -> None:
         if self.outbox is not None and self.session.durable_seq >= 0:

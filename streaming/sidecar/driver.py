@@ -413,7 +413,8 @@ class Sidecar:
                     unreadable.add(source)
         spool = self.config.spool_dir
         for name in manifest["segments"]:
-            if name in unreadable:
+            # a dead letter names the file; the manifest its path in the spool (worker-K/…)
+            if name in unreadable or Path(name).name in unreadable:
                 quarantine_segment(spool / name)
             else:
                 retire_segment(spool / name, retention_s=self.config.retention_s)

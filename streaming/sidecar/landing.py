@@ -440,8 +440,11 @@ def land(
         },
         schema=KEYS_SCHEMA,
     )
+    # Keys outlive their session's end: under ``gateway --workers N`` a chunk sent again after
+    # a resume on another worker may be stored there too, and that worker's segment can land
+    # after the session_end (a crashed worker's open segment is sealed when it restarts).
     next_keys = _prune(
-        pa.concat_tables([keys, fresh_keys]), ended, watermark_us, params.dedup_horizon_s
+        pa.concat_tables([keys, fresh_keys]), None, watermark_us, params.dedup_horizon_s
     )
     next_stats = _prune(new_stats, ended, watermark_us, params.level_horizon_s)
     next_stats = _drop_covered(next_stats, utterances)
@@ -475,9 +478,13 @@ def _us_arr(rows: pa.Table) -> pa.Array:
     return pc.cast(rows.column("received_at"), pa.int64())
 
 
-def _prune(table: pa.Table, ended: pa.Array, watermark_us: int, horizon_s: float) -> pa.Table:
-    """Rows of sessions still open and received within ``horizon_s`` of the watermark."""
+def _prune(
+    table: pa.Table, ended: pa.Array | None, watermark_us: int, horizon_s: float
+) -> pa.Table:
+    """Rows received within ``horizon_s`` of the watermark (of sessions not ``ended``)."""
     recent = pc.greater_equal(table.column("received_us"), watermark_us - int(horizon_s * 1e6))
+    if ended is None:
+        return table.filter(recent)
     open_session = pc.invert(pc.is_in(table.column("session_id"), ended))
     return table.filter(pc.and_(recent, open_session))
 

@@ -54,6 +54,7 @@ from streaming.spool.format import (
     SPOOL_SCHEMA_V2,
     TIMESTAMP_US_UTC,
     TOP_K_TYPE,
+    WORKER_DIR_PREFIX,
     Segment,
     SpoolCorrupt,
     SpoolLocked,
@@ -62,7 +63,9 @@ from streaming.spool.format import (
     fsync_dir,
     records_to_batch,
     segment_name,
+    spool_folders,
     upgrade,
+    worker_spool_dir,
 )
 from streaming.spool.reader import (
     purge_landed,
@@ -96,6 +99,7 @@ __all__ = [
     "SPOOL_SCHEMA_V2",
     "TIMESTAMP_US_UTC",
     "TOP_K_TYPE",
+    "WORKER_DIR_PREFIX",
     "Segment",
     "SpoolCorrupt",
     "SpoolLocked",
@@ -113,6 +117,8 @@ __all__ = [
     "retire_segment",
     "sealed_segments",
     "segment_name",
+    "spool_folders",
     "spool_lag_s",
     "upgrade",
+    "worker_spool_dir",
 ]

@@ -28,7 +28,13 @@ import pyarrow.compute as pc
 
 from lake_schemas import Lake
 from lake_schemas.erasure import ErasureResult, erase_device, plan_erasure
-from streaming.spool.format import LANDED_DIR, QUARANTINE_DIR, SEALED_SUFFIX, fsync_dir
+from streaming.spool.format import (
+    LANDED_DIR,
+    QUARANTINE_DIR,
+    SEALED_SUFFIX,
+    fsync_dir,
+    spool_folders,
+)
 from streaming.spool.priming import purge_device_priming
 
 ERASURE_LOCK_FILE = "erasure.lock"
@@ -60,7 +66,9 @@ class SpoolPurge:
 
 
 def _segments(spool_dir: Path) -> list[Path]:
-    folders = [spool_dir, spool_dir / LANDED_DIR]
+    folders = [
+        path for _, writer in spool_folders(spool_dir) for path in (writer, writer / LANDED_DIR)
+    ]
     return sorted(
         p for folder in folders if folder.is_dir() for p in folder.glob(f"*{SEALED_SUFFIX}")
     )
@@ -113,9 +121,11 @@ def purge_device(spool_dir: Path, device_id: str) -> SpoolPurge:
         records += found[1]
         rewritten += 1
     deleted = 0
-    quarantine = spool_dir / QUARANTINE_DIR
     needle = device_id.encode()
-    if quarantine.is_dir():
+    for _, writer in spool_folders(spool_dir):
+        quarantine = writer / QUARANTINE_DIR
+        if not quarantine.is_dir():
+            continue
         for path in sorted(p for p in quarantine.iterdir() if p.is_file()):
             if needle in path.read_bytes():
                 path.unlink()

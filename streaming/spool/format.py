@@ -280,6 +280,29 @@ def records_to_batch(records: Iterable[SpoolRecord]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(columns, schema=SPOOL_SCHEMA)
 
 
+WORKER_DIR_PREFIX = "worker-"
+"""``<spool>/worker-K/``: the spool folder of gateway worker K (one writer per folder)."""
+
+
+def worker_spool_dir(spool_dir: Path, worker: int) -> Path:
+    return Path(spool_dir) / f"{WORKER_DIR_PREFIX}{worker}"
+
+
+def spool_folders(spool_dir: Path) -> list[tuple[str, Path]]:
+    """(name relative to the spool, folder) of every writer's folder: the spool itself (a
+    single gateway process) and each ``worker-K/`` (``sonolake gateway --workers N``)."""
+    spool_dir = Path(spool_dir)
+    folders = [("", spool_dir)]
+    if spool_dir.is_dir():
+        with os.scandir(spool_dir) as entries:
+            folders += sorted(
+                (entry.name, Path(entry.path))
+                for entry in entries
+                if entry.name.startswith(WORKER_DIR_PREFIX) and entry.is_dir()
+            )
+    return folders
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     """A sealed segment file and its place in the spool's order."""
@@ -287,10 +310,13 @@ class Segment:
     segment_id: int
     path: Path
     size_bytes: int
+    folder: str = ""
+    """The writer's folder relative to the spool ("" or ``worker-K``)."""
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The segment's path relative to the spool (what a batch manifest records)."""
+        return f"{self.folder}/{self.path.name}" if self.folder else self.path.name
 
 
 def segment_name(segment_id: int, *, sealed: bool = True) -> str:

@@ -23,21 +23,26 @@ from streaming.spool.format import (
     decode_segment,
     fsync_dir,
     parse_id,
+    spool_folders,
 )
 
 
 def sealed_segments(spool_dir: Path) -> list[Segment]:
-    """Sealed, not yet retired segments, oldest first. Open segments are never listed."""
-    spool_dir = Path(spool_dir)
-    if not spool_dir.is_dir():
-        return []
+    """Sealed, not yet retired segments of every writer's folder (the spool and each
+    ``worker-K/``), oldest first by id (a microsecond timestamp). Open ones are never listed.
+    """
     found: list[Segment] = []
-    with os.scandir(spool_dir) as entries:
-        for entry in entries:
-            segment_id = parse_id(entry.name, SEALED_SUFFIX)
-            if segment_id is not None and entry.is_file():
-                found.append(Segment(segment_id, Path(entry.path), entry.stat().st_size))
-    return sorted(found, key=lambda s: s.segment_id)
+    for folder_name, folder in spool_folders(spool_dir):
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                segment_id = parse_id(entry.name, SEALED_SUFFIX)
+                if segment_id is not None and entry.is_file():
+                    found.append(
+                        Segment(segment_id, Path(entry.path), entry.stat().st_size, folder_name)
+                    )
+    return sorted(found, key=lambda s: (s.segment_id, s.folder))
 
 
 def read_segment(path: Path) -> pa.Table:
@@ -88,18 +93,22 @@ def quarantine_segment(segment: Segment | Path) -> Path | None:
 
 
 def purge_landed(spool_dir: Path, retention_s: float, *, now_s: float | None = None) -> int:
-    """Delete landed segments older than ``retention_s`` seconds; returns how many."""
-    landed = Path(spool_dir) / LANDED_DIR
-    if not landed.is_dir():
-        return 0
+    """Delete landed segments older than ``retention_s`` seconds (every writer's folder);
+    returns how many."""
     cutoff = (time.time() if now_s is None else now_s) - retention_s
     removed = 0
-    for path in landed.iterdir():
-        if path.name.endswith(SEALED_SUFFIX) and path.stat().st_mtime < cutoff:
-            path.unlink(missing_ok=True)
-            removed += 1
-    if removed:
-        fsync_dir(landed)
+    for _, folder in spool_folders(spool_dir):
+        landed = folder / LANDED_DIR
+        if not landed.is_dir():
+            continue
+        gone = 0
+        for path in landed.iterdir():
+            if path.name.endswith(SEALED_SUFFIX) and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                gone += 1
+        if gone:
+            fsync_dir(landed)
+        removed += gone
     return removed
 
 

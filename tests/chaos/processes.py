@@ -7,10 +7,14 @@ stop. ``PYTHONPATH`` points at this checkout, so the code under test is what run
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +43,10 @@ class GatewayProcess:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     logs: list[Path] = field(default_factory=list)
+    workers: int = 1
+    """``SONOLAKE_GATEWAY_WORKERS`` of ``env``: start() waits for each worker when > 1."""
+    worker_pids: set[int] = field(default_factory=set)
+    dead_pids: set[int] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -58,12 +66,34 @@ class GatewayProcess:
             )
         self.starts += 1
         wait_for_port(self.port, timeout_s, self.proc)
+        if self.workers > 1:
+            self._wait_for_workers(timeout_s)
         return self
 
+    def _wait_for_workers(self, timeout_s: float) -> None:
+        """Under ``--workers N``: until every worker of this start answers (the port may
+        still be held by workers of the killed supervisor for a moment)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                url = f"http://127.0.0.1:{self.port}/healthz"
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    health = json.loads(answer.read())
+                pids = {w["pid"] for w in health.get("workers", []) if w.get("up")}
+                if len(pids) == self.workers and not pids & self.dead_pids:
+                    self.worker_pids = pids
+                    return
+            if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
+                raise RuntimeError(f"{self.workers} gateway workers did not come up")
+            time.sleep(0.1)
+
     def kill9(self) -> None:
+        """SIGKILL the gateway (under ``--workers N``: its supervisor, and the workers die
+        with it)."""
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+        self.dead_pids |= self.worker_pids
 
     def stop(self, timeout_s: float = 30) -> int | None:
         """Graceful stop (SIGTERM: sessions ended, spool sealed); SIGKILL if it hangs."""

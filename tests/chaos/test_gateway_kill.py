@@ -2,8 +2,9 @@
 
 Devices (:mod:`resuming_client`) stream unique chunks at twice real time through a real
 ``sonolake gateway`` process. At random moments the test kills it with SIGKILL and starts it
-again on the same port; every device reconnects and resumes from its last ``Ack`` (or, if the
-new process refuses the resume, starts a new session and resends what was not acknowledged).
+again on the same port; every device reconnects and resumes from its last ``Ack``: the new
+process finds the session in the host's session registry, so no resume is refused and no
+device needs a second session.
 At the end the gateway is stopped gracefully, the real ``sonolake sidecar --once`` lands the
 spool, and bronze must hold every acknowledged chunk exactly once, with its bytes.
 """
@@ -46,7 +47,9 @@ class KillRun:
         )
 
 
-def run_kills(workdir: Path, cache: Path, *, kills: int, streams: int, seed: int) -> KillRun:
+def run_kills(
+    workdir: Path, cache: Path, *, kills: int, streams: int, seed: int, workers: int = 1
+) -> KillRun:
     rng = random.Random(seed)
     env = child_env(
         cache,
@@ -56,8 +59,9 @@ def run_kills(workdir: Path, cache: Path, *, kills: int, streams: int, seed: int
         auth_tokens=",".join(TOKENS),
         gateway_serve_model="false",
         gateway_idle_timeout_s="30",
+        gateway_workers=str(workers),
     )
-    gateway = GatewayProcess(workdir, free_port(), env).start()
+    gateway = GatewayProcess(workdir, free_port(), env, workers=workers).start()
 
     async def chaos() -> list[ResumingStream]:
         stop_sending = asyncio.Event()
@@ -99,6 +103,7 @@ def _check(run: KillRun, streams: int) -> None:
     assert run.audit.acked > 0
     assert run.audit.lost == 0, run.line()
     assert run.audit.duplicates == 0, run.line()
+    assert run.refused_resumes == 0, "the session registry lets every device resume"
 
 
 def test_kill_9_while_20_devices_stream_loses_and_duplicates_nothing(
@@ -113,4 +118,12 @@ def test_chaos_kill_9_twelve_times_while_24_devices_stream(
     tmp_path: Path, bytecode_cache: Path
 ) -> None:
     run = run_kills(tmp_path, bytecode_cache, kills=12, streams=24, seed=2026)
+    _check(run, 24)
+
+
+@pytest.mark.chaos
+def test_chaos_kill_9_of_two_workers_eight_times_while_24_devices_stream(
+    tmp_path: Path, bytecode_cache: Path
+) -> None:
+    run = run_kills(tmp_path, bytecode_cache, kills=8, streams=24, seed=11, workers=2)
     _check(run, 24)

@@ -32,6 +32,7 @@ from streaming.spool import (
     records_to_batch,
     sealed_segments,
     segment_name,
+    worker_spool_dir,
 )
 
 
@@ -275,3 +276,25 @@ def test_a_compressed_chunk_is_a_duplicate_by_the_bytes_the_client_sent(tmp_path
     (dead,) = lake.read(DEAD_LETTERS).to_pylist()
     assert (dead["seq"], dead["payload"]) == (6, b"another frame")
     assert "conflicting payload" in dead["reason"]
+
+
+def test_every_worker_folder_lands_and_a_chunk_stored_by_two_workers_lands_once(
+    tmp_path: Path,
+) -> None:
+    """``gateway --workers N``: one spool folder per worker; a session resumed on another
+    worker has some chunks stored by both (sent again after the resume)."""
+    group = sessions(2, chunks=20, bursts=1)
+    records = interleave(s.records() for s in group)
+    chunks = [r for r in records if r.kind == "chunk"]
+    spool = tmp_path / "spool"
+    write_spool(worker_spool_dir(spool, 0), records[::2], per_segment=8)
+    write_spool(worker_spool_dir(spool, 1), records[1::2] + chunks[:10], per_segment=8)
+    (worker_spool_dir(spool, 1) / segment_name(1)).write_bytes(b"not a segment")
+    folders = {s.folder for s in sealed_segments(spool)}
+    assert folders == {"worker-0", "worker-1"}
+    assert _land_all(tmp_path) == 0
+    lake = Lake(tmp_path / "lake")
+    assert_landed_exactly_once(lake, group)
+    assert not sealed_segments(spool), "every worker's landed segments are retired"
+    quarantined = worker_spool_dir(spool, 1) / QUARANTINE_DIR / segment_name(1)
+    assert quarantined.exists(), "an unreadable segment is kept in its worker's quarantine"

@@ -15,7 +15,13 @@ from support import ServerProcess, free_port, python_module
 from websockets.exceptions import ConnectionClosed
 
 from streaming.gateway.protocol import CLOSE_GOING_AWAY
-from streaming.spool import KIND_CHUNK, read_segment, recover_open_segments, sealed_segments
+from streaming.spool import (
+    KIND_CHUNK,
+    read_segment,
+    recover_open_segments,
+    sealed_segments,
+    spool_folders,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +63,7 @@ def test_sigterm_closes_sessions_and_seals_the_spool(tmp_path: Path) -> None:
     assert transcript.close_code == CLOSE_GOING_AWAY
     assert transcript.of("Metadata")[-1]["closed_reason"] == "shutdown"
     spool_dir = tmp_path / "state" / "spool"
-    assert not list(spool_dir.glob("*.open")), "the open segment was sealed"
+    assert not list(spool_dir.rglob("*.open")), "every worker's open segment was sealed"
     rows = _rows(spool_dir)
     assert [r["seq"] for r in rows if r["kind"] == KIND_CHUNK] == list(range(len(frames)))
     assert json.loads(rows[-1]["meta_json"])["closed_reason"] == "shutdown"
@@ -92,7 +98,8 @@ def test_kill_9_loses_no_acknowledged_chunk(tmp_path: Path) -> None:
         server.stop()
     assert acked >= 39, "the gateway acknowledged chunks before it died"
     spool_dir = tmp_path / "state" / "spool"
-    recover_open_segments(spool_dir)  # what the next writer does on start
+    for _, folder in spool_folders(spool_dir):  # what each worker's next writer does on start
+        recover_open_segments(folder)
     stored = [r for r in _rows(spool_dir) if r["kind"] == KIND_CHUNK]
     seqs = [r["seq"] for r in stored]
     assert len(seqs) == len(set(seqs))
