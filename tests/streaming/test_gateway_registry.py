@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gateway_support import next_message, open_ws, read_until_closed
+from gateway_support import next_message, open_ws, read_until_closed, speech_stream
 from websockets.exceptions import ConnectionClosed
 
+from streaming.gateway.decode import encode_stream
 from streaming.gateway.protocol import CLOSE_GOING_AWAY, CLOSE_POLICY
 from streaming.gateway.registry import Durable, SessionRegistry, SessionRow
 from streaming.spool import KIND_CHUNK, KIND_SESSION_END
@@ -188,3 +189,40 @@ def test_registry_rows_move_between_owners_and_marks_never_go_back(tmp_path: Pat
         await second.close()
 
     asyncio.run(scenario())
+
+
+def test_a_compressed_session_resumes_on_another_gateway_from_its_saved_header(
+    make_gateway: Any, tmp_path: Path, shared_data: Path
+) -> None:
+    """Ogg Opus opened on one gateway, resumed on another: the header saved beside the
+    registry primes the second one's decoder; every frame is stored with its bytes once
+    (the one frame sent again after the resume is the same bytes, which the sidecar lands
+    once)."""
+    a, b = _pair(make_gateway, tmp_path)
+    data = encode_stream(speech_stream(shared_data, words=2, gap_s=0.8), 16_000, "ogg", "libopus")
+    frames = [data[i : i + 1000] for i in range(0, len(data), 1000)]
+    cut = len(frames) // 2
+    with open_ws(a.url("device_id=d&encoding=opus")) as ws:
+        first = next_message(ws)
+        for frame in frames[:cut]:
+            ws.send(frame)
+        acked = -1
+        while acked < cut - 1:
+            message = next_message(ws, skip_acks=False)
+            acked = message["seq"] if message["type"] == "Ack" else acked
+    with open_ws(b.url(_resume_query(first, cut - 1, encoding="opus"))) as ws:
+        assert next_message(ws)["resumed"] is True
+        for frame in frames[cut - 1 :]:
+            ws.send(frame)
+        ws.send(json.dumps({"type": "CloseStream"}))
+        transcript = read_until_closed(ws, timeout_s=20)
+    assert [w["code"] for w in transcript.of("Warning")].count("decoder_restarted") == 1
+    assert transcript.of("Metadata")[-1]["closed_reason"] == "close_stream"
+    stored = {}
+    for gateway in (a, b):
+        for row in gateway.stored().to_pylist():
+            if row["kind"] == KIND_CHUNK and row["received"]:
+                assert stored.setdefault(row["seq"], row["received"]) == row["received"]
+    assert [stored[s] for s in sorted(stored)] == frames, "every frame's bytes, once"
+    resumed_pcm = b"".join(r["pcm"] for r in b.stored().to_pylist() if r["kind"] == KIND_CHUNK)
+    assert len(resumed_pcm) > 16_000, "the second gateway decoded the rest of the stream"
