@@ -113,6 +113,10 @@ class Durable:
     at: float
 
 
+WAL_CHECKPOINT_PAGES = 16
+"""Pages (4 KiB) the registry's write-ahead log may hold before it is checkpointed."""
+
+
 class SessionRegistry:
     """The registry file, opened by one worker (``owner`` names it in the rows it holds).
 
@@ -138,6 +142,11 @@ class SessionRegistry:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # The registry holds a few hundred small rows but is written on every group commit:
+        # checkpoint the WAL every 16 pages (64 KiB) and truncate it back to that size, so it
+        # never grows to SQLite's default of 4 MiB beside a spool that may be short of room.
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
         db.executescript(_SCHEMA)
         self._db = db
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 from gateway_support import bare_stream
 
 from streaming.gateway.metrics import GatewayMetrics
+from streaming.gateway.registry import SessionRegistry
 from streaming.gateway.spooling import spool_loop
 from streaming.spool import OPEN_SUFFIX, SpoolRecord, SpoolWriter, read_segment, sealed_segments
 from streaming.spool.format import batches_until_torn
@@ -82,6 +83,8 @@ def test_a_stream_keeps_one_group_commit_in_flight_and_acks_in_order(tmp_path: P
         stream.spool_room.set()
         metrics = GatewayMetrics()
         submitted: list[int] = []
+        registry = SessionRegistry(tmp_path / "sessions.db", "w0:test")
+        await registry.open()
         async with SpoolWriter(tmp_path, max_segment_age_s=60, commit_interval_ms=5) as writer:
             submit = writer.submit
 
@@ -90,7 +93,7 @@ def test_a_stream_keeps_one_group_commit_in_flight_and_acks_in_order(tmp_path: P
                 submit(records, done)  # type: ignore[arg-type]
 
             writer.submit = counting_submit  # type: ignore[method-assign]
-            stream.spool_writer = asyncio.create_task(spool_loop(stream, writer, metrics))
+            stream.spool_writer = asyncio.create_task(spool_loop(stream, writer, metrics, registry))
             await asyncio.sleep(0)  # the loop connects the stream to the writer
             for _ in range(4):
                 seq, _duplicate = session.assign_seq()
@@ -101,6 +104,7 @@ def test_a_stream_keeps_one_group_commit_in_flight_and_acks_in_order(tmp_path: P
             stream.spool_wakeup.set()
             await asyncio.wait_for(stream.spool_writer, 10)
             durable = session.durable_seq
+        await registry.close()
         seqs = [
             s
             for seg in sealed_segments(tmp_path)
