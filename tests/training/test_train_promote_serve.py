@@ -6,9 +6,10 @@ WebSocket connection to ``sonolake gateway`` whose ``Results`` carry the promote
 The gate's thresholds are opened wide (policy, set by environment): a one-epoch model is not
 meant to be good, only to travel the whole path.
 
-The fast variant (in ``make test``) trains on a small real subset of the recordings — a data
-folder of its own whose manifest lists a few clips per label and speaker side; the slow one on
-every recording.
+The small variant trains on a real subset of the recordings — a data folder of its own whose
+manifest lists a few clips per label and speaker side — the other on every recording. Both are
+``slow``: three real CLI processes (each importing JAX or MLflow, the registration logging three
+ONNX models) cost about a minute and a half of CPU even on ~250 clips.
 """
 
 from __future__ import annotations
@@ -124,10 +125,11 @@ def test_train_then_promote_then_the_gateway_serves_it(
     _train_promote_serve(settings, shared_data, shared_data, tmp_path, min_train_windows=2000)
 
 
+@pytest.mark.slow
 def test_train_promote_serve_on_a_small_real_subset(
     settings: Settings, shared_data: Path, tmp_path: Path
 ) -> None:
-    """The same path from the shell on ~250 real clips, fast enough for every run."""
+    """The same path from the shell on ~250 real clips."""
     data_dir = _subset_data_dir(shared_data, tmp_path / "data")
     _train_promote_serve(settings, data_dir, shared_data, tmp_path, min_train_windows=100)
 
@@ -161,6 +163,7 @@ def _train_promote_serve(
     registry = wiring.registry(settings)
     assert registry.alias_version(CHALLENGER) == version
     run_id = registry.client.get_model_version(registry.model_name, version).run_id
+    assert run_id is not None
     run = registry.client.get_run(run_id)
     assert run.data.params["preset"] == "quick" and run.data.params["heldout_dataset"]
     assert run.data.metrics["int8_accuracy"] == manifest["metrics"]["int8_accuracy"]
