@@ -13,6 +13,28 @@ import numpy as np
 
 from features.spectral import CLASSIFIER_WINDOW_SAMPLES
 
+SAMPLES_PER_MS = 16
+"""Samples per millisecond of the 16 kHz stream clock."""
+UTTERANCE_PRE_ROLL_MS = 200
+"""Audio (ms) the classifier hears before an utterance's detected speech start: the VAD
+confirms speech a window or two after the onset, and the onset carries the word's first sound."""
+UTTERANCE_TAIL_MS = 100
+"""Audio (ms) the classifier hears after an utterance's last speech window."""
+
+
+def classified_span(start_sample: int, end_sample: int) -> tuple[int, int]:
+    """``[start, end)`` samples of the 16 kHz stream the classifier hears for the utterance
+    ``[start_sample, end_sample)``: with the pre-roll before and the tail after (start ≥ 0).
+
+    The gateway classifies this live; every batch path that rebuilds an utterance's window
+    (reprocessing, training sets read back from the lake) cuts the same span, or the model
+    would learn on other windows than it is served.
+    """
+    return (
+        max(0, start_sample - UTTERANCE_PRE_ROLL_MS * SAMPLES_PER_MS),
+        end_sample + UTTERANCE_TAIL_MS * SAMPLES_PER_MS,
+    )
+
 
 def fit_window(audio: np.ndarray, samples: int = CLASSIFIER_WINDOW_SAMPLES) -> np.ndarray:
     """Crop or zero-pad ``audio`` to ``samples`` samples, centred on its energy (float32)."""

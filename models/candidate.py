@@ -3,7 +3,8 @@
 ``sonolake train`` (the real recordings) and the Dagster ``candidate_model`` asset (windows from
 the lake) both call :func:`train_candidate`, so a model is registered the same way whichever
 path made it: the same params, the same metrics (FP32 unprefixed, ``int8_…``, ``fp16_…``), the
-learning curves as step metrics, the same evaluation table and the same confusion matrix, the
+learning curves as step metrics (loss, training and held-out accuracy per epoch), the same
+evaluation table and the same confusion matrix, the
 INT8 artifact's (what CPU serving runs) on the held-out set. The bundle folder keeps the
 matrix (``confusion.png``) and the full reports (``evaluation.json``) beside the models.
 """
@@ -17,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from features import logmel_batch
 from models.bundle import (
     calibration_rows,
@@ -24,7 +27,7 @@ from models.bundle import (
     write_bundle,
     write_bundle_manifest,
 )
-from models.dataset import HeldoutSet, LabelledWindows
+from models.dataset import HeldoutSet, LabelledWindows, label_index
 from models.evaluation import (
     EvaluationReport,
     SpeedProbe,
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from models.registry import Registry
-    from models.training import EpochReport, TrainConfig
+    from models.training import EpochReport, MonitorSet, TrainConfig
 
 CONFUSION_FILE = "confusion.png"
 EVALUATION_FILE = "evaluation.json"
@@ -61,16 +64,42 @@ class Candidate:
     confusion_png: Path
 
 
+CURVES = ("train_loss", "train_accuracy", "heldout_accuracy")
+"""Step metrics of every run (one point per epoch): mean training loss, accuracy on the
+augmented training batches, accuracy on the held-out set after the epoch."""
+
+
 def learning_curves(history: Sequence[EpochReport]) -> dict[str, list[float]]:
-    """Mean training loss per epoch: ``train_loss``, or one curve per ensemble member."""
+    """The :data:`CURVES` per epoch; an ensemble gets one of each per member (``…_member_<m>``).
+
+    ``heldout_accuracy`` is there when training was given the held-out set to monitor.
+    """
     members = sorted({report.member for report in history})
     curves: dict[str, list[float]] = {}
     for member in members:
-        name = "train_loss" if len(members) == 1 else f"train_loss_member_{member}"
-        curves[name] = [
-            r.loss for r in sorted(history, key=lambda r: r.epoch) if r.member == member
-        ]
+        reports = sorted((r for r in history if r.member == member), key=lambda r: r.epoch)
+        suffix = "" if len(members) == 1 else f"_member_{member}"
+        values = {
+            "train_loss": [r.loss for r in reports],
+            "train_accuracy": [r.accuracy for r in reports],
+            "heldout_accuracy": [
+                r.monitor_accuracy for r in reports if r.monitor_accuracy is not None
+            ],
+        }
+        for name in CURVES:
+            if values[name]:
+                curves[name + suffix] = [float(v) for v in values[name]]
     return curves
+
+
+def monitor_set(heldout: HeldoutSet) -> MonitorSet:
+    """The held-out windows as training's per-epoch monitor (log-mel once, label indices)."""
+    from models.training import MonitorSet
+
+    return MonitorSet(
+        logmel=logmel_batch(heldout.windows),
+        labels=np.asarray([label_index(label) for label in heldout.labels], dtype=np.int32),
+    )
 
 
 def train_candidate(
@@ -101,7 +130,7 @@ def train_candidate(
     from models.training import train
 
     stage = on_stage or (lambda _name: None)
-    trained = train(training, config, on_epoch=on_epoch)
+    trained = train(training, config, monitor=monitor_set(heldout), on_epoch=on_epoch)
     stage("export")
     calibration = logmel_batch(training.windows[calibration_rows(training.labels)])
     write_bundle(bundle_dir, trained, calibration)

@@ -79,3 +79,33 @@ def load_reference(registry: Registry, version: str) -> DriftReference | None:
         frame = pq.read_table(local).to_pandas()
     tag = client.get_run(run_id).data.tags.get(SNAPSHOT_TAG)
     return DriftReference(version, frame, datetime.fromisoformat(tag) if tag else None)
+
+
+REPORTS_DIR = "drift_reports"
+"""Run artifact folder of the Evidently reports made against a version's reference."""
+
+
+@dataclass(frozen=True)
+class LoggedReport:
+    """Where a drift report sits in MLflow: the reference model's run and the artifact path."""
+
+    experiment_id: str
+    run_id: str
+    artifact_path: str
+
+
+def log_drift_report(registry: Registry, version: str, report_id: str, html: bytes) -> LoggedReport:
+    """Attach an Evidently HTML report to the run of the version whose reference it used.
+
+    The MLflow UI previews HTML artifacts, so the report opens with one click from a link to
+    the run's artifact (the Dagster asset's metadata carries that link).
+    """
+    client = registry.client
+    run_id = _run_id(registry, version)
+    name = f"{report_id}.html"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(html)
+        client.log_artifact(run_id, str(path), REPORTS_DIR)
+    experiment_id = str(client.get_run(run_id).info.experiment_id)
+    return LoggedReport(experiment_id, run_id, f"{REPORTS_DIR}/{name}")

@@ -1,9 +1,10 @@
 """The training set from the lake: labelled events as windows, split so no device is on both sides.
 
 Every event in silver.audio_events whose client sent a ground-truth label becomes one example:
-its audio, reassembled from bronze (:mod:`models.lake_audio`), fitted to the classifier's 1-s
-window. Labels outside the model's vocabulary (e.g. the digits of telephone traffic) count as
-``_unknown_``, which is what they are to a keyword spotter. The group of an example is its
+the audio the gateway classified for it (the utterance with its pre-roll and tail), reassembled
+from bronze (:mod:`models.lake_audio`), fitted to the classifier's 1-s window as live. Labels
+outside the model's vocabulary (e.g. the digits of telephone traffic) count as ``_unknown_``,
+which is what they are to a keyword spotter. The group of an example is its
 device, whatever the device is called: the split hashes the device id with the corpus split's
 hash (:func:`models.dataset.split_by_group`), so held-out accuracy always means "on devices the
 model never heard". A client that streams each speaker as one device (the replay tool does)
@@ -101,9 +102,14 @@ def _no_windows() -> np.ndarray:
 
 
 def event_windows(lake: Lake, events: pa.Table) -> tuple[list[str], np.ndarray]:
-    """(event ids, windows [N, 16000] float32) of the events whose chunks are all in bronze."""
+    """(event ids, windows [N, 16000] float32) of the events whose chunks are all in bronze.
+
+    Each window is what the gateway classified for that event (the utterance with its pre-roll
+    and tail, fitted to 1 s), not the bare speech span: trained on the bare span, a model met
+    200 ms more onset and 100 ms more tail in serving than it ever saw.
+    """
     ids, windows = [], []
-    for event in read_event_audio(lake, events):
+    for event in read_event_audio(lake, events, classified=True):
         ids.append(event.event_id)
         windows.append(fit_window(event.audio_16k))
     return ids, np.stack(windows) if windows else _no_windows()

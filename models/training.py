@@ -89,11 +89,29 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
 
 @dataclass(frozen=True)
 class EpochReport:
+    """One epoch of one member: what the learning curves plot (one point per epoch)."""
+
     member: int
     epoch: int
     epochs: int
     loss: float
+    """Mean training loss over the epoch's batches (cross-entropy, nats)."""
     seconds: float
+    accuracy: float = 0.0
+    """Share (0..1) of the epoch's augmented training windows the network got right as it
+    trained (mixed examples count for their dominant label)."""
+    monitor_accuracy: float | None = None
+    """Accuracy (0..1) on the monitoring set after the epoch, when one was given."""
+
+
+@dataclass(frozen=True)
+class MonitorSet:
+    """Windows scored after every epoch for the learning curves; never used to choose a model."""
+
+    logmel: np.ndarray
+    """``[N, frames, mels]`` log-mel of the windows."""
+    labels: np.ndarray
+    """``[N]`` label indices."""
 
 
 @dataclass
@@ -148,7 +166,7 @@ def _optimizer(weight_decay: float) -> optax.GradientTransformation:
 @lru_cache(maxsize=8)
 def _train_step(
     arch: ArchitectureConfig, augment: AugmentConfig, weight_decay: float
-) -> Callable[..., tuple[Params, Params, State, Any, jax.Array]]:
+) -> Callable[..., tuple[Params, Params, State, Any, jax.Array, jax.Array]]:
     """The jitted step, cached per shape so repeated runs in one process compile once.
 
     The learning rate is an argument (a traced scalar), not baked into the optimizer, so runs
@@ -164,16 +182,17 @@ def _train_step(
         if augment.mixup_alpha > 0:
             logmel, targets = mixup(k_mix, logmel, targets, augment.mixup_alpha)
 
-        def loss_fn(p: Params) -> tuple[jax.Array, State]:
+        def loss_fn(p: Params) -> tuple[jax.Array, tuple[State, jax.Array]]:
             logits, new_state = apply(p, state, logmel, arch, train=True, dropout_key=k_drop)
-            return optax.softmax_cross_entropy(logits, targets).mean(), new_state
+            return optax.softmax_cross_entropy(logits, targets).mean(), (new_state, logits)
 
-        (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (loss, (new_state, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         updates = jax.tree_util.tree_map(lambda u: -learning_rate * u, updates)
         params = optax.apply_updates(params, updates)
         ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
-        return params, ema, new_state, opt_state, loss
+        correct = jnp.sum(jnp.argmax(logits, axis=-1) == jnp.argmax(targets, axis=-1))
+        return params, ema, new_state, opt_state, loss, correct
 
     return step
 
@@ -203,6 +222,16 @@ def _augmented_logmel(
     return out
 
 
+def _monitor_accuracy(
+    params: Params, state: State, monitor: MonitorSet | None, arch: ArchitectureConfig
+) -> float | None:
+    """Accuracy on the monitoring set with the weights and BN statistics as they are now."""
+    if monitor is None or not len(monitor.labels):
+        return None
+    predicted = _predict(params, state, monitor.logmel, arch).argmax(axis=1)
+    return float(np.mean(predicted == monitor.labels))
+
+
 def _recalibrate_bn(
     params: Params, state: State, logmel: np.ndarray, arch: ArchitectureConfig, batch: int
 ) -> State:
@@ -223,12 +252,15 @@ def train(
     *,
     labels: tuple[str, ...] = LABELS,
     noise_bank: np.ndarray | None = None,
+    monitor: MonitorSet | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> TrainedModel:
     """Train ``config.ensemble`` networks on ``data`` (all of it: split before calling).
 
     ``noise_bank`` ``[K, samples]`` is the background noise mixed in; by default the
-    ``_silence_`` windows of ``data``. ``on_epoch`` is called after every epoch (progress bars).
+    ``_silence_`` windows of ``data``. ``monitor`` is scored after every epoch (its accuracy
+    goes into the epoch's report, for learning curves; training never looks at it otherwise).
+    ``on_epoch`` is called after every epoch (progress bars, step metrics).
     """
     if len(data) < config.batch_size:
         raise ValueError(f"{len(data)} windows is fewer than one batch of {config.batch_size}")
@@ -275,11 +307,11 @@ def train(
             epoch_started = time.perf_counter()
             features = _augmented_logmel(data.windows, is_silence, noise_bank, rng, config)
             order = rng.permutation(len(data))
-            losses = []
+            losses, corrects = [], []
             for batch in range(steps_per_epoch):
                 rows = order[batch * config.batch_size : (batch + 1) * config.batch_size]
                 key, step_key = jax.random.split(key)
-                params, ema, state, opt_state, loss = step(
+                params, ema, state, opt_state, loss, correct = step(
                     params,
                     ema,
                     state,
@@ -292,12 +324,16 @@ def train(
                 )
                 step_index += 1
                 losses.append(loss)
+                corrects.append(correct)
             report = EpochReport(
                 member=member,
                 epoch=epoch + 1,
                 epochs=config.epochs,
                 loss=float(np.mean(jax.device_get(losses))),
                 seconds=time.perf_counter() - epoch_started,
+                accuracy=float(np.sum(jax.device_get(corrects)))
+                / (steps_per_epoch * config.batch_size),
+                monitor_accuracy=_monitor_accuracy(params, state, monitor, arch),
             )
             history.append(report)
             if on_epoch is not None:

@@ -117,8 +117,9 @@ class ModelRegistryResource(dg.ConfigurableResource):
     artifact_root: str
     cache_dir: str
     """Downloaded bundles, shared with the command line and the gateway."""
-    ui_url: str = "http://127.0.0.1:5000"
-    """Where ``mlflow ui`` serves this store; used for links in asset metadata."""
+    ui_url: str
+    """Where the MLflow UI serves this store (``SONOLAKE_MLFLOW_UI_URL``): the base of the
+    links in asset metadata."""
     s3_region: str | None = None
     s3_endpoint_url: str | None = None
     aws_access_key_id: str | None = None
@@ -148,6 +149,10 @@ class ModelRegistryResource(dg.ConfigurableResource):
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """Link to an MLflow run in the MLflow UI."""
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def artifact_url(self, experiment_id: str, run_id: str, path: str) -> str:
+        """Link to one artifact of a run (the MLflow UI previews HTML and images)."""
+        return f"{self.run_url(experiment_id, run_id)}/artifactPath/{path}"
 
     def model_url(self, version: str) -> str:
         """Link to a registered model version in the MLflow UI."""
@@ -214,6 +219,7 @@ def _registry_resource(settings: Settings) -> ModelRegistryResource:
         model_name=settings.model_name,
         artifact_root=artifact_root,
         cache_dir=str(settings.model_cache_dir),
+        ui_url=settings.mlflow_ui_url,
         **s3,
     )
 

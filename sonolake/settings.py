@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     mlflow_uri: str | None = Field(
         None, description="MLflow tracking/registry URI (default sqlite:///<state_dir>/mlflow.db)."
     )
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000",
+        description="Where the MLflow UI serves this store (`mlflow ui`, a proxy, a hosted "
+        "server): the base of the run, model and report links in the Dagster UI.",
+    )
     model_name: str = Field("audio-event-classifier", description="Registered model name.")
     promotion_latency_budget_us: float = Field(
         1000.0, description="Promotion gate: max batch-1 p99 latency (µs) of the CPU INT8 model."

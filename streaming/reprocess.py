@@ -32,9 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.pcm import SAMPLE_RATE_HZ, chunks_to_16k
-from features.window import fit_window
+from features.window import classified_span, fit_window
 from lake_schemas.tables import PREDICTIONS
-from streaming.gateway.session import PRE_ROLL_MS, TAIL_MS
 from streaming.segments import SegmenterParams, find_utterances
 from streaming.sidecar.records import CHUNK_SCHEMA, split_by_session
 from streaming.spool import KIND_UTTERANCE, SPOOL_SCHEMA
@@ -84,8 +83,6 @@ def utterance_records(
     probs = speech_probabilities_many([a for _, a, _ in prepared], gate_dbfs=params.vad_gate_dbfs)
     records: list[dict[str, Any]] = []
     windows: list[np.ndarray] = []
-    pre_roll = PRE_ROLL_MS * SAMPLE_RATE_HZ // 1000
-    tail = TAIL_MS * SAMPLE_RATE_HZ // 1000
     for (rows, audio, starts), session_probs in zip(prepared, probs, strict=True):
         seqs = rows.column("seq").to_pylist()
         first_us = int(pc.cast(rows.column("event_time"), pa.int64())[0].as_py())
@@ -93,7 +90,8 @@ def utterance_records(
         for index, span in enumerate(find_utterances(session_probs, params)):
             first = max(0, int(np.searchsorted(starts, span.start_sample, "right")) - 1)
             last = max(0, int(np.searchsorted(starts, max(span.end_sample - 1, 0), "right")) - 1)
-            clip = audio[max(0, span.start_sample - pre_roll) : span.end_sample + tail]
+            clip_start, clip_end = classified_span(span.start_sample, span.end_sample)
+            clip = audio[clip_start:clip_end]
             windows.append(fit_window(clip))
             records.append(
                 {

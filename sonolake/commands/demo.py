@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from sonolake.demo.options import DEMO_EPOCHS, DemoOptions
+from sonolake.demo.options import DEMO_EPOCHS, DEMO_PRESET, DemoOptions
 from sonolake.errors import BadInput
 
 
@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         ] = 240,
         drift_clips: Annotated[int, typer.Option(help="Telephone-digit clips replayed.")] = 300,
         epochs: Annotated[
-            int | None, typer.Option(help="Training epochs of the quick preset's model.")
+            int | None, typer.Option(help="Training epochs of the full preset's model.")
         ] = DEMO_EPOCHS,
         reset: Annotated[
             bool,
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
             if value < 40:
                 raise BadInput(f"{name} {value}: use at least 40 (a drift report needs 30 events)")
         console = Console(file=sys.stdout)  # kept when dbt's echo is redirected
-        settings = get_settings(training_preset="quick")
+        settings = get_settings(training_preset=DEMO_PRESET)
         options = DemoOptions(
             streams=streams,
             training_limit=training_clips,

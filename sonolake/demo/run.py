@@ -482,7 +482,7 @@ def _stages(demo: Demo, corpora: DemoCorpora, graph: DemoGraph, children: Childr
         after = demo.drift_report(graph)
         summary.drift_share = after.get("drift_share")
         summary.drift_detected = after.get("dataset_drift")
-        summary.drift_report_html = after.get("evidently_report")
+        summary.drift_report_html = after.get("evidently_report_file")
         tick = demo.sensor_tick(graph)
     with demo.stage("retrain", "The sensor's retraining run"):
         requests = tick.run_requests if isinstance(tick, dg.SensorResult) else []

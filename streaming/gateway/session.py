@@ -18,14 +18,10 @@ from typing import Any
 import numpy as np
 
 from features.pcm import SAMPLE_RATE_HZ, StreamResampler, decode, to_float
+from features.window import UTTERANCE_PRE_ROLL_MS, UTTERANCE_TAIL_MS
 from streaming.endpointing import Endpointer, EndpointEvent
 from streaming.gateway.protocol import ListenParams
 from streaming.vad import WINDOW_SAMPLES
-
-PRE_ROLL_MS = 200
-"""Audio kept before the detected speech start, so the classifier hears the onset."""
-TAIL_MS = 100
-"""Audio kept after the last speech window of an utterance."""
 
 
 @dataclass
@@ -134,7 +130,7 @@ class Session:
         """Stream-clock end of the last window the endpointer has seen."""
         self.last_seq_processed = first_seq - 1
         self.endpointer = Endpointer(params.endpointing_ms, max_utterance_ms=max_utterance_ms)
-        history_windows = -(-PRE_ROLL_MS * SAMPLE_RATE_HZ // 1000 // WINDOW_SAMPLES) + 4
+        history_windows = -(-UTTERANCE_PRE_ROLL_MS * SAMPLE_RATE_HZ // 1000 // WINDOW_SAMPLES) + 4
         self._history: collections.deque[np.ndarray] = collections.deque(maxlen=history_windows)
         """The last scored windows (pre-roll and the windows that confirmed speech)."""
         self.utterance: Utterance | None = None
@@ -346,7 +342,7 @@ class Session:
         return event, self._close_utterance(event)
 
     def _open_utterance(self, start_sample: int) -> None:
-        pre_roll = PRE_ROLL_MS * SAMPLE_RATE_HZ // 1000
+        pre_roll = UTTERANCE_PRE_ROLL_MS * SAMPLE_RATE_HZ // 1000
         history = np.concatenate(self._history)
         history_start = self.scored_end - history.size
         audio_start = max(history_start, start_sample - pre_roll)
@@ -365,7 +361,7 @@ class Session:
         utterance, self.utterance = self.utterance, None
         if utterance is None:
             return None
-        tail = TAIL_MS * SAMPLE_RATE_HZ // 1000
+        tail = UTTERANCE_TAIL_MS * SAMPLE_RATE_HZ // 1000
         audio = utterance.samples()[: max(0, event.sample + tail - utterance.audio_start_sample)]
         return Closed(
             index=utterance.index,

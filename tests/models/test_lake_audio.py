@@ -7,6 +7,7 @@ import pyarrow.compute as pc
 from real_lake import LakeEnv
 
 from features import SUMMARY_COLUMNS, summary_features
+from features.window import UTTERANCE_PRE_ROLL_MS, UTTERANCE_TAIL_MS
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS
 from models.dataset import SILENCE
 from models.lake_audio import CHUNK_COLUMNS, EVENT_COLUMNS, event_segments
@@ -27,6 +28,25 @@ def test_reassembled_event_audio_matches_the_sidecars_measurements(small_lake: L
         assert abs(segment.audio_16k.size / 16000 - row["duration_s"]) < 0.002
         rms = summary_features(segment.audio_16k)[SUMMARY_COLUMNS.index("rms_dbfs")]
         assert abs(rms - row["rms_dbfs"]) < 0.5, "same audio, same level (dBFS)"
+
+
+def test_training_windows_hold_what_the_gateway_classified(small_lake: LakeEnv) -> None:
+    """The classified span is the event's segment with the gateway's pre-roll before it (read
+    from the chunks before the event's range) and its tail after: the same samples, extended."""
+    lake = wiring.lake(small_lake.settings)
+    events = lake.read(AUDIO_EVENTS, columns=EVENT_COLUMNS)
+    chunks = lake.read(AUDIO_CHUNKS, columns=CHUNK_COLUMNS)
+    bare = {s.event_id: s.audio_16k for s in event_segments(events, chunks)}
+    heard = {s.event_id: s.audio_16k for s in event_segments(events, chunks, classified=True)}
+    assert heard.keys() == bare.keys()
+    pre_roll, tail = UTTERANCE_PRE_ROLL_MS * 16, UTTERANCE_TAIL_MS * 16
+    aligned = 0
+    for event_id, segment in bare.items():
+        window = heard[event_id]
+        assert segment.size <= window.size <= segment.size + pre_roll + tail
+        inside = window[pre_roll : pre_roll + segment.size]
+        aligned += inside.size == segment.size and np.allclose(inside, segment, atol=2e-3)
+    assert aligned >= 0.9 * len(bare), "past a session's first 200 ms: all the pre-roll, then it"
 
 
 def test_an_event_with_a_chunk_missing_is_left_out(small_lake: LakeEnv) -> None:

@@ -68,6 +68,12 @@ def test_train_promote_then_drift_triggers_a_gated_retraining(
         version = candidate["model_version"]
         assert registry.alias_version(CHAMPION) == version
         assert metadata_of(first, CHAMPION_MODEL)["champion_version"] == version
+        run_id = registry.client.get_model_version(registry.model_name, version).run_id
+        curves = {
+            name: [p.step for p in registry.client.get_metric_history(run_id, name)]
+            for name in ("train_loss", "train_accuracy", "heldout_accuracy")
+        }
+        assert curves == {name: list(range(1, 7)) for name in curves}, "one point per epoch"
         evaluation = metadata_of(first, MODEL_EVALUATION)
         assert 0.0 <= evaluation["accuracy"] <= 1.0 and evaluation["latency_us_p99"] > 0
         assert (
@@ -91,7 +97,15 @@ def test_train_promote_then_drift_triggers_a_gated_retraining(
         report = metadata_of(drift, "monitoring/drift_reports")
         assert report["dataset_drift"] is True, report
         assert report["drift_share"] >= 0.5 and report["reference_model_version"] == version
-        assert Path(report["evidently_report"]).read_bytes().lstrip().startswith(b"<!DOCTYPE html>")
+        stored = Path(report["evidently_report_file"]).read_bytes()
+        assert stored.lstrip().startswith(b"<!DOCTYPE html>")
+        # one click from the UI: the MLflow copy, on the champion's run, under the UI base URL
+        run_id = registry.client.get_model_version(registry.model_name, version).run_id
+        link = report["evidently_report"]
+        assert link.startswith(lenient.mlflow_ui_url) and f"/runs/{run_id}/artifactPath/" in link
+        artifact = link.split("/artifactPath/")[1]
+        logged = registry.client.download_artifacts(run_id, artifact, str(tmp_path))
+        assert Path(logged).read_bytes() == stored
         assert lake.read(DRIFT_REPORTS).num_rows == 1
 
         resource = LakeResource(root=lenient.lake_root)

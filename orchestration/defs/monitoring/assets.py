@@ -3,8 +3,11 @@
 What is compared is decided by :func:`models.drift_monitor.compare_with_champion` (the events
 whose features were computed since the previous report, against the champion's reference).
 The Evidently HTML is stored in the lake beside the tables
-(``monitoring/drift_html/<report_id>.html``) and linked from the asset's metadata; the verdict
-lands as one row in the table, which the retraining sensor watches.
+(``monitoring/drift_html/<report_id>.html``, the table row's ``html_uri``) and attached to the
+champion's MLflow run (``drift_reports/<report_id>.html``); the asset's metadata links the
+MLflow copy (``evidently_report``: one click from the Dagster UI, under
+``SONOLAKE_MLFLOW_UI_URL``) and names the lake's (``evidently_report_file``). The verdict lands
+as one row in the table, which the retraining sensor watches.
 """
 
 from datetime import timedelta
@@ -14,6 +17,7 @@ import dagster as dg
 from lake_schemas.tables import AUDIO_FEATURES, DRIFT_REPORTS, MODEL_EVALUATIONS
 from models.drift import DEFAULT_DRIFT_SHARE, MIN_ROWS, ColumnDrift, report_table
 from models.drift_monitor import NoComparison, compare_with_champion
+from models.drift_reference import log_drift_report
 from orchestration.keys import CHAMPION_MODEL, MODEL_EVALUATION, table_key, writer_pool
 from orchestration.lake_metadata import snapshot_metadata, table_definition_metadata
 from orchestration.resources import LakeResource, ModelRegistryResource
@@ -83,9 +87,10 @@ def drift_reports(
 ) -> dg.MaterializeResult:
     """Compare the events since the last report with the champion's training reference."""
     opened = lake.open()
+    models = registry.open(opened)
     found = compare_with_champion(
         opened,
-        registry.open(opened),
+        models,
         drift_share=config.drift_share,
         min_events=config.min_events,
         max_events=config.max_events,
@@ -101,7 +106,10 @@ def drift_reports(
         f"drift {result.drifted_columns}/{len(result.columns)} columns "
         f"({result.drifted_share:.0%}); dataset drift: {result.dataset_drift}"
     )
-    link = dg.MetadataValue.url(html_uri) if "://" in html_uri else dg.MetadataValue.path(html_uri)
+    logged = log_drift_report(models, champion, row["report_id"], result.html)
+    stored = (
+        dg.MetadataValue.url(html_uri) if "://" in html_uri else dg.MetadataValue.path(html_uri)
+    )
     return dg.MaterializeResult(
         metadata={
             **snapshot_metadata(opened.table_snapshot(DRIFT_REPORTS)),
@@ -112,7 +120,10 @@ def drift_reports(
             "n_current": dg.MetadataValue.int(result.n_current),
             "n_reference": dg.MetadataValue.int(result.n_reference),
             "reference_model_version": champion,
-            "evidently_report": link,
+            "evidently_report": dg.MetadataValue.url(
+                registry.artifact_url(logged.experiment_id, logged.run_id, logged.artifact_path)
+            ),
+            "evidently_report_file": stored,
             "columns": dg.MetadataValue.md(
                 _columns_markdown(result.top_columns(len(result.columns)))
             ),
