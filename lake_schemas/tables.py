@@ -172,6 +172,11 @@ AUDIO_FEATURES = TableSpec(
     owner="dagster:gold/audio_features",
 )
 
+ROLE_CHAMPION = "champion"
+"""``gold.predictions.role`` of a result a client was sent."""
+ROLE_SHADOW = "shadow"
+"""``gold.predictions.role`` of the challenger's answer for the same segment (never sent)."""
+
 PREDICTIONS = TableSpec(
     name="gold.predictions",
     schema=_schema(
