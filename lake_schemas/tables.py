@@ -172,6 +172,8 @@ AUDIO_FEATURES = TableSpec(
     owner="dagster:gold/audio_features",
 )
 
+LIVE_RUN_ID = "live"
+"""``gold.predictions.run_id`` of what the gateway decided live (reprocess runs have their own)."""
 ROLE_CHAMPION = "champion"
 """``gold.predictions.role`` of a result a client was sent."""
 ROLE_SHADOW = "shadow"

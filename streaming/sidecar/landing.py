@@ -34,6 +34,7 @@ from features.pcm import BYTES_PER_SAMPLE, SAMPLE_RATE_HZ
 from lake_schemas.tables import (
     AUDIO_CHUNKS,
     AUDIO_EVENTS,
+    LIVE_RUN_ID,
     PREDICTIONS,
     ROLE_CHAMPION,
     ROLE_SHADOW,
@@ -43,8 +44,6 @@ from streaming.sidecar.levels import STATS_SCHEMA, chunk_stats, utterance_levels
 from streaming.spool import KIND_CHUNK, KIND_RESULT, KIND_SESSION_END, KIND_UTTERANCE
 
 US_PER_S = 1_000_000
-LIVE_RUN_ID = "live"
-"""``run_id`` of the predictions the gateway sent (a reprocess run has its own id)."""
 CONFLICT_REASON = "conflicting payload: seq already landed for this session with other bytes"
 
 KEYS_SCHEMA = pa.schema(
