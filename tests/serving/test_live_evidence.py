@@ -7,14 +7,11 @@ bundles on the tone held-out set and reads the lake through :func:`live_evidence
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
 import pytest
+from live_rows import segments
 from serving_bundles import QUICK_SPEED
 
 from lake_schemas import PREDICTIONS, Lake
@@ -22,60 +19,15 @@ from models.dataset import HeldoutSet
 from models.evaluation import evaluate
 from models.live_comparison import compare_live, live_evidence, save_comparison_png
 from models.promotion import GatePolicy, PromotionGate
-from streaming.sidecar.landing import prediction_rows
-from streaming.spool import SpoolRecord, records_to_batch
 
 QUICK_SCORER = partial(evaluate, speed=QUICK_SPEED)
-T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
-
-
-def _segments(
-    truth: Sequence[str | None],
-    champion: Sequence[str],
-    shadow: Sequence[str],
-    versions: tuple[str, str],
-) -> pa.Table:
-    """One session whose i-th final segment carries ``truth[i]``, answered by both models."""
-    records = []
-    for i, (label, said, shadowed) in enumerate(zip(truth, champion, shadow, strict=True)):
-        common: dict[str, Any] = {
-            "session_id": "s1",
-            "device_id": "d1",
-            "event_time": T0,
-            "sample_rate": 16000,
-            "encoding": "linear16",
-            "label": label,
-            "utterance": i + 1,
-            "result_index": i,
-            "speech_final": True,
-            "start_sample": i * 32000,
-            "end_sample": i * 32000 + 16000,
-            "last_seq": i * 20 + 10,
-            "score": 0.9,
-            "top_k": [],
-            "latency_ms": 1.0,
-        }
-        records.append(
-            SpoolRecord.decision(
-                final=True,
-                first_seq=i * 20,
-                predicted_label=said,
-                model_version=versions[0],
-                role="champion",
-                **common,
-            )
-        )
-        records.append(
-            SpoolRecord.shadow_result(predicted_label=shadowed, model_version=versions[1], **common)
-        )
-    return prediction_rows(pa.Table.from_batches([records_to_batch(records)]))
 
 
 def test_comparison_pairs_the_same_segments_and_scores_labelled_ones(tmp_path: Path) -> None:
     truth = ["yes", "no", "stop", None, "banana"]  # "banana" is out of vocabulary: _unknown_
     champion = ["yes", "yes", "stop", "go", "_unknown_"]
     shadow = ["yes", "no", "go", "go", "no"]
-    rows = _segments(truth, champion, shadow, ("1", "2"))
+    rows = segments(truth, champion, shadow, ("1", "2"))
     (comparison,) = compare_live(rows)
     assert (comparison.champion_version, comparison.shadow_version) == ("1", "2")
     assert comparison.segments == 5 and comparison.agreement == pytest.approx(2 / 5)
@@ -125,7 +77,7 @@ def test_the_gate_can_require_live_evidence(
     truth = ["yes", "no", "stop", "go"]
     champion = ["yes", "no", "stop", "up"]  # 3 of 4
     shadow = truth[:shadow_correct] + ["down"] * (4 - shadow_correct)
-    lake.append(PREDICTIONS, _segments(truth, champion, shadow, ("1", "2")), writer="test")
+    lake.append(PREDICTIONS, segments(truth, champion, shadow, ("1", "2")), writer="test")
     # offline the candidate (good, version 2) beats the champion (weak, version 1)
     decision = _gate(tone_heldout, lake, **policy).decide("2", good_bundle, "1", weak_bundle)
     assert decision.passed is passed, decision.reason
@@ -133,7 +85,7 @@ def test_the_gate_can_require_live_evidence(
 
 
 def test_live_evidence_is_about_this_champion_and_candidate(lake: Lake) -> None:
-    lake.append(PREDICTIONS, _segments(["yes"], ["yes"], ["yes"], ("1", "2")), writer="test")
+    lake.append(PREDICTIONS, segments(["yes"], ["yes"], ["yes"], ("1", "2")), writer="test")
     assert live_evidence(lake, "2", "1") is not None
     assert live_evidence(lake, "3", "1") is None
     assert live_evidence(lake, "2", "5") is None
