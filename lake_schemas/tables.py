@@ -183,6 +183,13 @@ AUDIO_FEATURES = TableSpec(
     owner="dagster:gold/audio_features",
 )
 
+LIVE_RUN_ID = "live"
+"""``gold.predictions.run_id`` of what the gateway decided live (reprocess runs have their own)."""
+ROLE_CHAMPION = "champion"
+"""``gold.predictions.role`` of a result a client was sent."""
+ROLE_SHADOW = "shadow"
+"""``gold.predictions.role`` of the challenger's answer for the same segment (never sent)."""
+
 PREDICTIONS = TableSpec(
     name="gold.predictions",
     schema=_schema(

@@ -5,7 +5,12 @@ A candidate passes when, scored on the SAME held-out set as the champion,
 1. it beats the champion: its accuracy exceeds the champion's by more than ``min_improvement``,
    or ties at exactly ``min_improvement`` and its macro-F1 is at least the champion's (macro-F1
    breaks ties, so a model that is as accurate but fairer across classes still wins); and
-2. it meets the latency budget: batch-1 p99 of the CPU INT8 artifact ≤ ``latency_budget_us``.
+2. it meets the latency budget: batch-1 p99 of the CPU INT8 artifact ≤ ``latency_budget_us``;
+3. where live evidence is required (``min_live_segments`` > 0; off by default, because a
+   first challenger from ``sonolake train`` has seen no traffic yet), the gateway has
+   shadow-scored it on at least ``min_live_segments`` labelled live segments next to the
+   champion, and on those its accuracy is at most ``max_live_accuracy_loss`` below the
+   champion's (:func:`judge_live`, evidence from :mod:`models.live_comparison`).
 
 With no champion yet, the candidate needs the latency budget and an accuracy floor only. The
 verdict is pure (:func:`judge`), so the rules are tested table-driven; :class:`PromotionGate`
@@ -24,6 +29,7 @@ from pathlib import Path
 from models.dataset import HeldoutSet
 from models.evaluation import EvaluationReport, evaluate
 from models.evaluation_log import EvaluationRecord
+from models.live_comparison import LiveComparison
 
 TIE_TOLERANCE = 1e-9
 """Accuracies closer than this are equal (they are ratios of counts, so exact in practice)."""
@@ -39,6 +45,10 @@ class GatePolicy:
     """Accuracy (0..1) the candidate must gain over the champion; 0 means "at least as good"."""
     accuracy_floor: float = 0.5
     """Min accuracy (0..1) of a first champion: far above chance (1/12), catches a broken export."""
+    min_live_segments: int = 0
+    """Labelled live segments the candidate must have shadow-scored; 0: no live rule."""
+    max_live_accuracy_loss: float = 0.02
+    """Most live accuracy (0..1) the candidate may lose vs the champion on those segments."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,41 @@ def judge(
     return Verdict(passed, tuple(reasons))
 
 
+def judge_live(evidence: LiveComparison | None, policy: GatePolicy) -> Verdict:
+    """The live rule: enough labelled shadow-scored segments, and no more than the allowed
+    accuracy loss against the champion on exactly those segments."""
+    need = policy.min_live_segments
+    if evidence is None or evidence.labelled < need:
+        have = 0 if evidence is None else evidence.labelled
+        return Verdict(
+            False,
+            (
+                f"live: {have} labelled live segments shadow-scored next to the champion, "
+                f"needs {need} (stream labelled traffic while it is the challenger)",
+            ),
+        )
+    change = evidence.accuracy_change
+    assert change is not None  # labelled ≥ need ≥ 1
+    versus = (
+        f"live accuracy {evidence.shadow_accuracy:.4f} vs champion "
+        f"{evidence.champion_accuracy:.4f} on {evidence.labelled} labelled segments "
+        f"(agreement {evidence.agreement:.3f})"
+    )
+    if change < -policy.max_live_accuracy_loss - TIE_TOLERANCE:
+        return Verdict(
+            False,
+            (
+                f"live: loses {-change:.4f}, more than "
+                f"{policy.max_live_accuracy_loss:.4f}: {versus}",
+            ),
+        )
+    return Verdict(True, (f"live: {versus}",))
+
+
+LiveEvidence = Callable[[str, str], LiveComparison | None]
+"""(candidate version, champion version) → what live traffic says (None: nothing yet)."""
+
+
 @dataclass(frozen=True)
 class PromotionDecision:
     """What the gate decided, with both scores, ready to record in the lake."""
@@ -156,6 +201,9 @@ class PromotionGate:
     policy: GatePolicy = field(default_factory=GatePolicy)
     artifact: str = "int8"
     scorer: Scorer = evaluate
+    live_evidence: LiveEvidence | None = None
+    """Reads the shadow comparison (:func:`models.live_comparison.live_evidence` on the lake);
+    needed only when ``policy.min_live_segments`` > 0."""
 
     def decide(
         self,
@@ -183,6 +231,14 @@ class PromotionGate:
             else None
         )
         verdict = judge(candidate, champion, self.policy)
+        if self.policy.min_live_segments > 0 and champion_version is not None:
+            evidence = (
+                self.live_evidence(candidate_version, champion_version)
+                if self.live_evidence is not None
+                else None
+            )
+            live = judge_live(evidence, self.policy)
+            verdict = Verdict(verdict.passed and live.passed, verdict.reasons + live.reasons)
         return PromotionDecision(
             candidate_version,
             champion_version,

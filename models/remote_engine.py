@@ -41,7 +41,7 @@ import numpy as np
 from features import CLASSIFIER_WINDOW_SAMPLES
 from models.infer_protocol import MODEL_INFER, ModelInferRequest, ModelInferResponse
 from models.serving import Prediction
-from models.serving_metrics import LATENCY_BUCKETS_S, Histogram
+from models.serving_metrics import LATENCY_BUCKETS_S, histogram, read_histogram
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class RemoteMetrics:
         self.misses = 0
         self.batches = 0
         self.rpc_errors = 0
-        self.rpc_seconds = Histogram(LATENCY_BUCKETS_S)
+        self.rpc_seconds = histogram("rpc_seconds", "ModelInfer round trip.", LATENCY_BUCKETS_S)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -146,7 +146,7 @@ class RemoteMetrics:
             "misses": self.misses,
             "batches": self.batches,
             "rpc_errors": self.rpc_errors,
-            "mean_rpc_s": self.rpc_seconds.mean(),
+            "mean_rpc_s": read_histogram(self.rpc_seconds).mean(),
         }
 
 
@@ -371,11 +371,12 @@ class RemoteCollector:
             ("rpc_errors", "ModelInfer calls that failed or timed out.", m.rpc_errors),
         ):
             yield CounterMetricFamily(f"{p}_{name}", doc, value=value)
+        rpc = read_histogram(m.rpc_seconds)
         yield HistogramMetricFamily(
             f"{p}_rpc_seconds",
             "ModelInfer round trip per batch.",
-            buckets=m.rpc_seconds.cumulative(),
-            sum_value=m.rpc_seconds.total,
+            buckets=rpc.buckets,
+            sum_value=rpc.total,
         )
         up = GaugeMetricFamily(f"{p}_up", "1 while the endpoint answers.")
         up.add_metric([], 1.0 if self.engine.up else 0.0)

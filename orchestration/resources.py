@@ -241,5 +241,7 @@ def resources_for(settings: Settings) -> dict[str, Any]:
             latency_budget_us=settings.promotion_latency_budget_us,
             min_improvement=settings.promotion_min_improvement,
             accuracy_floor=settings.promotion_accuracy_floor,
+            min_live_segments=settings.promotion_min_live_segments,
+            max_live_accuracy_loss=settings.promotion_max_live_accuracy_loss,
         ),
     }

@@ -153,6 +153,18 @@ class Settings(BaseSettings):
     promotion_accuracy_floor: float = Field(
         0.5, description="Promotion gate: min held-out accuracy of a first champion (0..1)."
     )
+    promotion_min_live_segments: int = Field(
+        0,
+        ge=0,
+        description="Promotion gate: least labelled live segments shadow-scored (0: not needed).",
+    )
+    promotion_max_live_accuracy_loss: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Promotion gate: most live accuracy (0..1) the candidate may lose vs the "
+        "champion.",
+    )
     training_preset: Literal["quick", "full"] = Field(
         "full", description="Preset of scheduled and drift-triggered retraining (quick|full)."
     )
@@ -260,6 +272,15 @@ class Settings(BaseSettings):
     )
     gateway_spool_commit_ms: float = Field(
         10.0, description="Gateway: ms a spool write waits to share its fsync (group commit)."
+    )
+    gateway_shadow_windows_per_s: float = Field(
+        20.0,
+        ge=0,
+        description="Gateway: shadow scoring's CPU budget, challenger windows (1 s) per second "
+        "(0: off).",
+    )
+    gateway_shadow_queue: int = Field(
+        32, ge=1, description="Gateway: segments waiting for the challenger before drops."
     )
 
     data_dir: Path = Field(

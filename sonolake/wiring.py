@@ -218,14 +218,20 @@ def registry_exists(settings: Settings) -> bool:
 
 
 def serving_engine(
-    settings: Settings, *, providers: Sequence[str] | None = None, follow: bool = True
+    settings: Settings,
+    *,
+    providers: Sequence[str] | None = None,
+    follow: bool = True,
+    alias: str = "champion",
 ) -> ServingEngine:
-    """The engine on the ``champion`` alias (empty until one exists), following it when
-    ``follow``: it checks the alias every ``SONOLAKE_SERVING_POLL_INTERVAL_S`` and hot-swaps."""
+    """The engine on ``alias`` (``champion``; the gateway also holds ``challenger``), empty
+    until the alias exists, following it when ``follow``: it checks the alias every
+    ``SONOLAKE_SERVING_POLL_INTERVAL_S`` and hot-swaps."""
     from models.serving import ServingEngine
 
     engine = ServingEngine.from_registry(
         registry(settings),
+        alias,
         providers=providers,
         max_batch=settings.serving_max_batch,
         max_wait_us=settings.serving_max_wait_us,

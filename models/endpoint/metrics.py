@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from models.serving_metrics import engine_series
+
 if TYPE_CHECKING:
     from models.endpoint.versions import ServedVersions
 
@@ -28,42 +30,18 @@ class VersionsCollector:
         """Windows sent as LOGMEL per version (they bypass the engine's micro-batcher)."""
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         engines = self.versions.engines
-        counters = {
-            "requests": "Windows classified from AUDIO (through the micro-batcher).",
-            "failed_requests": "Windows whose classification raised.",
-            "batches": "Inference batches run.",
-        }
-        families = {
-            name: CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["model_version"])
-            for name, doc in counters.items()
-        }
-        histogram_docs = {
-            "batch_size": "Windows per inference batch.",
-            "request_latency_seconds": "Window queued to scored: micro-batch queueing + compute.",
-            "batch_seconds": "Compute per batch: log-mel features + ONNX Runtime.",
-        }
-        histograms = {
-            name: HistogramMetricFamily(f"{PREFIX}_{name}", doc, labels=["model_version"])
-            for name, doc in histogram_docs.items()
-        }
+        yield from engine_series(
+            PREFIX, "model_version", engines, counters=("requests", "failed_requests", "batches")
+        )
         info = GaugeMetricFamily(
             f"{PREFIX}_model_info",
             "Loaded versions (value 1) with the provider and artifact they run on.",
             labels=["model_version", "provider", "artifact"],
         )
         for version, engine in engines.items():
-            snap = engine.metrics.snapshot()
-            for name, family in families.items():
-                family.add_metric([version], snap[name])
-            for name, (buckets, total) in engine.metrics.histograms().items():
-                histograms[name].add_metric([version], buckets, total)
             info.add_metric([version, engine.provider or "", engine.artifact or ""], 1.0)
         logmel = CounterMetricFamily(
             f"{PREFIX}_logmel_windows",
@@ -77,8 +55,6 @@ class VersionsCollector:
         )
         for alias, version in sorted(self.versions.aliases.items()):
             aliases.add_metric([alias, version], 1.0)
-        yield from families.values()
-        yield from histograms.values()
         yield info
         yield logmel
         yield aliases

@@ -186,6 +186,9 @@ def promote(
     ] = False,
 ) -> None:
     """Move the `champion` alias to a version if it passes the gate (exit 1 when refused)."""
+    from functools import partial
+
+    from models.live_comparison import live_evidence
     from models.promotion import GatePolicy, PromotionGate
     from models.registry import UnknownModel
 
@@ -199,8 +202,14 @@ def promote(
         if min_improvement is not None
         else settings.promotion_min_improvement,
         accuracy_floor=settings.promotion_accuracy_floor,
+        min_live_segments=settings.promotion_min_live_segments,
+        max_live_accuracy_loss=settings.promotion_max_live_accuracy_loss,
     )
-    gate = PromotionGate(_heldout(manifest, settings, all_clips), policy)
+    gate = PromotionGate(
+        _heldout(manifest, settings, all_clips),
+        policy,
+        live_evidence=partial(live_evidence, registry.lake),
+    )
     try:
         with _err.status("scoring candidate and champion on the held-out set …"):
             decision = registry.promote(version, gate)

@@ -53,6 +53,8 @@ def gateway_config(settings: Settings, host: str | None = None, port: int | None
         max_pending_ms=settings.gateway_max_pending_ms,
         interim_interval_ms=settings.gateway_interim_interval_ms,
         resume_window_s=settings.gateway_resume_window_s,
+        shadow_windows_per_s=settings.gateway_shadow_windows_per_s,
+        shadow_queue=settings.gateway_shadow_queue,
     )
 
 
@@ -70,6 +72,26 @@ def serving_engine(settings: Settings) -> Any:
 
 WORKER_BOARD_DIR = "gateway-workers"
 """``<spool>/gateway-workers/``: the workers' shared health and metrics snapshots."""
+
+
+def wiring_challenger(settings: Settings) -> Any:
+    """The engine following the ``challenger`` alias, or None when it cannot be opened."""
+    try:
+        from sonolake import wiring
+
+        return wiring.serving_engine(settings, alias="challenger")
+    except Exception as exc:
+        log.warning("no challenger engine (%s); shadow scoring is off", exc)
+        return None
+
+
+def hold_models(gateway: Any, champion: Any, challenger: Any) -> None:
+    """Give the gateway the challenger and export both engines' series on its ``/metrics``."""
+    from models.serving_metrics import EngineCollector
+
+    gateway.set_challenger(challenger)
+    engines = {"champion": champion, **({"challenger": challenger} if challenger else {})}
+    gateway.metrics.registry.register(EngineCollector(engines))
 
 
 def worker_count(settings: Settings, workers: int | None) -> int:
@@ -141,6 +163,9 @@ async def run_gateway(
                 from models.remote_engine import RemoteCollector
 
                 gateway.metrics.registry.register(RemoteCollector(engine))  # misses on /metrics
+            if engine is not None and not settings.inference_url:
+                challenger = await asyncio.to_thread(wiring_challenger, settings)
+                hold_models(gateway, engine, challenger)
             loaded = engine is not None and engine.loaded
             console.print(
                 f"classifying on {settings.inference_url} (version {engine.model_version})"
@@ -155,6 +180,8 @@ async def run_gateway(
         await spool.close()
         if engine is not None:
             engine.close()
+        if gateway.challenger is not None:
+            gateway.challenger.close()  # type: ignore[attr-defined]
 
 
 def run_workers(settings: Settings, host: str | None, port: int | None, workers: int) -> None:

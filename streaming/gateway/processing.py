@@ -36,6 +36,7 @@ from streaming.gateway.results import (
     utterance_end_message,
 )
 from streaming.gateway.session import Closed
+from streaming.gateway.shadow import ShadowScorer
 from streaming.gateway.stream import Stream
 from streaming.vad import BatchedVad
 
@@ -67,6 +68,8 @@ class SpeechProcessor:
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
         self._released_slots: list[int] = []
+        self.shadow: ShadowScorer | None = None
+        """Offered every final result of a champion-served stream (see gateway.shadow)."""
 
     @property
     def model_loaded(self) -> bool:
@@ -234,11 +237,12 @@ class SpeechProcessor:
         )
 
     async def _classify(self, stream: Stream, audio: np.ndarray) -> Prediction | None:
-        if not self.model_loaded or not audio.size or self.engine is None:
+        engine = stream.classifier or self.engine  # the challenger if the client chose it
+        if not self.model_loaded or not audio.size or engine is None or not engine.loaded:
             return None
         started = time.perf_counter()
         try:
-            return await self.engine.classify(fit_window(audio))
+            return await engine.classify(fit_window(audio))
         except Exception:
             log.exception("classification failed for %s", stream.session.session_id)
             stream.send(proto.warning_message("inference_failed", "classification failed"))
@@ -291,6 +295,15 @@ class SpeechProcessor:
             latency_ms=(time.perf_counter() - started) * 1000,
             threshold_on=session.endpointer.threshold_on,
         )
+        if is_final and self.shadow is not None and stream.classifier is None:
+            self.shadow.offer(
+                stream,
+                segment.audio,
+                message,
+                result_index=stream.results_spooled - 1,
+                start_sample=segment.start_sample,
+                end_sample=segment.end_sample,
+            )
         if is_final:
             stream.send(
                 utterance_end_message(

@@ -444,10 +444,21 @@ def ack_message(seq: int) -> dict[str, Any]:
     return {"type": "Ack", "seq": seq}
 
 
-def connection_warnings(params: ListenParams, served_version: str | None) -> list[dict[str, Any]]:
+def served_role(params: ListenParams, challenger_version: str | None) -> str:
+    """Which held model serves a session: ``challenger`` when the client asked for it (by the
+    alias or by its version number) and the gateway holds one, else ``champion``."""
+    if challenger_version is not None and params.model in ("challenger", challenger_version):
+        return "challenger"
+    return "champion"
+
+
+def connection_warnings(
+    params: ListenParams, served_version: str | None, challenger_version: str | None = None
+) -> list[dict[str, Any]]:
     """Warnings owed right after the opening ``Metadata``: parameters that change nothing.
 
-    ``served_version`` is the model version the gateway serves (the champion), or None.
+    ``served_version`` is the champion's version, ``challenger_version`` the challenger's
+    (None when the gateway holds none); a ``model`` neither of them answers gets a Warning.
     """
     warnings = []
     if params.ignored_params:
@@ -470,7 +481,10 @@ def connection_warnings(params: ListenParams, served_version: str | None) -> lis
                 "serves this session",
             )
         )
-    elif params.model != "champion" and params.model != served_version:
+    elif served_role(params, challenger_version) == "champion" and params.model not in (
+        "champion",
+        served_version,
+    ):
         warnings.append(
             warning_message(
                 "model_unavailable",

@@ -57,6 +57,7 @@ from streaming.gateway.quota import AudioBucket
 from streaming.gateway.registry import REGISTRY_FILE, SessionRegistry, SessionRow
 from streaming.gateway.results import Classifier
 from streaming.gateway.session import Session
+from streaming.gateway.shadow import ShadowCollector, ShadowScorer
 from streaming.gateway.spooling import spool_loop
 from streaming.gateway.stream import Stream
 from streaming.gateway.workers import WorkerBoard
@@ -122,6 +123,10 @@ class GatewayConfig:
     warning_interval_s: float = 1.0
     """Least time between two backpressure Warnings to one session."""
     top_k: int = 3
+    shadow_windows_per_s: float = 20.0
+    """CPU budget of shadow scoring: most challenger windows (1 s each) per second; 0 is off."""
+    shadow_queue: int = 32
+    """Segments waiting for the challenger before new ones are dropped (counted)."""
     metrics_token: str | None = None
     """When set, ``/metrics`` needs ``Authorization: Bearer <metrics_token>`` (else 401)."""
     certfile: str | None = None
@@ -161,6 +166,7 @@ class Gateway:
         engine: Classifier | None = None,
         vad: BatchedVad | None = None,
         board: WorkerBoard | None = None,
+        challenger: Classifier | None = None,
     ) -> None:
         self.config = config
         self.board = board
@@ -178,6 +184,12 @@ class Gateway:
             top_k=config.top_k,
             streams=lambda: list(self.streams.values()),
         )
+        self.shadow = ShadowScorer(
+            spool, max_windows_per_s=config.shadow_windows_per_s, queue_limit=config.shadow_queue
+        )
+        self.shadow.challenger = challenger
+        self.processor.shadow = self.shadow
+        self.metrics.registry.register(ShadowCollector(self.shadow))
         self.admission = Admission(
             config.auth_tokens,
             allow_anonymous_loopback=config.allow_anonymous_loopback,
@@ -254,6 +266,7 @@ class Gateway:
             asyncio.create_task(self.processor.run(), name="gateway-vad"),
             asyncio.create_task(self._reaper_loop(), name="gateway-reaper"),
             asyncio.create_task(self._heartbeat_loop(), name="gateway-heartbeat"),
+            asyncio.create_task(self.shadow.run(), name="gateway-shadow"),
         ]
         log.info("gateway listening on %s:%s", self.config.host, self.port)
 
@@ -298,6 +311,8 @@ class Gateway:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        with contextlib.suppress(TimeoutError):  # shadow records are best-effort: bounded wait
+            await asyncio.wait_for(self.shadow.drained(), 5.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -316,6 +331,28 @@ class Gateway:
         """Serve with this classifier from now on (the CLI loads it after listening)."""
         self.engine = engine
         self.processor.engine = engine
+
+    def set_challenger(self, challenger: Classifier | None) -> None:
+        """Hold this challenger from now on: it shadow-scores, and serves ``model=challenger``."""
+        self.shadow.challenger = challenger
+
+    @property
+    def challenger(self) -> Classifier | None:
+        return self.shadow.challenger
+
+    def _challenger_version(self) -> str | None:
+        challenger = self.shadow.challenger
+        return challenger.model_version if challenger is not None and challenger.loaded else None
+
+    def _choose_classifier(self, stream: Stream) -> None:
+        """Decided once per session (a resume, on any worker, decides the same way)."""
+        if proto.served_role(stream.session.params, self._challenger_version()) == "challenger":
+            stream.classifier = self.shadow.challenger
+
+    def _served_version(self, stream: Stream) -> str | None:
+        """The version that answers this stream: its chosen challenger's, else the champion's."""
+        engine = stream.classifier or self.engine
+        return engine.model_version if engine is not None and engine.loaded else None
 
     # ---- HTTP ------------------------------------------------------------------------------
     def _health(self) -> dict[str, Any]:
@@ -476,6 +513,7 @@ class Gateway:
         )
         session.created_at = row.created_at
         stream = self._new_stream(session)
+        self._choose_classifier(stream)
         stream.owner_epoch = row.epoch
         stream.results_spooled = row.results
         self.metrics.sessions_taken_over += 1
@@ -506,6 +544,7 @@ class Gateway:
                 stream = await self._open_session(params, credential, resume_token)
             finally:
                 self._opening_credentials.remove(credential.id)
+            self._choose_classifier(stream)
         if stream.spool_writer is None or stream.spool_writer.done():
             stream.spool_writer = asyncio.create_task(
                 spool_loop(stream, self.spool, self.metrics, self.registry)
@@ -551,6 +590,7 @@ class Gateway:
     ) -> dict[str, Any]:
         session, params = stream.session, stream.session.params
         loaded = self.processor.model_loaded
+        served_version = self._served_version(stream) if loaded else None
         message: dict[str, Any] = {
             "type": "Metadata",
             "request_id": stream.request_id,
@@ -566,7 +606,8 @@ class Gateway:
             "vad_events": params.vad_events,
             "utterance_end_ms": params.utterance_end_ms,
             "model_loaded": loaded,
-            "model_version": self.engine.model_version if loaded and self.engine else None,
+            "model_version": served_version,
+            "model_role": "challenger" if stream.classifier is not None else "champion",
             "encoding": params.encoding,
             "sample_rate": params.sample_rate,
             "channels": params.channels,
@@ -595,7 +636,7 @@ class Gateway:
         self.metrics.sessions_opened += 1
         stream.send(self._metadata(stream, resumed=resume_token is None, resume_token=resume_token))
         served = self.engine.model_version if self.engine and self.processor.model_loaded else None
-        for warning in proto.connection_warnings(params, served):
+        for warning in proto.connection_warnings(params, served, self._challenger_version()):
             stream.send(warning)
         stream.want_ack()
         try:
@@ -868,9 +909,7 @@ class Gateway:
         stream.spool_wakeup.set()
         if stream.spool_writer is not None:
             await asyncio.gather(stream.spool_writer, return_exceptions=True)
-        model_version = (
-            self.engine.model_version if self.engine and self.processor.model_loaded else None
-        )
+        model_version = self._served_version(stream) if self.processor.model_loaded else None
         totals = {
             **session.totals.as_dict(),
             "model_version": model_version,

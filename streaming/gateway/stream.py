@@ -103,6 +103,9 @@ class Stream:
     )
     """(window start sample, speech probability, seq) of the latest scored windows."""
     results_spooled: int = 0
+    classifier: Any = None
+    """The challenger's engine when the client asked for it (``model=challenger``); None: the
+    champion serves (and the challenger, if any, shadow-scores the session)."""
     label_changes: list[tuple[int, str | None]] = field(default_factory=list)
     """(first seq, label): the client's ``Label`` as it applied to the chunks, from each seq on."""
 

@@ -34,13 +34,19 @@ import pyarrow.json as pa_json
 
 from features import FEATURE_VERSION
 from features.pcm import BYTES_PER_SAMPLE, SAMPLE_RATE_HZ
-from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, PREDICTIONS, TIMESTAMP
+from lake_schemas.tables import (
+    AUDIO_CHUNKS,
+    AUDIO_EVENTS,
+    LIVE_RUN_ID,
+    PREDICTIONS,
+    ROLE_CHAMPION,
+    ROLE_SHADOW,
+    TIMESTAMP,
+)
 from streaming.sidecar.levels import STATS_SCHEMA, chunk_stats, utterance_levels
 from streaming.spool import KIND_CHUNK, KIND_RESULT, KIND_SESSION_END, KIND_UTTERANCE
 
 US_PER_S = 1_000_000
-LIVE_RUN_ID = "live"
-"""``run_id`` of the predictions the gateway sent (a reprocess run has its own id)."""
 CONFLICT_REASON = "conflicting payload: seq already landed for this session with other bytes"
 
 KEYS_SCHEMA = pa.schema(
@@ -271,14 +277,21 @@ def prediction_rows(decisions: pa.Table, run_id: str = LIVE_RUN_ID) -> pa.Table:
     start, end, duration = _stream_span(decisions)
     session_id = decisions.column("session_id")
     n = decisions.num_rows
+    role = pc.fill_null(decisions.column("role"), ROLE_CHAMPION)
+    result_id = pc.binary_join_element_wise(
+        pc.cast(session_id, pa.string()),
+        pc.cast(decisions.column("result_index"), pa.string()),
+        "/r",
+    )
+    # A shadow row scores the same result as the champion's: same index, its own key.
+    shadow = pc.equal(role, ROLE_SHADOW)
+    prediction_id = pc.if_else(
+        shadow, pc.binary_join_element_wise(result_id, ROLE_SHADOW, "/"), result_id
+    )
     return pa.table(
         {
             "run_id": pa.array([run_id] * n, pa.string()),
-            "prediction_id": pc.binary_join_element_wise(
-                pc.cast(session_id, pa.string()),
-                pc.cast(decisions.column("result_index"), pa.string()),
-                "/r",
-            ),
+            "prediction_id": prediction_id,
             "session_id": session_id,
             "device_id": decisions.column("device_id"),
             "utterance": decisions.column("utterance"),
@@ -296,7 +309,7 @@ def prediction_rows(decisions: pa.Table, run_id: str = LIVE_RUN_ID) -> pa.Table:
             "score": decisions.column("score"),
             "top_k": decisions.column("top_k"),
             "model_version": decisions.column("model_version"),
-            "role": pc.fill_null(decisions.column("role"), "champion"),
+            "role": role,
             "latency_ms": decisions.column("latency_ms"),
             "label": decisions.column("label"),
             "sent_at": decisions.column("received_at"),

@@ -16,6 +16,8 @@ from typing import Literal
 
 import pyarrow as pa
 
+from lake_schemas.tables import ROLE_SHADOW
+
 TIMESTAMP_US_UTC = pa.timestamp("us", tz="UTC")
 
 SPOOL_SCHEMA_V1 = pa.schema(
@@ -75,7 +77,7 @@ SPOOL_SCHEMA = pa.schema(
 
 KIND_CHUNK: Literal["chunk"] = "chunk"
 KIND_RESULT: Literal["result"] = "result"
-"""An interim ``Results`` the gateway sent."""
+"""An interim ``Results`` the gateway sent, or a shadow result (``role`` shadow, final)."""
 KIND_UTTERANCE: Literal["utterance"] = "utterance"
 """A closed utterance together with the final ``Results`` the gateway sent for it."""
 KIND_SESSION_END: Literal["session_end"] = "session_end"
@@ -242,6 +244,37 @@ class SpoolRecord:
             sample_rate=sample_rate,
             encoding=encoding,
             is_final=final,
+            **fields,
+        )
+
+    @classmethod
+    def shadow_result(
+        cls,
+        *,
+        session_id: str,
+        device_id: str,
+        event_time: datetime,
+        sample_rate: int,
+        encoding: str,
+        received_at: datetime | None = None,
+        **fields: object,
+    ) -> SpoolRecord:
+        """The challenger's answer for a segment the champion answered (``role`` shadow).
+
+        A ``result`` record even for a final segment: the utterance itself is the champion's
+        ``utterance`` record, so a shadow never adds a ``silver.audio_events`` row. It carries
+        the champion result's ``result_index``; ``is_final`` is True (only finals are shadowed).
+        """
+        return cls._without_audio(
+            KIND_RESULT,
+            session_id=session_id,
+            device_id=device_id,
+            event_time=event_time,
+            received_at=received_at,
+            sample_rate=sample_rate,
+            encoding=encoding,
+            is_final=True,
+            role=ROLE_SHADOW,
             **fields,
         )
 

@@ -200,12 +200,14 @@ def test_metrics_export_to_prometheus(good_bundle: Path) -> None:
     asyncio.run(main())
     engine.close()
     prometheus = CollectorRegistry()
-    prometheus.register(EngineCollector(engine))
+    prometheus.register(EngineCollector({"champion": engine}))
     text = generate_latest(prometheus).decode()
-    assert f"sonolake_inference_requests_total {float(len(windows))}" in text
-    assert 'sonolake_inference_batch_size_bucket{le="+Inf"}' in text
+    assert f'sonolake_inference_requests_total{{role="champion"}} {float(len(windows))}' in text
+    batches = engine.metrics.snapshot()["batches"]
+    assert f'sonolake_inference_batch_size_bucket{{le="+Inf",role="champion"}} {batches}' in text
+    assert f'sonolake_inference_batch_size_count{{role="champion"}} {float(batches)}' in text
     assert "sonolake_inference_request_latency_seconds_count" in text
     assert (
         'sonolake_inference_model_info{artifact="int8",model_version="3",'
-        'provider="CPUExecutionProvider"} 1.0' in text
+        'provider="CPUExecutionProvider",role="champion"} 1.0' in text
     )

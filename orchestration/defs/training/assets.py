@@ -12,6 +12,7 @@ and moves the ``champion`` alias; the gateway's engine follows it and hot-swaps.
 """
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -20,6 +21,7 @@ from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, AUDIO_FEATURES, MODE
 from models.candidate import Candidate, train_candidate
 from models.evaluation import LIGHT_PROBE, SpeedProbe
 from models.lake_dataset import TrainingSet, reference_features, write_training_set
+from models.live_comparison import live_evidence
 from models.promotion import PromotionDecision, PromotionGate
 from orchestration.defs.training.candidate import (
     TrainingConfig,
@@ -153,8 +155,13 @@ def model_evaluation(
     registry: ModelRegistryResource,
     lifecycle: ModelLifecycleResource,
 ) -> dg.Output[PromotionDecision]:
-    gate = PromotionGate(training_set.heldout(), lifecycle.gate_policy())
-    decision = registry.open(lake.open()).decide(candidate_model.version, gate)
+    opened = lake.open()
+    gate = PromotionGate(
+        training_set.heldout(),
+        lifecycle.gate_policy(),
+        live_evidence=partial(live_evidence, opened),
+    )
+    decision = registry.open(opened).decide(candidate_model.version, gate)
     context.log.info(f"gate for version {decision.candidate_version}: {decision.reason}")
     return dg.Output(decision, metadata=evaluation_metadata(decision))
 

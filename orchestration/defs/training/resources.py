@@ -20,10 +20,16 @@ class ModelLifecycleResource(dg.ConfigurableResource):
     """Accuracy (0..1) a candidate must gain over the champion."""
     accuracy_floor: float = 0.5
     """Min held-out accuracy (0..1) of a first champion."""
+    min_live_segments: int = 0
+    """Labelled live segments a candidate must have shadow-scored (0: no live rule)."""
+    max_live_accuracy_loss: float = 0.02
+    """Most live accuracy (0..1) a candidate may lose vs the champion on those segments."""
 
     def gate_policy(self) -> GatePolicy:
         return GatePolicy(
             latency_budget_us=self.latency_budget_us,
             min_improvement=self.min_improvement,
             accuracy_floor=self.accuracy_floor,
+            min_live_segments=self.min_live_segments,
+            max_live_accuracy_loss=self.max_live_accuracy_loss,
         )
