@@ -36,14 +36,24 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _best_circular_correlation(received: np.ndarray, reference: np.ndarray) -> float:
-    """Max normalised correlation of one loop-length stretch of ``received`` with the file."""
-    n = reference.size
-    segment = received[-n:]
-    assert segment.size == n, "the page streamed less than one loop of the file"
-    spectrum = np.fft.rfft(segment) * np.conj(np.fft.rfft(reference))
-    correlation = np.fft.irfft(spectrum, n)
-    return float(correlation.max() / (np.linalg.norm(segment) * np.linalg.norm(reference)))
+def _window_correlations(received: np.ndarray, reference: np.ndarray) -> list[float]:
+    """For each voiced half-second window of ``received``: its best normalised correlation with any
+    stretch of the (looping) file as long. Judged per window, so a render quantum the browser's
+    capture skips on a busy machine costs one window, not the whole comparison."""
+    from scipy.signal import correlate
+
+    window = 8_000  # samples: half a second
+    looped = np.concatenate([reference, reference[:window]])
+    energy = np.concatenate([[0.0], np.cumsum(looped**2)])
+    stretch_norms = np.sqrt(np.maximum(energy[window:] - energy[:-window], 1e-9))
+    found = []
+    for start in range(0, received.size - window + 1, window):
+        segment = received[start : start + window]
+        if np.sqrt(np.mean(segment**2)) < 50:  # a pause between words: nothing to match
+            continue
+        dots = correlate(looped, segment, mode="valid", method="fft")
+        found.append(float((dots / (stretch_norms * np.linalg.norm(segment))).max()))
+    return found
 
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium not installed (make browser)")
@@ -68,8 +78,8 @@ def test_page_streams_the_microphone_and_shows_results(
             page.goto(f"http://127.0.0.1:{gateway.port}/?token=test-token")
             page.click("#start")
             page.wait_for_function("window.sonolake.results.length >= 2", timeout=30_000)
-            # keep streaming until more than one loop of the file has been captured
-            loop_frames = audio.size // 1600 + 10
+            # keep streaming until two loops of the file have been captured
+            loop_frames = 2 * (audio.size // 1600) + 10
             page.wait_for_function(f"window.sonolake.framesSent >= {loop_frames}", timeout=30_000)
             finals = page.locator("#results li[data-kind=final]")
             assert finals.count() >= 2
@@ -91,6 +101,7 @@ def test_page_streams_the_microphone_and_shows_results(
     assert len(stored) == state["framesSent"]
     assert {(r["encoding"], r["sample_rate"]) for r in stored} == {("linear16", 16000)}
     received = np.frombuffer(b"".join(r["pcm"] for r in stored), dtype="<i2").astype(np.float64)
-    correlation = _best_circular_correlation(received, audio.astype(np.float64))
-    print(f"correlation of stored audio with the file: {correlation:.3f}")
-    assert correlation > 0.9, correlation
+    correlations = _window_correlations(received, audio.astype(np.float64))
+    median = float(np.median(correlations))
+    print(f"stored audio vs the file: median of {len(correlations)} windows {median:.3f}")
+    assert len(correlations) >= 3 and median > 0.9, correlations
