@@ -9,6 +9,7 @@ sessions are flushed and ended, then the spool writer seals its segment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -68,6 +69,20 @@ def serving_engine(settings: Settings) -> Any:
     except Exception as exc:  # no registry yet, or serving unavailable: run without a model
         log.warning("no serving engine (%s); the gateway runs VAD and segmentation only", exc)
         return None
+
+
+async def open_engine_until_stopped(settings: Settings, stop: asyncio.Event) -> Any:
+    """:func:`serving_engine`, tried again every ``SONOLAKE_SERVING_POLL_INTERVAL_S`` until it
+    opens or the gateway stops: a registry that cannot be opened yet (the workers of one
+    gateway creating a fresh MLflow store at the same moment, a tracking server still
+    starting) must not leave a worker without a model for the rest of its life."""
+    while not stop.is_set():
+        engine = await asyncio.to_thread(serving_engine, settings)
+        if engine is not None:
+            return engine
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.serving_poll_interval_s)
+    return None
 
 
 WORKER_BOARD_DIR = "gateway-workers"
@@ -152,7 +167,7 @@ async def run_gateway(
             console.print("model serving is off: VAD and segmentation only")
             await stop.wait()
             return
-        loader = asyncio.create_task(asyncio.to_thread(serving_engine, settings))
+        loader = asyncio.create_task(open_engine_until_stopped(settings, stop))
         await asyncio.wait(
             [loader, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED"
         )

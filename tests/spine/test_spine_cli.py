@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -58,3 +59,34 @@ def test_dagster_home_is_prepared_and_printed(
     assert main(["dagster-home"]) == 0
     assert capsys.readouterr().out.strip() == str(settings.dagster_home)
     assert "freshness" in (settings.dagster_home / "dagster.yaml").read_text()
+
+
+def test_a_gateway_worker_keeps_trying_to_open_the_model_registry(tmp_path: Path) -> None:
+    """A registry that cannot be opened at start (here: its folder does not exist yet, as a
+    fresh MLflow store being created by another worker at the same moment) is tried again,
+    so the worker ends up following the champion instead of staying modelless."""
+    import asyncio
+
+    from sonolake.commands.streaming import open_engine_until_stopped
+    from sonolake.settings import Settings
+
+    store = tmp_path / "not-yet" / "mlflow.db"
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        mlflow_uri=f"sqlite:///{store}",
+        serving_poll_interval_s=0.2,
+    )
+
+    async def scenario() -> object:
+        stop = asyncio.Event()
+        opening = asyncio.create_task(open_engine_until_stopped(settings, stop))
+        await asyncio.sleep(1.0)
+        assert not opening.done(), "the registry cannot be opened yet"
+        store.parent.mkdir()
+        engine = await asyncio.wait_for(opening, 60)
+        stop.set()
+        return engine
+
+    engine = asyncio.run(scenario())
+    assert engine is not None and not engine.loaded  # type: ignore[attr-defined]
+    engine.close()  # type: ignore[attr-defined]
