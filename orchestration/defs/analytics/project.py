@@ -37,7 +37,7 @@ def dbt_target_lock() -> Iterator[None]:
     generate`` rewrite ``manifest.json`` and ``partial_parse.msgpack`` in place, so two processes
     preparing the same checkout at once (the demo beside ``make dev``, parallel test workers)
     could otherwise leave a torn manifest that the next code-location load cannot read."""
-    target = Path(dbt_project.target_path)
+    target = Path(dbt_project.project_dir) / dbt_project.target_path  # relative to the project
     target.mkdir(parents=True, exist_ok=True)
     with (target / ".write.lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
