@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -248,34 +248,16 @@ class SpoolRecord:
         )
 
     @classmethod
-    def shadow_result(
-        cls,
-        *,
-        session_id: str,
-        device_id: str,
-        event_time: datetime,
-        sample_rate: int,
-        encoding: str,
-        received_at: datetime | None = None,
-        **fields: object,
-    ) -> SpoolRecord:
-        """The challenger's answer for a segment the champion answered (``role`` shadow).
+    def shadow_result(cls, *, received_at: datetime | None = None, **fields: Any) -> SpoolRecord:
+        """The challenger's answer for a segment the champion answered (``role`` shadow):
+        the identity fields of :meth:`decision` plus the decision fields above.
 
         A ``result`` record even for a final segment: the utterance itself is the champion's
         ``utterance`` record, so a shadow never adds a ``silver.audio_events`` row. It carries
         the champion result's ``result_index``; ``is_final`` is True (only finals are shadowed).
         """
         return cls._without_audio(
-            KIND_RESULT,
-            session_id=session_id,
-            device_id=device_id,
-            event_time=event_time,
-            received_at=received_at,
-            sample_rate=sample_rate,
-            encoding=encoding,
-            is_final=True,
-            role=ROLE_SHADOW,
-            **fields,
+            KIND_RESULT, received_at=received_at, is_final=True, role=ROLE_SHADOW, **fields
         )
 
     @classmethod
