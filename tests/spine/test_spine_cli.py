@@ -62,8 +62,8 @@ def test_dagster_home_is_prepared_and_printed(
 
 
 def test_a_gateway_worker_keeps_trying_to_open_the_model_registry(tmp_path: Path) -> None:
-    """A registry that cannot be opened at start (here: its folder does not exist yet, as a
-    fresh MLflow store being created by another worker at the same moment) is tried again,
+    """A registry that cannot be opened at start (here: a file stands where its folder must
+    be, as a fresh MLflow store being created by another worker at the same moment) is tried again,
     so the worker ends up following the champion instead of staying modelless."""
     import asyncio
 
@@ -71,6 +71,7 @@ def test_a_gateway_worker_keeps_trying_to_open_the_model_registry(tmp_path: Path
     from sonolake.settings import Settings
 
     store = tmp_path / "not-yet" / "mlflow.db"
+    store.parent.write_text("not a folder")  # nothing can be created below it
     settings = Settings(
         state_dir=tmp_path / "state",
         mlflow_uri=f"sqlite:///{store}",
@@ -82,6 +83,7 @@ def test_a_gateway_worker_keeps_trying_to_open_the_model_registry(tmp_path: Path
         opening = asyncio.create_task(open_engine_until_stopped(settings, stop))
         await asyncio.sleep(1.0)
         assert not opening.done(), "the registry cannot be opened yet"
+        store.parent.unlink()
         store.parent.mkdir()
         engine = await asyncio.wait_for(opening, 60)
         stop.set()
