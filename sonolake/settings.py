@@ -282,6 +282,12 @@ class Settings(BaseSettings):
     gateway_shadow_queue: int = Field(
         32, ge=1, description="Gateway: segments waiting for the challenger before drops."
     )
+    gateway_held_versions: int = Field(
+        2,
+        ge=0,
+        description="Gateway: most model versions besides champion and challenger loaded at "
+        "once for sessions that name one (model=<version>); 0: those get the champion.",
+    )
 
     data_dir: Path = Field(
         PROJECT_ROOT.parent / "shared" / "data",

@@ -242,6 +242,19 @@ def serving_engine(
     return engine
 
 
+def version_engine(settings: Settings, version: str) -> ServingEngine:
+    """A warmed engine on one registered version, held as it is (it follows no alias)."""
+    from models.serving import ServingEngine
+
+    return ServingEngine.from_bundle(
+        registry(settings).bundle_dir(version),
+        max_batch=settings.serving_max_batch,
+        max_wait_us=settings.serving_max_wait_us,
+        intra_op_threads=settings.serving_intra_op_threads,
+        model_version=version,
+    )
+
+
 def inference_endpoint(
     settings: Settings,
     *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ def gateway_config(settings: Settings, host: str | None = None, port: int | None
         resume_window_s=settings.gateway_resume_window_s,
         shadow_windows_per_s=settings.gateway_shadow_windows_per_s,
         shadow_queue=settings.gateway_shadow_queue,
+        held_versions=settings.gateway_held_versions,
     )
 
 
@@ -98,6 +100,13 @@ def wiring_challenger(settings: Settings) -> Any:
     except Exception as exc:
         log.warning("no challenger engine (%s); shadow scoring is off", exc)
         return None
+
+
+def version_loader(settings: Settings) -> Any:
+    """What loads a registered version a session names (``model=<version>``), not followed."""
+    from sonolake import wiring
+
+    return functools.partial(wiring.version_engine, settings)
 
 
 def hold_models(gateway: Any, champion: Any, challenger: Any) -> None:
@@ -181,6 +190,7 @@ async def run_gateway(
             if engine is not None and not settings.inference_url:
                 challenger = await asyncio.to_thread(wiring_challenger, settings)
                 hold_models(gateway, engine, challenger)
+                gateway.set_version_loader(version_loader(settings))
             loaded = engine is not None and engine.loaded
             console.print(
                 f"classifying on {settings.inference_url} (version {engine.model_version})"

@@ -453,13 +453,18 @@ def served_role(params: ListenParams, challenger_version: str | None) -> str:
 
 
 def connection_warnings(
-    params: ListenParams, served_version: str | None, challenger_version: str | None = None
+    params: ListenParams,
+    champion_version: str | None,
+    served_version: str | None = None,
+    served_role: str = "champion",
 ) -> list[dict[str, Any]]:
     """Warnings owed right after the opening ``Metadata``: parameters that change nothing.
 
-    ``served_version`` is the champion's version, ``challenger_version`` the challenger's
-    (None when the gateway holds none); a ``model`` neither of them answers gets a Warning.
+    ``served_version``/``served_role`` say what answers the session (the champion, the
+    challenger, or a version it named, ``held``; by default the champion); a ``model`` they do
+    not answer gets a Warning naming the champion, which then serves.
     """
+    served_version = champion_version if served_version is None else served_version
     warnings = []
     if params.ignored_params:
         ignored = ", ".join(params.ignored_params)
@@ -472,7 +477,7 @@ def connection_warnings(
                 f"accepted with no effect (keyword classification, not transcription): {names}",
             )
         )
-    served = f"version {served_version}" if served_version else "no model yet"
+    served = f"version {champion_version}" if champion_version else "no model yet"
     if params.model_fallback:
         warnings.append(
             warning_message(
@@ -481,10 +486,7 @@ def connection_warnings(
                 "serves this session",
             )
         )
-    elif served_role(params, challenger_version) == "champion" and params.model not in (
-        "champion",
-        served_version,
-    ):
+    elif params.model not in ("champion", served_role, served_version):
         warnings.append(
             warning_message(
                 "model_unavailable",

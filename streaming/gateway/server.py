@@ -48,6 +48,7 @@ from streaming.gateway.admission import (
     select_subprotocol,
 )
 from streaming.gateway.decode import DecodeError, StreamDecoder, open_decoder
+from streaming.gateway.held_versions import HeldVersions, VersionLoader
 from streaming.gateway.http import make_process_request
 from streaming.gateway.metrics import GatewayMetrics
 from streaming.gateway.outbox import spawn
@@ -127,6 +128,8 @@ class GatewayConfig:
     """CPU budget of shadow scoring: most challenger windows (1 s each) per second; 0 is off."""
     shadow_queue: int = 32
     """Segments waiting for the challenger before new ones are dropped (counted)."""
+    held_versions: int = 2
+    """Most other model versions held at once for sessions that name one (``model=<version>``)."""
     metrics_token: str | None = None
     """When set, ``/metrics`` needs ``Authorization: Bearer <metrics_token>`` (else 401)."""
     certfile: str | None = None
@@ -189,6 +192,7 @@ class Gateway:
         )
         self.shadow.challenger = challenger
         self.processor.shadow = self.shadow
+        self.held_versions = HeldVersions(limit=config.held_versions)
         self.metrics.registry.register(ShadowCollector(self.shadow))
         self.admission = Admission(
             config.auth_tokens,
@@ -318,6 +322,7 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.registry.close()
         self.processor.close()
+        self.held_versions.close()
         gc.unfreeze()  # let the interpreter tear down normally (native extensions check this)
 
     async def __aenter__(self) -> Gateway:
@@ -336,6 +341,10 @@ class Gateway:
         """Hold this challenger from now on: it shadow-scores, and serves ``model=challenger``."""
         self.shadow.challenger = challenger
 
+    def set_version_loader(self, loader: VersionLoader | None) -> None:
+        """Load a version a session names (``model=<version>``) with this (the CLI sets it)."""
+        self.held_versions.loader = loader
+
     @property
     def challenger(self) -> Classifier | None:
         return self.shadow.challenger
@@ -344,10 +353,24 @@ class Gateway:
         challenger = self.shadow.challenger
         return challenger.model_version if challenger is not None and challenger.loaded else None
 
-    def _choose_classifier(self, stream: Stream) -> None:
-        """Decided once per session (a resume, on any worker, decides the same way)."""
-        if proto.served_role(stream.session.params, self._challenger_version()) == "challenger":
+    async def _choose_classifier(self, stream: Stream) -> None:
+        """Decided once per session (a resume, on any worker, decides the same way): the
+        challenger when asked for, a version the session names (loaded on first use), else
+        the champion (``classifier`` None)."""
+        params = stream.session.params
+        if proto.served_role(params, self._challenger_version()) == "challenger":
             stream.classifier = self.shadow.challenger
+        elif params.model.isdigit() and params.model != self._champion_version():
+            stream.classifier = await self.held_versions.get(params.model)
+
+    def _champion_version(self) -> str | None:
+        engine = self.engine
+        return engine.model_version if engine is not None and engine.loaded else None
+
+    def _served_role(self, stream: Stream) -> str:
+        if stream.classifier is None:
+            return "champion"
+        return "challenger" if stream.classifier is self.shadow.challenger else "held"
 
     def _served_version(self, stream: Stream) -> str | None:
         """The version that answers this stream: its chosen challenger's, else the champion's."""
@@ -477,7 +500,9 @@ class Gateway:
         claimed = await self.registry.claim(row, time.time())
         if claimed is None:
             raise ProtocolError("resume_refused", RESUME_REFUSED, proto.CLOSE_POLICY)
-        return self._taken_over(claimed, params)
+        stream = self._taken_over(claimed, params)
+        await self._choose_classifier(stream)
+        return stream
 
     def _new_stream(self, session: Session) -> Stream:
         stream = Stream(
@@ -513,7 +538,6 @@ class Gateway:
         )
         session.created_at = row.created_at
         stream = self._new_stream(session)
-        self._choose_classifier(stream)
         stream.owner_epoch = row.epoch
         stream.results_spooled = row.results
         self.metrics.sessions_taken_over += 1
@@ -544,7 +568,7 @@ class Gateway:
                 stream = await self._open_session(params, credential, resume_token)
             finally:
                 self._opening_credentials.remove(credential.id)
-            self._choose_classifier(stream)
+            await self._choose_classifier(stream)
         if stream.spool_writer is None or stream.spool_writer.done():
             stream.spool_writer = asyncio.create_task(
                 spool_loop(stream, self.spool, self.metrics, self.registry)
@@ -607,7 +631,7 @@ class Gateway:
             "utterance_end_ms": params.utterance_end_ms,
             "model_loaded": loaded,
             "model_version": served_version,
-            "model_role": "challenger" if stream.classifier is not None else "champion",
+            "model_role": self._served_role(stream),
             "encoding": params.encoding,
             "sample_rate": params.sample_rate,
             "channels": params.channels,
@@ -635,8 +659,11 @@ class Gateway:
         self._connections.add(ws)
         self.metrics.sessions_opened += 1
         stream.send(self._metadata(stream, resumed=resume_token is None, resume_token=resume_token))
-        served = self.engine.model_version if self.engine and self.processor.model_loaded else None
-        for warning in proto.connection_warnings(params, served, self._challenger_version()):
+        loaded = self.processor.model_loaded
+        champion = self._champion_version() if loaded else None
+        served = self._served_version(stream) if loaded else None
+        warnings = proto.connection_warnings(params, champion, served, self._served_role(stream))
+        for warning in warnings:
             stream.send(warning)
         stream.want_ack()
         try:

@@ -23,7 +23,8 @@ from benchmarks.gateway import write_linear_bundle
 from lake_schemas import AUDIO_EVENTS, PREDICTIONS, Lake
 from models.registry import CHAMPION, Registry
 from models.serving import CPU_PROVIDER, ServingEngine
-from sonolake.commands.streaming import hold_models
+from sonolake.commands.streaming import hold_models, version_loader
+from sonolake.settings import Settings
 from streaming.gateway.protocol import CLOSE_NORMAL
 
 pytestmark = pytest.mark.integration
@@ -182,3 +183,76 @@ def test_shadow_scoring_stays_within_its_budget_and_counts_what_it_drops(
     assert outcomes["scored"] == 1 and outcomes["over_budget"] == finals - 1
     stored = gateway.stored().to_pylist()
     assert sum(r["role"] == "shadow" for r in stored) == 1
+
+
+@pytest.fixture(scope="module")
+def unaliased_version(
+    two_versions: tuple[Registry, str, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Settings, str]:
+    """A third registered version that no alias names, and settings that open its registry."""
+    registry = two_versions[0]
+    root = tmp_path_factory.mktemp("held")
+    version = registry.log_bundle(
+        write_linear_bundle(root / "b3", seed=3), {}, {}, set_challenger=False
+    )
+    settings = Settings(
+        _env_file=None,
+        state_dir=root / "state",
+        lake_uri=str(root / "lake"),
+        mlflow_uri=registry.tracking_uri,
+        mlflow_artifacts_uri=str(registry.artifact_root),
+        model_name=registry.model_name,
+    )
+    return settings, version
+
+
+def test_a_version_a_session_names_is_loaded_once_and_answers_it(
+    make_gateway: Any,
+    engines: dict[str, ServingEngine],
+    unaliased_version: tuple[Settings, str],
+    shared_data: Path,
+) -> None:
+    settings, version = unaliased_version
+    gateway = _gateway(make_gateway, engines)
+    gateway.gateway.set_version_loader(version_loader(settings))
+    held = gateway.gateway.held_versions
+    for device in ("d3", "d4"):  # the second session finds it held
+        metadata, transcript = _stream(gateway, shared_data, f"device_id={device}&model={version}")
+        assert (metadata["model_version"], metadata["model_role"]) == (version, "held")
+        assert not transcript.of("Warning")
+        results = transcript.of("Results")
+        assert results and {r["model_version"] for r in results} == {version}
+    assert (held.loads, held.versions) == (1, [version])
+    gateway.call(gateway.gateway.shadow.drained())
+    assert gateway.gateway.shadow.outcomes["scored"] == 0, "a chosen version is not shadowed"
+
+    # a version nobody registered: one registry lookup, remembered; the champion answers
+    for device in ("d5", "d6"):
+        metadata, transcript = _stream(gateway, shared_data, f"device_id={device}&model=4242")
+        assert metadata["model_role"] == "champion"
+        assert [w["code"] for w in transcript.of("Warning")] == ["model_unavailable"]
+    assert (held.loads, held.load_failures) == (1, 1)
+
+
+def test_held_versions_are_bounded_and_never_evicted(
+    make_gateway: Any,
+    engines: dict[str, ServingEngine],
+    two_versions: tuple[Registry, str, str],
+    unaliased_version: tuple[Settings, str],
+    shared_data: Path,
+) -> None:
+    settings, version = unaliased_version
+    _, champion, _ = two_versions
+    gateway = _gateway(make_gateway, engines, held_versions=1)
+    gateway.gateway.set_version_loader(version_loader(settings))
+    metadata, _ = _stream(gateway, shared_data, f"device_id=d7&model={version}")
+    assert metadata["model_role"] == "held"
+    # the room is taken: another version (here the champion's, held under no other name) waits
+    # for none and evicts nothing; the champion serves with a Warning
+    held = gateway.gateway.held_versions
+    assert gateway.call(held.get(champion)) is None and held.versions == [version]
+    none_held = _gateway(make_gateway, engines, held_versions=0)
+    none_held.gateway.set_version_loader(version_loader(settings))
+    metadata, transcript = _stream(none_held, shared_data, f"device_id=d8&model={version}")
+    assert (metadata["model_version"], metadata["model_role"]) == (champion, "champion")
+    assert [w["code"] for w in transcript.of("Warning")] == ["model_unavailable"]
