@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,6 +109,36 @@ def onnx_pip_requirements(artifact: str) -> list[str]:
     return [f"onnx=={onnx.__version__}", f"{runtime}=={onnxruntime.__version__}"]
 
 
+def create_sqlite_store(tracking_uri: str) -> None:
+    """Create a SQLite tracking store that does not exist yet, whole, in one step.
+
+    MLflow creates its tables and runs its migrations in the file itself, for several seconds,
+    and any other process that opens the file meanwhile (a gateway worker following the
+    champion alias, the Dagster daemon) finds it incomplete, migrates it at the same time and
+    fails (``table _alembic_tmp_experiments already exists``). So the store is built in a
+    private file and linked into place; a process that loses the race uses the winner's.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    target = Path(tracking_uri.removeprefix("sqlite:///"))
+    if target.exists():
+        return
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    private = target.with_name(f".{target.name}.{os.getpid()}.creating")
+    private.unlink(missing_ok=True)
+    try:
+        # the same default experiment MlflowClient would have made in the file itself
+        store = SqlAlchemyStore(f"sqlite:///{private}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        store.engine.dispose()
+        with suppress(FileExistsError):  # another process linked its store first: use that
+            os.link(private, target)  # atomic, and never replaces an existing file
+    finally:
+        private.unlink(missing_ok=True)
+
+
 class Registry:
     """The registered model ``model_name`` in the MLflow store at ``tracking_uri``.
 
@@ -145,6 +175,7 @@ class Registry:
         if self._client is None:
             from mlflow import MlflowClient
 
+            create_sqlite_store(self.tracking_uri)
             self._client = MlflowClient(
                 tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
             )
@@ -156,6 +187,7 @@ class Registry:
         import mlflow
 
         previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        create_sqlite_store(self.tracking_uri)
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         try:

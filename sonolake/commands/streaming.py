@@ -75,9 +75,11 @@ def serving_engine(settings: Settings) -> Any:
 
 async def open_engine_until_stopped(settings: Settings, stop: asyncio.Event) -> Any:
     """:func:`serving_engine`, tried again every ``SONOLAKE_SERVING_POLL_INTERVAL_S`` until it
-    opens or the gateway stops: a registry that cannot be opened yet (the workers of one
-    gateway creating a fresh MLflow store at the same moment, a tracking server still
-    starting) must not leave a worker without a model for the rest of its life."""
+    opens or the gateway stops: a registry that cannot be opened yet (a tracking server still
+    starting, a database not reachable) must not leave a worker without a model for the rest
+    of its life. (A fresh SQLite store is created whole and linked into place, so the workers
+    of one gateway opening it at the same moment cannot leave it half-migrated:
+    ``models.registry.create_sqlite_store``.)"""
     while not stop.is_set():
         engine = await asyncio.to_thread(serving_engine, settings)
         if engine is not None:

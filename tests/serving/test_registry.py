@@ -194,3 +194,43 @@ def test_a_decision_made_against_another_champion_is_refused(
         registry.apply(stale)
     assert registry.alias_version(CHAMPION) == weak
     assert [r["action"] for r in _rows(registry)] == ["promote"], "the stale one left no row"
+
+
+OPEN_FRESH_STORE = """
+import sys
+from models.registry import Registry
+registry = Registry(sys.argv[1], "audio-event-classifier")
+print(len(registry.client.search_registered_models()))
+"""
+
+
+def test_processes_opening_a_fresh_sqlite_store_at_once_all_get_a_whole_one(
+    tmp_path: Path,
+) -> None:
+    """Gateway workers and the Dagster process open a new store together; MLflow migrates a
+    store in its own file, so two migrating at once broke it for good. Now it is made whole
+    and linked into place, and every process sees the finished store."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_FRESH_STORE, uri],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [opener.communicate(timeout=180) for opener in openers]
+    assert [opener.returncode for opener in openers] == [0, 0, 0], [err for _, err in results]
+    assert [out.strip() for out, _ in results] == ["0", "0", "0"]
+    with sqlite3.connect(tmp_path / "state" / "mlflow.db") as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert {"experiments", "registered_models", "model_versions"} <= tables
+    assert not [name for name in tables if name.startswith("_alembic_tmp")]
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["mlflow.db"]
+    registry = Registry(uri, "audio-event-classifier")
+    assert registry.client.get_experiment("0").name == "Default"
