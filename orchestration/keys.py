@@ -30,6 +30,7 @@ MODEL_EVALUATION = dg.AssetKey(["training", "model_evaluation"])
 CHAMPION_MODEL = dg.AssetKey(["training", "champion_model"])
 LIFECYCLE = (TRAINING_SET, CANDIDATE_MODEL, MODEL_EVALUATION, CHAMPION_MODEL)
 """Retraining materializes these, in this order."""
+LIVE_MODEL_COMPARISON = dg.AssetKey(["monitoring", "live_model_comparison"])
 
 RETRAIN_JOB = "retrain"
 ERASE_JOB = "erase_devices"

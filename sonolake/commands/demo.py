@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from sonolake.demo.options import DEMO_EPOCHS, DEMO_PRESET, DemoOptions
+from sonolake.demo.options import DEMO_EPOCHS, DEMO_LIVE_SEGMENTS, DEMO_PRESET, DemoOptions
 from sonolake.errors import BadInput
 
 
@@ -51,7 +51,8 @@ def register(app: typer.Typer) -> None:
             if value < 40:
                 raise BadInput(f"{name} {value}: use at least 40 (a drift report needs 30 events)")
         console = Console(file=sys.stdout)  # kept when dbt's echo is redirected
-        settings = get_settings(training_preset=DEMO_PRESET)
+        live = None if "SONOLAKE_PROMOTION_MIN_LIVE_SEGMENTS" in os.environ else DEMO_LIVE_SEGMENTS
+        settings = get_settings(training_preset=DEMO_PRESET, promotion_min_live_segments=live)
         options = DemoOptions(
             streams=streams,
             training_limit=training_clips,

@@ -13,6 +13,11 @@ length it is given) keeps both trainings of the demo within its time budget: on 
 windows of one demo run, 0.84 held-out accuracy for 40 epochs (~300 s of CPU), ~0.82 for 24
 (~180 s), against 0.75 for the quick preset's 12 (see docs/models.md)."""
 
+DEMO_LIVE_SEGMENTS = 100
+"""Labelled live segments a retrained version must have shadow-scored next to the champion
+before the demo's gate promotes it (``SONOLAKE_PROMOTION_MIN_LIVE_SEGMENTS``, unless set): the
+serving replay, played again with the retrained version as challenger, yields ~200."""
+
 
 @dataclass(frozen=True)
 class DemoOptions:

@@ -7,8 +7,11 @@
 5. replay held-out speakers at real-time pace: the gateway serves the new champion;
 6. drift report on those events (same corpus: expected calm), sensor tick;
 7. replay telephone digits (8 kHz mu-law), drift report (expected drift), sensor tick → the
-   retraining run it requests, executed;
-8. dbt build, quality checks, dbt docs; summary to the terminal and ``demo-summary.json``.
+   retraining run it requests, executed: its gate asks for live evidence;
+8. the held-out speakers replayed again: the retrained version (the ``challenger``)
+   shadow-scores every segment the champion answers; the live comparison, then the same gate
+   with that evidence;
+9. dbt build, quality checks, dbt docs; summary to the terminal and ``demo-summary.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +33,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from features import SUMMARY_COLUMNS
 from features.corpus import read_manifest
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DRIFT_REPORTS, SESSIONS
+from models.live_comparison import live_evidence
+from models.promotion import PromotionGate
 from models.registry import CHAMPION
 from orchestration import (
     CANDIDATE_MODEL,
+    LIVE_MODEL_COMPARISON,
     MODEL_EVALUATION,
     OBSERVE_JOB,
     RETRAIN_JOB,
@@ -67,6 +74,9 @@ LANDING_TIMEOUT_S = 600.0
 MODEL_PICKUP_TIMEOUT_S = 60.0
 SERVING_POLL_INTERVAL_S = 2.0
 """The demo's servers check the champion alias every 2 s (default 10 s) so hot-swaps show fast."""
+SHADOW_LANDING_TRIES = 5
+DEMO_SHADOW_WINDOWS_PER_S = 100.0
+"""The demo gateway's shadow budget (default 20/s): one ~1 ms CPU window per final result."""
 
 
 def prepare_locations(settings: Settings, reset: bool) -> None:
@@ -106,6 +116,8 @@ def child_env(settings: Settings, port: int) -> dict[str, str]:
         "SONOLAKE_GATEWAY_PORT": str(port),
         "SONOLAKE_SERVING_POLL_INTERVAL_S": str(SERVING_POLL_INTERVAL_S),
         "SONOLAKE_SIDECAR_INTERVAL_S": "1",
+        # the shadow replay runs at 4x real time: room to shadow-score every final it makes
+        "SONOLAKE_GATEWAY_SHADOW_WINDOWS_PER_S": str(DEMO_SHADOW_WINDOWS_PER_S),
         "PYTHONUNBUFFERED": "1",
     }
     return env
@@ -201,18 +213,24 @@ class Demo:
         self.children.stop(self.sidecar)
         self.start_sidecar()
 
-    def wait_for_model(self, version: str) -> None:
+    def wait_for_model(self, version: str, role: str = "model") -> None:
+        """Until every worker of the gateway (one per core; each follows the registry's
+        aliases on its own) holds ``version`` as its champion (``model_version``) or as its
+        challenger (``challenger_version``)."""
         deadline = time.monotonic() + MODEL_PICKUP_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.gateway is not None
             self.gateway.ensure_alive()
             health = get_json(f"http://127.0.0.1:{self.port}/healthz")
-            # every worker of the gateway (one per core) follows the champion on its own
-            if {w.get("model_version") for w in health.get("workers", [health])} == {version}:
-                self.say(f"gateway hot-swapped to model version {version}")
+            if {w.get(f"{role}_version") for w in health.get("workers", [health])} == {version}:
+                self.say(
+                    f"gateway hot-swapped to model version {version}"
+                    if role == "model"
+                    else f"gateway holds version {version} as its challenger (shadow scoring)"
+                )
                 return
             time.sleep(0.5)
-        raise WorkFailed(f"the gateway did not pick up model version {version}; see {self.logs}")
+        raise WorkFailed(f"the gateway did not pick up {role} version {version}; see {self.logs}")
 
     # ----------------------------------------------------------------------------- streaming
     def replay(self, manifest: Path, title: str, **kwargs: Any) -> ReplayReport:
@@ -307,7 +325,7 @@ class Demo:
             self.say(f"drift sensor: no run ({message})")
         return result
 
-    def run_requested(self, graph: DemoGraph, request: dg.RunRequest) -> None:
+    def run_requested(self, graph: DemoGraph, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
         run = graph.run_job(
             RETRAIN_JOB, run_config=candidate_config(epochs=self.options.epochs), tags=request.tags
         )
@@ -324,6 +342,59 @@ class Demo:
             f"{'passed' if evaluation.get('gate_passed') else 'refused'}"
         )
         self.say(f"reasons: {evaluation.get('reasons', '').replace(chr(10), ' ')}")
+        return run
+
+    def shadow_then_gate(
+        self, graph: DemoGraph, corpora: DemoCorpora, retraining: dg.ExecuteInProcessResult
+    ) -> None:
+        """The retrained version shadow-scores the held-out speakers' replay, then the gate of
+        the retraining run judges it again, now with that live evidence (same held-out set,
+        same policy, same comparison the ``live_model_comparison`` asset shows)."""
+        summary = self.summary
+        version = summary.retrained_model_version
+        assert version is not None
+        self.wait_for_model(version, role="challenger")
+        landed = self._count(AUDIO_CHUNKS)
+        report = self.replay(
+            corpora.serving,
+            "devices done (the champion answers, the challenger shadows)",
+            streams=self.options.streams,
+            labels=True,
+            speed=self.options.replay_speed,
+        )
+        self.wait_for_landing(landed + report.chunks_acked)
+        policy = graph.resource("lifecycle").gate_policy()
+        comparison: dict[str, Any] = {}
+        for _ in range(SHADOW_LANDING_TRIES):  # shadow records trail the champion's by a moment
+            comparison = metadata(graph.materialize([LIVE_MODEL_COMPARISON]), LIVE_MODEL_COMPARISON)
+            if comparison.get("shadow_version") == version and comparison.get(
+                "labelled_segments", 0
+            ) >= min(policy.min_live_segments, report.final_results):
+                break
+            time.sleep(SERVING_POLL_INTERVAL_S)
+        summary.shadow_segments = comparison.get("segments")
+        summary.shadow_agreement = comparison.get("agreement")
+        summary.shadow_labelled_segments = comparison.get("labelled_segments")
+        summary.shadow_live_accuracy = comparison.get("shadow_accuracy")
+        summary.shadow_champion_live_accuracy = comparison.get("champion_accuracy")
+        self.say(
+            f"live comparison: v{comparison.get('shadow_version')} shadowed "
+            f"v{comparison.get('champion_version')} on {summary.shadow_segments} segments, "
+            f"agreement {_pct(summary.shadow_agreement)}; on {summary.shadow_labelled_segments} "
+            f"labelled: {_pct(summary.shadow_live_accuracy)} vs the champion's "
+            f"{_pct(summary.shadow_champion_live_accuracy)}"
+        )
+        gate = PromotionGate(
+            retraining.asset_value(TRAINING_SET).heldout(),
+            policy,
+            live_evidence=partial(live_evidence, self.lake),
+        )
+        decision = self.registry.promote(version, gate)
+        summary.retrained_gate_passed = decision.passed
+        self.say(
+            f"gate with live evidence: version {version} "
+            f"{'promoted' if decision.passed else 'refused'}: {' '.join(decision.reasons)}"
+        )
 
     def analytics(self, graph: DemoGraph) -> None:
         keys = [
@@ -484,16 +555,25 @@ def _stages(demo: Demo, corpora: DemoCorpora, graph: DemoGraph, children: Childr
         summary.drift_detected = after.get("dataset_drift")
         summary.drift_report_html = after.get("evidently_report_file")
         tick = demo.sensor_tick(graph)
+    retraining = None
     with demo.stage("retrain", "The sensor's retraining run"):
         requests = tick.run_requests if isinstance(tick, dg.SensorResult) else []
         if requests:
-            demo.run_requested(graph, requests[0])
-            if summary.retrained_gate_passed and summary.retrained_model_version:
-                demo.wait_for_model(summary.retrained_model_version)
-                summary.model_version_served_after = summary.retrained_model_version
+            retraining = demo.run_requested(graph, requests[0])
         else:
             demo.say("no retraining requested: the drift report found no dataset drift")
-        summary.champion_after = demo.registry.alias_version(CHAMPION)
+    if retraining is not None and summary.retrained_model_version:
+        if not summary.retrained_gate_passed:
+            with demo.stage(
+                "shadow",
+                f"Shadow scoring: the held-out speakers again, version "
+                f"{summary.retrained_model_version} scoring beside the champion",
+            ):
+                demo.shadow_then_gate(graph, corpora, retraining)
+        if summary.retrained_gate_passed:
+            demo.wait_for_model(summary.retrained_model_version)
+            summary.model_version_served_after = summary.retrained_model_version
+    summary.champion_after = demo.registry.alias_version(CHAMPION)
     with demo.stage("analytics", "dbt build, lake quality checks, dbt docs"):
         demo.analytics(graph)
         demo.fill_counts()

@@ -44,6 +44,14 @@ class DemoSummary:
     retrained_model_version: str | None = None
     retrained_gate_passed: bool | None = None
     retrained_accuracy: float | None = None
+    shadow_segments: int | None = None
+    """Segments the retrained version shadow-scored next to the champion on the third replay."""
+    shadow_agreement: float | None = None
+    shadow_labelled_segments: int | None = None
+    shadow_live_accuracy: float | None = None
+    """The retrained version's accuracy on those labelled live segments."""
+    shadow_champion_live_accuracy: float | None = None
+    """The champion's, on the same segments."""
     champion_after: str | None = None
     model_version_served_after: str | None = None
     """The version the gateway hot-swapped to after the retraining (None: it kept the first)."""
@@ -106,6 +114,15 @@ def print_summary(console: Console, summary: DemoSummary) -> None:
         (
             "retrained version / gate",
             f"{_fmt(summary.retrained_model_version)} / {_fmt(summary.retrained_gate_passed)}",
+        ),
+        (
+            "shadow: segments / agreement",
+            f"{_fmt(summary.shadow_segments)} / {_fmt(summary.shadow_agreement)}",
+        ),
+        (
+            "shadow live accuracy: retrained vs champion",
+            f"{_fmt(summary.shadow_live_accuracy)} vs {_fmt(summary.shadow_champion_live_accuracy)}"
+            f" ({_fmt(summary.shadow_labelled_segments)} labelled)",
         ),
         (
             "champion now / gateway serves",

@@ -391,6 +391,7 @@ class Gateway:
             "sessions": len(self.streams),
             "model_loaded": loaded,
             "model_version": self.engine.model_version if loaded and self.engine else None,
+            "challenger_version": self._challenger_version(),
             "uptime_s": round(time.time() - self.started_at, 1),
             "worker": self.config.worker,
             "pid": os.getpid(),

@@ -16,10 +16,8 @@ import dagster as dg
 
 from lake_schemas.tables import LIVE_RUN_ID, PREDICTIONS
 from models.live_comparison import LiveComparison, compare_live, save_comparison_png
-from orchestration.keys import table_key
+from orchestration.keys import LIVE_MODEL_COMPARISON, table_key
 from orchestration.resources import LakeResource, ModelRegistryResource
-
-LIVE_MODEL_COMPARISON = dg.AssetKey(["monitoring", "live_model_comparison"])
 
 
 def _table_markdown(comparisons: list[LiveComparison]) -> str:
