@@ -227,10 +227,19 @@ class MetadataCatalog:
 
         ``table`` is the loaded latest snapshot (the caller just committed to it).
         """
+        rows = self.unrecorded_rows(table_name, table)
+        self.record(rows)
+        return len(rows)
+
+    def unrecorded_rows(self, table_name: str, table: DeltaTable) -> list[dict[str, Any]]:
+        """The ``table_versions`` rows of the versions of ``table`` not recorded yet, read now
+        (while ``table`` is the snapshot just committed, so no older snapshot is loaded) and
+        counted as recorded; :meth:`record` stores them, one commit for any number of tables.
+        """
         current = table.version()
         last = self._recorded_versions().get(table_name, -1)
         if last >= current:
-            return 0
+            return []
         history = table.history(limit=current - last)
         now = datetime.now(UTC)
         layer = table_name.partition(".")[0]
@@ -271,10 +280,21 @@ class MetadataCatalog:
                     "recorded_at": now,
                 }
             )
-        if rows:
-            self._append(TABLE_VERSIONS, sorted(rows, key=lambda r: r["version"]))
         self._recorded_versions()[table_name] = current
-        return len(rows)
+        return rows
+
+    def record(self, rows: list[dict[str, Any]]) -> None:
+        """Store rows from :meth:`unrecorded_rows` in one commit. If that fails, what was
+        counted as recorded is forgotten, so the next sync finds the gap in the table's log."""
+        if not rows:
+            return
+        try:
+            self._append(
+                TABLE_VERSIONS, sorted(rows, key=lambda r: (r["table_name"], r["version"]))
+            )
+        except BaseException:
+            self._last_recorded = None
+            raise
 
     def record_quality(
         self, table_name: str, check_name: str, passed: bool, details: Mapping[str, Any]

@@ -181,6 +181,7 @@ class Lake:
         self._specs: dict[str, TableSpec] = {spec.name: spec for spec in ALL_TABLES}
         self._deferring = 0
         self._refresh_pending = False
+        self._unrecorded: list[dict[str, Any]] = []
         self._tables = delta.OpenTables(self.storage_options)
         self.compaction = compaction or CompactionPolicy()
         self._views: dict[str, ViewSource] = {}
@@ -529,30 +530,44 @@ class Lake:
 
     # -- catalog -------------------------------------------------------------------------------
     def _after_commit(self, spec: TableSpec, table: DeltaTable) -> None:
-        """Record the new version(s) and refresh SQL. The data commit already succeeded, so a
-        failure here is logged, not raised: the next commit's sync records the gap."""
+        """Record the new version(s) and refresh SQL, or, inside :meth:`batch`, note them for
+        its end. The data commit already succeeded, so a failure here is logged, not raised:
+        the next commit's sync records the gap from the table's log."""
         try:
-            self.catalog.sync(spec.name, table)
+            rows = self.catalog.unrecorded_rows(spec.name, table)
+            if self._deferring:
+                self._unrecorded.extend(rows)
+            else:
+                self.catalog.record(rows)
         except Exception:
             log.warning("could not record %s in the metadata catalog", spec.name, exc_info=True)
         self._refresh_quietly()
 
     @contextmanager
-    def deferred_sql_refresh(self) -> Iterator[None]:
-        """Refresh the DuckDB catalog file once, after a block of commits, not after each.
+    def batch(self) -> Iterator[None]:
+        """A block of commits recorded together: one metadata catalog commit and one rebuild
+        of the DuckDB catalog file at its end, not one of each per table commit.
 
-        For a writer that commits several tables together (the sidecar lands bronze and
-        silver per batch): analysts then see the tables change together, and the file is
-        rebuilt once. The metadata catalog is still updated after every commit.
+        For a writer that commits several tables together (the sidecar lands bronze, silver
+        and gold per micro-batch): analysts see the tables change together, and the catalog's
+        own log grows by one commit a batch, not one per table (its commit cost, like any
+        local Delta table's, grows with the commit files its log holds). A crash inside the
+        block loses no catalog row: the next sync of each table records the gap.
         """
         self._deferring += 1
         try:
             yield
         finally:
             self._deferring -= 1
-            if not self._deferring and self._refresh_pending:
-                self._refresh_pending = False
-                self._refresh_quietly()
+            if not self._deferring:
+                rows, self._unrecorded = self._unrecorded, []
+                try:
+                    self.catalog.record(rows)
+                except Exception:
+                    log.warning("could not record a batch in the metadata catalog", exc_info=True)
+                if self._refresh_pending:
+                    self._refresh_pending = False
+                    self._refresh_quietly()
 
     def _refresh_quietly(self) -> None:
         if self._deferring:

@@ -280,7 +280,7 @@ class Sidecar:
             reused_staged=reused,
             counters=json.loads(done.read_text()).get("counters", {}),
         )
-        with self.lake.deferred_sql_refresh():  # SQL sees the batch's tables change together
+        with self.lake.batch():  # one catalog commit; SQL sees the tables change together
             self._commit(batch, staging, report, datetime.fromisoformat(manifest["batch_time"]))
         self._landed_marker(batch).touch()
         fsync_dir(self.batches_dir)

@@ -13,6 +13,7 @@ import pytest
 from deltalake import DeltaTable, Field, write_deltalake
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, Lake
+from lake_schemas.catalog import TABLE_VERSIONS
 from lake_schemas.sql_catalog import file_layout
 
 
@@ -234,15 +235,46 @@ def test_file_layout_reads_statistics_then_footers(actions: pa.Table, footers, e
     assert file_layout(actions, SCHEMA_AB, ("d",), {}, files, columns_of) == expected
 
 
-def test_deferred_refresh_rebuilds_the_file_once_after_the_block(
+def test_a_batch_is_recorded_in_one_catalog_commit_and_one_file_rebuild(
     local_lake: Lake, make_events
 ) -> None:
     assert local_lake.catalog_file is not None
-    with local_lake.deferred_sql_refresh():
-        local_lake.append(AUDIO_EVENTS, make_events(2), writer="sidecar")
+    local_lake.append(AUDIO_EVENTS, make_events(2), writer="sidecar")
+    versions_log = DeltaTable(local_lake.catalog.uri(TABLE_VERSIONS))
+    before = versions_log.version()
+    first = local_lake.catalog.table(AUDIO_EVENTS.name).version
+    local_lake.catalog_file.unlink()
+    with local_lake.batch():
         local_lake.append(AUDIO_EVENTS, make_events(2, start=2), writer="sidecar")
+        local_lake.append(AUDIO_EVENTS, make_events(2, start=4), writer="sidecar")
         assert not local_lake.catalog_file.exists()  # not rebuilt inside the block
-        assert local_lake.catalog.table(AUDIO_EVENTS.name).rows == 4  # the catalog still is
+        assert local_lake.catalog.table(AUDIO_EVENTS.name).version == first  # nor recorded
+    versions_log.update_incremental()
+    assert versions_log.version() == before + 1  # two table commits, one catalog commit
+    recorded = [e.version for e in local_lake.catalog.versions(AUDIO_EVENTS.name)]
+    assert recorded == list(range(first + 3))
+    assert local_lake.catalog.table(AUDIO_EVENTS.name).rows == 6
     con = _analyst(local_lake)
-    assert con.execute("SELECT count(*) FROM silver.audio_events").fetchone() == (4,)
+    assert con.execute("SELECT count(*) FROM silver.audio_events").fetchone() == (6,)
     con.close()
+
+
+def test_a_batch_whose_catalog_commit_fails_is_recorded_by_the_next_sync(
+    local_lake: Lake, make_events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data commits stand; the catalog finds the versions it missed in the Delta log."""
+
+    def unavailable(*_: object) -> None:
+        raise OSError("catalog store unavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(local_lake.catalog, "_append", unavailable)
+        with local_lake.batch():
+            local_lake.append(AUDIO_EVENTS, make_events(2), writer="sidecar")
+            local_lake.append(AUDIO_EVENTS, make_events(2, start=2), writer="sidecar")
+    assert local_lake.read(AUDIO_EVENTS).num_rows == 4
+    local_lake.append(AUDIO_EVENTS, make_events(1, start=4), writer="sidecar")
+    latest = local_lake.catalog.table(AUDIO_EVENTS.name)
+    assert latest is not None and latest.rows == 5
+    recorded = [e.version for e in local_lake.catalog.versions(AUDIO_EVENTS.name)]
+    assert recorded == list(range(latest.version + 1))

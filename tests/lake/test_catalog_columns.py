@@ -72,7 +72,7 @@ def _assert_same(name: str, delta_rows: pa.Table, sql_rows: pa.Table) -> None:
 def written(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     """Every table, each in two commits (two files per partition); one lake for the module."""
     lake = Lake(tmp_path_factory.mktemp("columns") / "lakehouse")
-    with lake.deferred_sql_refresh():
+    with lake.batch():
         for spec in ALL_TABLES:
             lake.append(spec, rows_for(spec), writer="test")
             lake.append(spec, rows_for(spec).slice(0, 2), writer="test")
