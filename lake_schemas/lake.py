@@ -534,14 +534,23 @@ class Lake:
         its end. The data commit already succeeded, so a failure here is logged, not raised:
         the next commit's sync records the gap from the table's log."""
         try:
-            rows = self.catalog.unrecorded_rows(spec.name, table)
-            if self._deferring:
-                self._unrecorded.extend(rows)
-            else:
-                self.catalog.record(rows)
+            self._unrecorded.extend(self.catalog.unrecorded_rows(spec.name, table))
         except Exception:
-            log.warning("could not record %s in the metadata catalog", spec.name, exc_info=True)
+            log.warning("could not read %s's new versions", spec.name, exc_info=True)
+        if not self._deferring:
+            self._record_unrecorded()
         self._refresh_quietly()
+
+    def _record_unrecorded(self) -> None:
+        """One catalog commit for every version noted since the last; a failure is logged
+        (the catalog forgets what it counted, so the next sync finds the gap)."""
+        rows, self._unrecorded = self._unrecorded, []
+        try:
+            self.catalog.record(rows)
+        except Exception:
+            log.warning(
+                "could not record %d table versions in the catalog", len(rows), exc_info=True
+            )
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -560,11 +569,7 @@ class Lake:
         finally:
             self._deferring -= 1
             if not self._deferring:
-                rows, self._unrecorded = self._unrecorded, []
-                try:
-                    self.catalog.record(rows)
-                except Exception:
-                    log.warning("could not record a batch in the metadata catalog", exc_info=True)
+                self._record_unrecorded()
                 if self._refresh_pending:
                     self._refresh_pending = False
                     self._refresh_quietly()

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from models.dataset import HeldoutSet
 from models.evaluation import EvaluationReport, evaluate
 from models.evaluation_log import EvaluationRecord
 from models.live_comparison import LiveComparison
+from models.live_comparison import live_evidence as read_live_evidence
 
 TIE_TOLERANCE = 1e-9
 """Accuracies closer than this are equal (they are ratios of counts, so exact in practice)."""
@@ -204,6 +207,12 @@ class PromotionGate:
     live_evidence: LiveEvidence | None = None
     """Reads the shadow comparison (:func:`models.live_comparison.live_evidence` on the lake);
     needed only when ``policy.min_live_segments`` > 0."""
+
+    @classmethod
+    def on_lake(cls, heldout: HeldoutSet, policy: GatePolicy, lake: Any) -> PromotionGate:
+        """The gate every promotion path uses (the Dagster asset, ``sonolake promote``, the
+        demo): live evidence read from ``lake``'s ``gold.predictions``."""
+        return cls(heldout, policy, live_evidence=partial(read_live_evidence, lake))
 
     def decide(
         self,

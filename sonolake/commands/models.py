@@ -186,9 +186,6 @@ def promote(
     ] = False,
 ) -> None:
     """Move the `champion` alias to a version if it passes the gate (exit 1 when refused)."""
-    from functools import partial
-
-    from models.live_comparison import live_evidence
     from models.promotion import GatePolicy, PromotionGate
     from models.registry import UnknownModel
 
@@ -205,11 +202,7 @@ def promote(
         min_live_segments=settings.promotion_min_live_segments,
         max_live_accuracy_loss=settings.promotion_max_live_accuracy_loss,
     )
-    gate = PromotionGate(
-        _heldout(manifest, settings, all_clips),
-        policy,
-        live_evidence=partial(live_evidence, registry.lake),
-    )
+    gate = PromotionGate.on_lake(_heldout(manifest, settings, all_clips), policy, registry.lake)
     try:
         with _err.status("scoring candidate and champion on the held-out set …"):
             decision = registry.promote(version, gate)

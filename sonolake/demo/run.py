@@ -22,7 +22,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from features import SUMMARY_COLUMNS
 from features.corpus import read_manifest
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DRIFT_REPORTS, SESSIONS
-from models.live_comparison import live_evidence
 from models.promotion import PromotionGate
 from models.registry import CHAMPION
 from orchestration import (
@@ -384,10 +382,8 @@ class Demo:
             f"labelled: {_pct(summary.shadow_live_accuracy)} vs the champion's "
             f"{_pct(summary.shadow_champion_live_accuracy)}"
         )
-        gate = PromotionGate(
-            retraining.asset_value(TRAINING_SET).heldout(),
-            policy,
-            live_evidence=partial(live_evidence, self.lake),
+        gate = PromotionGate.on_lake(
+            retraining.asset_value(TRAINING_SET).heldout(), policy, self.lake
         )
         decision = self.registry.promote(version, gate)
         summary.retrained_gate_passed = decision.passed

@@ -12,7 +12,6 @@ and moves the ``champion`` alias; the gateway's engine follows it and hot-swaps.
 """
 
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -21,7 +20,6 @@ from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, AUDIO_FEATURES, MODE
 from models.candidate import Candidate, train_candidate
 from models.evaluation import LIGHT_PROBE, SpeedProbe
 from models.lake_dataset import TrainingSet, reference_features, write_training_set
-from models.live_comparison import live_evidence
 from models.promotion import PromotionDecision, PromotionGate
 from orchestration.defs.training.candidate import (
     TrainingConfig,
@@ -156,11 +154,7 @@ def model_evaluation(
     lifecycle: ModelLifecycleResource,
 ) -> dg.Output[PromotionDecision]:
     opened = lake.open()
-    gate = PromotionGate(
-        training_set.heldout(),
-        lifecycle.gate_policy(),
-        live_evidence=partial(live_evidence, opened),
-    )
+    gate = PromotionGate.on_lake(training_set.heldout(), lifecycle.gate_policy(), opened)
     decision = registry.open(opened).decide(candidate_model.version, gate)
     context.log.info(f"gate for version {decision.candidate_version}: {decision.reason}")
     return dg.Output(decision, metadata=evaluation_metadata(decision))
