@@ -40,6 +40,9 @@ RETRY_WAIT_MAX_S = 2.0
 STORE_RETRY_WAIT_MAX_S = 5.0
 """Upper bound of the back-off while the object store is unavailable, in seconds."""
 
+STORE_ERROR_MARK = "Generic S3 error"
+"""How the object store (S3 and S3-compatible endpoints) opens its request errors."""
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -49,10 +52,13 @@ def is_store_unavailable(exc: BaseException) -> bool:
     """True for an error of the object store itself (endpoint refused, reset or timed out
     after delta-rs' own request retries), which may pass once the store is back.
 
-    delta-rs reports those as a bare ``OSError`` with no errno ("Generic S3 error …"); an
-    ``OSError`` subclass or one carrying an errno is a local file error (missing folder,
-    permission, full disk) that waiting does not cure.
+    delta-rs reports those as a bare ``OSError`` with no errno ("Generic S3 error …"), except
+    when a data file's upload fails inside its Parquet writer: then a ``DeltaError`` wraps the
+    object store's message. An ``OSError`` subclass or one carrying an errno is a local file
+    error (missing folder, permission, full disk) that waiting does not cure.
     """
+    if isinstance(exc, DeltaError):
+        return STORE_ERROR_MARK in str(exc)
     return type(exc) is OSError and exc.errno is None
 
 

@@ -85,3 +85,21 @@ def test_app_transaction_arguments_are_checked(
             AUDIO_EVENTS, make_events(1), writer="w", app_id=app_id, app_version=app_version
         )
     assert not local_lake.exists(AUDIO_EVENTS)
+
+
+def test_object_store_errors_are_told_from_local_ones() -> None:
+    """What the sidecar waits out (the store away, however delta-rs wraps it) and what it
+    does not (a local file error)."""
+    from deltalake.exceptions import DeltaError
+
+    from lake_schemas.delta import is_store_unavailable
+
+    put_failed = (
+        "Failed to parse parquet: External: Generic S3 error: Error performing PUT "
+        "http://127.0.0.1:1/bucket/part-0.parquet after 10 retries - HTTP error: error sending"
+    )
+    assert is_store_unavailable(DeltaError(put_failed))
+    assert is_store_unavailable(OSError("Generic S3 error: error sending request"))
+    assert not is_store_unavailable(DeltaError("Schema mismatch: column pcm"))
+    assert not is_store_unavailable(FileNotFoundError(2, "No such file"))
+    assert not is_store_unavailable(OSError(28, "No space left on device"))
