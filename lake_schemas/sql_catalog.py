@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -136,19 +137,29 @@ def qualified(name: str) -> str:
 
 
 _TYPE_NAMES: dict[bytes, dict[str, str]] = {}
+_PROBE: dict[int, duckdb.DuckDBPyConnection] = {}
+"""The probe connection, by process id: a forked child opens its own (and leaves the
+parent's copy alone: closing it in the child could disturb the parent's database)."""
+_PROBE_LOCK = threading.Lock()
 
 
 def _duckdb_types(schema: pa.Schema) -> dict[str, str]:
     """DuckDB's own names for the Arrow types of a schema (asked of DuckDB once per schema,
-    not guessed)."""
+    not guessed), on one in-memory connection kept for the process: opening a connection
+    costs ~30 ms, which a catalog file naming a dozen schemas would pay a dozen times."""
     key = schema.serialize().to_pybytes()
     if key not in _TYPE_NAMES:
-        probe = duckdb.connect()
-        try:
-            probe.register("probe", schema.empty_table())
-            rows = probe.execute("DESCRIBE probe").fetchall()
-        finally:
-            probe.close()
+        with _PROBE_LOCK:
+            pid = os.getpid()
+            if pid not in _PROBE:
+                _PROBE[pid] = duckdb.connect()
+            probe = _PROBE[pid]
+            handle = f"probe_{uuid.uuid4().hex}"
+            probe.register(handle, schema.empty_table())
+            try:
+                rows = probe.execute(f"DESCRIBE {handle}").fetchall()
+            finally:
+                probe.unregister(handle)
         _TYPE_NAMES[key] = {str(row[0]): str(row[1]) for row in rows}
     return _TYPE_NAMES[key]
 

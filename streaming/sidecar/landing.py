@@ -111,10 +111,15 @@ def _us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def _digests(pcm: pa.ChunkedArray) -> np.ndarray:
     """CRC-32 of each payload with its byte length in the high bits (one C call per chunk,
-    over zero-copy slices of the column's data buffer)."""
-    column = pcm.combine_chunks().cast(pa.large_binary())
-    if len(column) == 0:
-        return np.zeros(0, dtype=np.int64)
+    over zero-copy slices of each Arrow chunk's data buffer: the column is never combined,
+    which would copy the batch's audio)."""
+    parts = [_chunk_digests(part) for part in pcm.chunks if len(part)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _chunk_digests(column: pa.Array) -> np.ndarray:
+    if not pa.types.is_large_binary(column.type):
+        column = column.cast(pa.large_binary())  # offsets widened; the data buffer is shared
     offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[
         column.offset : column.offset + len(column) + 1
     ]
@@ -127,8 +132,12 @@ def _digests(pcm: pa.ChunkedArray) -> np.ndarray:
 
 def client_bytes(chunks: pa.Table) -> pa.ChunkedArray:
     """What the client sent for each chunk: ``received`` where the stream was compressed,
-    else ``pcm`` (raw PCM is stored once, in ``pcm``; see :data:`AUDIO_CHUNKS`)."""
-    return pc.coalesce(chunks.column("received"), chunks.column("pcm"))
+    else ``pcm`` (raw PCM is stored once, in ``pcm``; see :data:`AUDIO_CHUNKS`). A batch of
+    raw streams only hands ``pcm`` back as it is: coalescing would copy all of its audio."""
+    received = chunks.column("received")
+    if received.null_count == len(received):
+        return chunks.column("pcm")
+    return pc.coalesce(received, chunks.column("pcm"))
 
 
 def _codes(*columns: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
@@ -480,11 +489,54 @@ def _is_identity(order: pa.Array) -> bool:
 
 
 def _where(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """``table.filter(mask)``, but the table itself when every row is kept: filtering copies
-    every column, the batch's audio included, and most batches keep most of their rows."""
+    """``table.filter(mask)``, without copying the audio where that can be avoided.
+
+    Filtering copies every column, the batch's audio included. The table itself is handed
+    back when every row is kept; and a binary column whose dropped rows are all empty (the
+    audio columns when decision records are dropped from a batch's records) keeps its data
+    buffer: only its offsets are filtered (:func:`_filter_sharing_data`).
+    """
     if pc.all(mask).as_py() is True:
         return table
-    return table.filter(mask)
+    mask = mask if isinstance(mask, pa.ChunkedArray) else pa.chunked_array([mask])
+    columns = [
+        _filter_sharing_data(column, mask)
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
+        else column.filter(mask)
+        for column in table.columns
+    ]
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def _filter_sharing_data(column: pa.ChunkedArray, mask: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A binary column filtered by offsets alone when every dropped value is empty: the kept
+    values then lie back to back in each chunk's data buffer as they are. Otherwise a plain
+    filter."""
+    keep = mask.fill_null(False).combine_chunks()  # one bit per row: cheap to combine
+    dropped = column.filter(pc.invert(keep))
+    if pc.max(pc.binary_length(dropped)).as_py() not in (None, 0):
+        return column.filter(mask)
+    parts, at = [], 0
+    for chunk in column.chunks:
+        parts.append(_offsets_filter(chunk, keep.slice(at, len(chunk))))
+        at += len(chunk)
+    return pa.chunked_array(parts, type=column.type)
+
+
+def _offsets_filter(array: pa.Array, mask: pa.Array) -> pa.Array:
+    keep = np.asarray(mask.fill_null(False), dtype=bool)
+    width = np.int64 if pa.types.is_large_binary(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=width)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    kept = np.append(offsets[:-1][keep], offsets[-1])
+    validity = None
+    if array.null_count:
+        valid = pc.is_valid(array).filter(pa.array(keep))
+        validity = valid.buffers()[1]
+    return pa.Array.from_buffers(
+        array.type, int(keep.sum()), [validity, pa.py_buffer(kept), array.buffers()[2]]
+    )
 
 
 def _us_arr(rows: pa.Table) -> pa.Array:

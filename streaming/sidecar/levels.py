@@ -53,49 +53,118 @@ def chunk_stats(pcm: pa.ChunkedArray | pa.Array, encoding: str) -> dict[str, np.
     """Per-chunk samples, sum of squares, peak, clipped count and 20-ms frame powers
     (``frames`` values and per-chunk ``frame_counts``) of chunks of one encoding.
 
-    Squares of the int16 samples (exact in float64) and native ``reduceat`` passes over chunk
-    and frame bounds: a few passes over the batch's samples, no per-chunk Python.
-    Values are for float audio in [-1, 1) (int16 / 32768).
+    Each Arrow chunk of the column (a spool segment's records) is measured where it lies:
+    combining them first would copy the batch's audio. See :func:`_array_stats`.
+    """
+    parts = pcm.chunks if isinstance(pcm, pa.ChunkedArray) else [pcm]
+    measured = [_array_stats(part, encoding) for part in parts if len(part)]
+    if not measured:
+        return _array_stats(pa.array([], pa.binary()), encoding)
+    return {name: np.concatenate([m[name] for m in measured]) for name in measured[0]}
+
+
+def _array_stats(pcm: pa.Array, encoding: str) -> dict[str, np.ndarray]:
+    """:func:`chunk_stats` of one contiguous Arrow array.
+
+    The work is done per 20-ms frame, as rows of a 2-D view of the batch's samples: sums of
+    squares (exact), peaks from each row's max and min, clipping counted only in the
+    rare frames whose peak reaches the rail; a chunk's figures are then sums and maxima over
+    its frames plus its tail (the samples after its last whole frame). When every chunk holds
+    whole frames (100-ms chunks at 16 kHz do) the view is the samples themselves, reshaped:
+    no copy. Values are for float audio in [-1, 1) (int16 / 32768).
     """
     samples, lengths = decode_chunks(pcm, encoding)
     n = lengths.size
     starts = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    # Exact: int16 squares and their sums fit float64. One zero past the end (allocated
-    # here, not appended per pass: that would copy every sample again) makes every range
-    # bound a valid ``reduceat`` index; squares are ≥ 0, so it is the identity of max too.
-    square = np.empty(samples.size + 1, dtype=np.float64)
-    square[-1] = 0.0
-    np.multiply(samples, samples, out=square[:-1], dtype=np.float64)
-    nonempty = lengths > 0
-    lo, hi = starts[:-1][nonempty], starts[1:][nonempty]
-    sumsq = np.zeros(n, dtype=np.float64)
-    peak = np.zeros(n, dtype=np.float32)
-    if lo.size:
-        sumsq[nonempty] = _reduce_padded(np.add, square, lo, hi) / float(_FULL_SCALE**2)
-        peak[nonempty] = np.sqrt(_reduce_padded(np.maximum, square, lo, hi)) / np.float32(
-            _FULL_SCALE
-        )
-    rail = np.flatnonzero((samples >= _RAIL) | (samples <= -_RAIL))
-    clipped = np.bincount(np.searchsorted(starts, rail, "right") - 1, minlength=n)[:n]
     frame_counts = lengths // SNR_FRAME_SAMPLES
-    total = int(frame_counts.sum())
-    first_frame = np.repeat(starts[:-1], frame_counts)
-    within = np.arange(total) - np.repeat(np.cumsum(frame_counts) - frame_counts, frame_counts)
-    frame_start = first_frame + within * SNR_FRAME_SAMPLES
-    frame_power = np.zeros(total, dtype=np.float64)
-    if total:
-        frame_power = _reduce_padded(
-            np.add, square, frame_start, frame_start + SNR_FRAME_SAMPLES
-        ) / float(_FULL_SCALE**2 * SNR_FRAME_SAMPLES)
+    whole = frame_counts * SNR_FRAME_SAMPLES
+    if np.array_equal(whole, lengths):
+        frames = samples.reshape(-1, SNR_FRAME_SAMPLES)
+    else:
+        within = _ranges(np.zeros(n, dtype=np.int64), frame_counts)
+        frame_starts = np.repeat(starts[:-1], frame_counts) + within * SNR_FRAME_SAMPLES
+        frames = _frame_rows(samples)[frame_starts]
+    frame_sq, frame_peak = _row_sumsq(frames), _row_peak(frames)
+    frame_clipped = np.zeros(frame_peak.size, dtype=np.int64)
+    hot = np.flatnonzero(frame_peak >= _RAIL)
+    if hot.size:
+        frame_clipped[hot] = np.count_nonzero(_at_rail(frames[hot]), axis=1)
+    # Per chunk: its frames, reduced over the frame ranges, then its tail's samples.
+    frame_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(frame_counts, out=frame_offsets[1:])
+    sumsq = _per_range(np.add, frame_sq, frame_offsets)
+    peak = _per_range(np.maximum, frame_peak, frame_offsets)
+    clipped = _per_range(np.add, frame_clipped, frame_offsets)
+    tail = lengths - whole
+    if tail.any():
+        tail_index = _ranges(starts[:-1] + whole, tail)
+        values = samples[tail_index].astype(np.int64)
+        tail_offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(tail, out=tail_offsets[1:])
+        sumsq += _per_range(np.add, values * values, tail_offsets)
+        peak = np.maximum(peak, _per_range(np.maximum, np.abs(values), tail_offsets))
+        clipped += _per_range(np.add, _at_rail(values).astype(np.int64), tail_offsets)
     return {
         "samples": lengths.astype(np.int64),
-        "sumsq": sumsq,
-        "peak": peak.astype(np.float32),
-        "clipped": clipped.astype(np.int64),
-        "frames": frame_power.astype(np.float32),
+        "sumsq": sumsq / float(_FULL_SCALE**2),
+        "peak": (peak / _FULL_SCALE).astype(np.float32),
+        "clipped": clipped,
+        "frames": (frame_sq / float(_FULL_SCALE**2 * SNR_FRAME_SAMPLES)).astype(np.float32),
         "frame_counts": frame_counts.astype(np.int64),
     }
+
+
+_ROW_BLOCK = 256
+"""Frames per block of the sum-of-squares pass (~650 kB as float64): the widened copy stays
+in the core's cache, which makes the pass several times faster than one over the batch."""
+
+
+def _frame_rows(samples: np.ndarray) -> np.ndarray:
+    """Every window of :data:`SNR_FRAME_SAMPLES` samples (a strided view, no copy)."""
+    if samples.size < SNR_FRAME_SAMPLES:
+        return np.zeros((0, SNR_FRAME_SAMPLES), dtype=samples.dtype)
+    return np.lib.stride_tricks.sliding_window_view(samples, SNR_FRAME_SAMPLES)
+
+
+def _ranges(first: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``first[i], first[i] + 1, …, first[i] + counts[i] - 1`` for every i, concatenated."""
+    total = int(counts.sum())
+    offsets = np.cumsum(counts) - counts
+    return np.repeat(first - offsets, counts) + np.arange(total)
+
+
+def _row_sumsq(rows: np.ndarray) -> np.ndarray:
+    """Sum of squares of each row of int16 samples, block by block; exact (every product and
+    every sum of a row's products is an integer below 2**53)."""
+    out = np.zeros(rows.shape[0], dtype=np.float64)
+    for at in range(0, rows.shape[0], _ROW_BLOCK):
+        block = rows[at : at + _ROW_BLOCK].astype(np.float64)
+        np.einsum("ij,ij->i", block, block, out=out[at : at + _ROW_BLOCK])
+    return out
+
+
+def _row_peak(rows: np.ndarray) -> np.ndarray:
+    """Largest |sample| of each row (int64: |-32768| does not fit int16)."""
+    if rows.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.maximum(rows.max(axis=1).astype(np.int64), -rows.min(axis=1).astype(np.int64))
+
+
+def _at_rail(values: np.ndarray) -> np.ndarray:
+    """Which samples sit at the rail (|int16| ≥ :data:`_RAIL`)."""
+    return (values >= _RAIL) | (values <= -_RAIL)
+
+
+def _per_range(ufunc: np.ufunc, values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``ufunc`` over ``values[offsets[i]:offsets[i + 1]]`` for each i (0 for an empty range;
+    every value here is ≥ 0, so 0 is the identity of max too)."""
+    out = np.zeros(offsets.size - 1, dtype=values.dtype)
+    nonempty = offsets[1:] > offsets[:-1]
+    if nonempty.any():
+        padded = np.append(values, np.zeros(1, dtype=values.dtype))
+        out[nonempty] = _reduce_padded(ufunc, padded, offsets[:-1][nonempty], offsets[1:][nonempty])
+    return out
 
 
 def _segment_sum(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
