@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +62,7 @@ from streaming.spool import (
     fsync_dir,
     purge_landed,
     quarantine_segment,
+    recover_abandoned,
     retire_segment,
     sealed_segments,
 )
@@ -76,7 +78,8 @@ STAGED_TABLES: tuple[tuple[str, TableSpec], ...] = (
     ("events", AUDIO_EVENTS),
     ("predictions", PREDICTIONS),
 )
-"""Staged output → table, committed in this order (sessions last: it merges)."""
+"""Staged output → table; bronze commits on a thread of its own, the others in this order,
+then silver.sessions (it merges)."""
 UNREADABLE_PREFIX = "unreadable segment"
 
 PhaseHook = Callable[[str, int], None]
@@ -243,6 +246,8 @@ class Sidecar:
         return landed
 
     def _plan(self, previous: int | None) -> dict[str, Any] | None:
+        for segment in recover_abandoned(self.config.spool_dir):
+            log.warning("sealed %s, left open by a writer that is gone", segment.path)
         segments = _batch_of(
             sealed_segments(self.config.spool_dir),
             self.config.max_segments_per_batch,
@@ -363,17 +368,42 @@ class Sidecar:
 
     # ---------------------------------------------------------------------- commits
     def _commit(self, batch: int, staging: Path, report: BatchReport, batch_time: datetime) -> None:
+        """Each table's commit of the batch, the audio's on a second thread.
+
+        Bronze holds the batch's audio and takes most of the commit time, in delta-rs'
+        Parquet writer, which runs without the GIL; the smaller tables commit meanwhile.
+        Nothing orders the tables' commits: each carries the batch's app transaction, so a
+        replay skips exactly the tables that already hold it, whichever those are.
+        """
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-bronze") as pool:
+            audio = pool.submit(self._commit_staged, batch, staging, report, "bronze", AUDIO_CHUNKS)
+            try:
+                for name, spec in STAGED_TABLES:
+                    if spec is not AUDIO_CHUNKS:
+                        self._commit_staged(batch, staging, report, name, spec)
+                self._commit_sessions(batch, staging, report, batch_time)
+            finally:
+                wait([audio])  # never leave the audio's commit running behind a failure
+        audio.result()
+
+    def _commit_staged(
+        self, batch: int, staging: Path, report: BatchReport, name: str, spec: TableSpec
+    ) -> None:
+        table = self.erased.drop(read_parts(staging, name, spec.schema))
+        if table.num_rows == 0:
+            return
         writer, app_id = self.config.writer, self.config.app_id
-        for name, spec in STAGED_TABLES:
-            table = self.erased.drop(read_parts(staging, name, spec.schema))
-            if table.num_rows == 0:
-                continue
-            result = self.lake.append(spec, table, writer=writer, app_id=app_id, app_version=batch)
-            self._record(report, spec, result.skipped, result.rows)
-            self.on_phase(f"committed:{spec.name}", batch)
+        result = self.lake.append(spec, table, writer=writer, app_id=app_id, app_version=batch)
+        self._record(report, spec, result.skipped, result.rows)
+        self.on_phase(f"committed:{spec.name}", batch)
+
+    def _commit_sessions(
+        self, batch: int, staging: Path, report: BatchReport, batch_time: datetime
+    ) -> None:
+        writer, app_id = self.config.writer, self.config.app_id
         deltas = self.erased.drop(read_parts(staging, "sessions", None))
         if deltas.num_rows:
-            done = self.lake.transaction_version(SESSIONS, self.config.app_id)
+            done = self.lake.transaction_version(SESSIONS, app_id)
             if done is not None and done >= batch:
                 self._record(report, SESSIONS, True, 0)
             else:

@@ -78,6 +78,7 @@ from streaming.spool.reader import (
 from streaming.spool.writer import (
     SpoolStats,
     SpoolWriter,
+    recover_abandoned,
     recover_open_segment,
     recover_open_segments,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "quarantine_segment",
     "read_segment",
     "records_to_batch",
+    "recover_abandoned",
     "recover_open_segment",
     "recover_open_segments",
     "retire_segment",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 import pyarrow as pa
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from streaming.spool.format import (
     LANDED_DIR,
@@ -36,9 +37,16 @@ from streaming.spool.format import (
     parse_id,
     records_to_batch,
     segment_name,
+    spool_folders,
 )
 
 log = logging.getLogger("sonolake.spool")
+
+LOCK_WAIT_S = 2.0
+"""How long a starting writer waits for the directory's lock, in seconds: the sidecar holds it
+for the few milliseconds it takes to seal a gone writer's open segment
+(:func:`recover_abandoned`); a live writer holds it for good, and is refused after this."""
+LOCK_POLL_S = 0.02
 
 WriteDone = Callable[[BaseException | None], None]
 """Told once a submission's group commit is over: None when fsync'd, else the error."""
@@ -79,6 +87,48 @@ def recover_open_segments(spool_dir: Path) -> list[Segment]:
         if segment is not None:
             sealed.append(segment)
     return sealed
+
+
+def recover_abandoned(spool_dir: Path) -> list[Segment]:
+    """Seal the open segments of every writer folder of the spool whose writer is gone.
+
+    A writer seals what its predecessor left when it starts (:meth:`SpoolWriter.start`). A
+    folder no writer starts in again — a gateway restarted with fewer ``--workers``, or not
+    restarted at all, or one still starting — would keep acknowledged records in an open
+    segment no batch ever lands. The sidecar calls this before planning each batch: a folder
+    whose writer lock it can take has no live writer (the lock is released when a process
+    dies, however it dies), and its open segments are recovered under that lock exactly as
+    the next writer would. A folder whose lock is held is left alone. Returns what was sealed.
+    """
+    sealed: list[Segment] = []
+    for _, folder in spool_folders(spool_dir):
+        lock = folder / LOCK_FILE
+        if not lock.exists() or not any(folder.glob(f"*{OPEN_SUFFIX}")):
+            continue
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive and owns the open segment
+            try:
+                sealed += recover_open_segments(folder)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+    return sealed
+
+
+def _lock_within(fd: int, wait_s: float) -> None:
+    """Take ``fd``'s exclusive flock, polling for up to ``wait_s`` seconds; BlockingIOError if
+    it is still held then (a blocking flock could wait forever on a live writer)."""
+    retry(
+        retry=retry_if_exception_type(BlockingIOError),
+        stop=stop_after_delay(wait_s),
+        wait=wait_fixed(LOCK_POLL_S),
+        reraise=True,
+    )(fcntl.flock)(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def recover_open_segment(path: Path) -> Segment | None:
@@ -197,7 +247,7 @@ class SpoolWriter:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.spool_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_within(fd, LOCK_WAIT_S)
         except BlockingIOError:
             os.close(fd)
             raise SpoolLocked(

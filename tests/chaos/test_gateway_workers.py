@@ -210,6 +210,24 @@ def _start_workers(
     return gateway, env
 
 
+def _taken_over_once_published(port: int, moved: int, within_s: float = 5.0) -> list[str]:
+    """The per-worker take-over series of one scrape, once every worker's snapshot has caught
+    up with ``moved`` (a peer's series are as of its last publish, up to a second old)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            taken = [
+                line
+                for line in answer.read().decode().splitlines()
+                if line.startswith("sonolake_gateway_sessions_taken_over_total{")
+            ]
+        if sum(float(line.rsplit(" ", 1)[1]) for line in taken) >= moved:
+            return taken
+        if time.monotonic() > deadline:
+            return taken
+        time.sleep(0.2)
+
+
 @pytest.mark.chaos
 def test_resumes_on_another_worker_land_each_chunk_once(
     tmp_path: Path, bytecode_cache: Path
@@ -222,22 +240,19 @@ def test_resumes_on_another_worker_land_each_chunk_once(
 
     try:
         asyncio.run(everyone())
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{gateway.port}/metrics").read().decode()
+        moved = sum(
+            a != b
+            for d in devices
+            for a, b in zip(d.workers_seen, d.workers_seen[1:], strict=False)
+        )
+        taken = _taken_over_once_published(gateway.port, moved)
     finally:
         gateway.stop()
-    moved = sum(
-        a != b for d in devices for a, b in zip(d.workers_seen, d.workers_seen[1:], strict=False)
-    )
     print(
         f"workers: {len(devices)} devices, {sum(len(d.workers_seen) for d in devices)} "
         f"connections, {moved} resumes on another worker"
     )
     assert moved >= 3 * len(devices)
-    taken = [
-        line
-        for line in metrics.splitlines()
-        if line.startswith("sonolake_gateway_sessions_taken_over_total{")
-    ]
     assert {'worker="0"' in line for line in taken} == {True, False}, (
         "one scrape shows both workers"
     )

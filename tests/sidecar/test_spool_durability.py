@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from lake_schemas import AUDIO_CHUNKS, Lake
+from streaming.sidecar.driver import Sidecar, SidecarConfig
 from streaming.spool import (
     LANDED_DIR,
     OPEN_SUFFIX,
@@ -28,7 +33,9 @@ from streaming.spool import (
     retire_segment,
     sealed_segments,
     segment_name,
+    worker_spool_dir,
 )
+from streaming.spool.format import LOCK_FILE
 
 HERE = Path(__file__).resolve().parent
 
@@ -226,3 +233,84 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
         for segment in sealed_segments(tmp_path):
             retire_segment(segment)
     assert kills_with_open_segment >= 1, "no kill landed while a segment was open"
+
+
+def _start_child_writer(spool_dir: Path, sessions: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "spool_writer_child.py"), str(spool_dir), str(sessions)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(HERE.parents[1])},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_the_sidecar_lands_what_a_killed_writer_left_open_when_no_writer_returns(
+    tmp_path: Path,
+) -> None:
+    """A gateway worker killed and never started again (fewer ``--workers`` after a restart):
+    its acknowledged records sit in an open segment no writer will seal. The sidecar seals it
+    under the folder's lock and lands it; the open segment of a live writer is left alone."""
+    spool = tmp_path / "spool"
+    gone, live = worker_spool_dir(spool, 1), worker_spool_dir(spool, 0)
+    acked: set[tuple[str, int]] = set()
+    for _ in range(5):  # until a kill lands while a segment is open
+        proc = _start_child_writer(gone, 4)
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(300)]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        lines += proc.stdout.read().splitlines()
+        proc.stdout.close()
+        acked = {(s, int(q)) for s, q in (line.split() for line in lines)}
+        if list(gone.glob(f"*{OPEN_SUFFIX}")):
+            break
+        shutil.rmtree(gone)
+    else:
+        pytest.fail("no kill landed while a segment was open")
+
+    async def scenario() -> None:
+        async with SpoolWriter(live, max_segment_age_s=60) as writer:
+            await writer.append(_chunk("live", 0))
+            (live_open,) = live.glob(f"*{OPEN_SUFFIX}")
+            sidecar = Sidecar(
+                Lake(tmp_path / "lake"),
+                SidecarConfig(spool_dir=spool, state_dir=tmp_path / "state", retention_s=0.0),
+            )
+            while sidecar.land_once() is not None:
+                pass
+            assert live_open.exists(), "a live writer's open segment is its own"
+            assert not list(gone.glob(f"*{OPEN_SUFFIX}"))
+            await writer.append(_chunk("live", 1))  # the live writer carries on unharmed
+
+    asyncio.run(scenario())
+    bronze = Lake(tmp_path / "lake").read(AUDIO_CHUNKS, columns=["session_id", "seq"])
+    landed = list(zip(bronze["session_id"].to_pylist(), bronze["seq"].to_pylist(), strict=True))
+    assert len(landed) == len(set(landed)), "a chunk landed twice"
+    assert acked <= set(landed), f"lost acked records: {sorted(acked - set(landed))[:5]}"
+    assert not any(session == "live" for session, _ in landed)
+
+
+def test_a_starting_writer_waits_out_the_sidecar_holding_its_lock(tmp_path: Path) -> None:
+    """The sidecar holds a gone writer's lock while it seals the open segment; a writer that
+    starts meanwhile waits for it instead of being refused."""
+    (tmp_path / LOCK_FILE).touch()
+    fd = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def unlock() -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    release = threading.Timer(0.3, unlock)
+    release.start()
+
+    async def scenario() -> None:
+        async with SpoolWriter(tmp_path) as writer:
+            await writer.append(_chunk("a", 0))
+
+    asyncio.run(scenario())
+    release.join()
+    assert _all_records(tmp_path).column("seq").to_pylist() == [0]
