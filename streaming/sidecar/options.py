@@ -49,6 +49,13 @@ class LocalOptions(PipelineOptions):
             views[cls] = super().view_as(cls)
         return cast("PipelineOptionsT", views[cls])
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The options without their views: ``beam.Pipeline`` deep-copies its options, and
+        copying each view re-ran ``argparse`` for it; the copy makes its own views."""
+        state = dict(super().__getstate__())
+        state.pop("_views", None)
+        return state
+
 
 def local_options() -> PipelineOptions:
     """Beam's in-process bundle-based direct runner (``apache_beam.runners.direct``).

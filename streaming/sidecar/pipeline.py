@@ -36,7 +36,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 from lake_schemas.tables import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, PREDICTIONS
-from streaming.sidecar import records
+from streaming.sidecar import beam_signatures, records
 from streaming.sidecar.landing import (
     KEYS_SCHEMA,
     LIVE_RUN_ID,
@@ -58,6 +58,8 @@ BRONZE, EVENTS, PREDICTIONS_OUT, SESSIONS, CARRY = (
 )
 OUTPUTS = (BRONZE, EVENTS, PREDICTIONS_OUT, SESSIONS, DEAD, CARRY)
 METRICS_NAMESPACE = "sonolake.sidecar"
+
+beam_signatures.install()  # every graph built in this process asks Beam fewer questions
 
 
 GATHER_KEY = "batch"
