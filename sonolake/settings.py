@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         description="Sidecar: most spool bytes landed in one micro-batch (batches grow with "
         "the backlog up to this; at least one segment).",
     )
+    sidecar_pipeline_ahead: bool = Field(
+        True,
+        description="Sidecar: run the next micro-batch's pipeline while a batch commits (uses a "
+        "second core and the memory of two batches; off: one batch at a time).",
+    )
     sidecar_crash_at: str | None = Field(
         None,
         description="Fault injection for crash tests: the sidecar kills itself (SIGKILL) at this "

@@ -65,6 +65,7 @@ def build_sidecar(settings: Settings, on_batch: Any | None = None) -> Any:
         dask_scheduler=dask_scheduler_for(settings),
         dask_partitions=settings.dask_partitions,
         store_retry_s=settings.sidecar_store_retry_s,
+        pipeline_ahead=settings.sidecar_pipeline_ahead,
     )
     return Sidecar(lake, config, on_phase=phase_printer(settings), on_batch=on_batch)
 

@@ -15,6 +15,11 @@ One cycle (:meth:`Sidecar.land_once`):
 4. **retire** — mark the batch landed, retire its segments (or quarantine unreadable ones)
    and drop what the next batch no longer needs.
 
+While batch N commits, batch N+1 is planned (from the segments N does not hold) and its
+pipeline runs on a second thread (``SidecarConfig.pipeline_ahead``): it needs only N's staged
+carry, and it is committed by the next cycle, after N. So at most two manifests are unlanded,
+and a restart lands the older first.
+
 Why it is exactly once: the input of batch N is fixed before anything runs (the manifest, the
 previous carry), the staged outputs are reused once complete, and every commit is skipped if
 the table already holds N. A crash at any point leaves either an unfinished manifest — the next
@@ -114,6 +119,11 @@ class SidecarConfig:
     """On Dask: partitions of a batch's segments and session shards (≥ the worker count)."""
     dask_connect_timeout_s: int = 10
     """On Dask: how long a batch waits for the scheduler and a first worker (s)."""
+    pipeline_ahead: bool = True
+    """Run the next batch's pipeline while this batch commits (on the second core): a batch's
+    commits (delta-rs' Parquet writes, the catalog) and the next one's landing pipeline use
+    different resources, and the next batch needs only this one's staged carry. Costs the
+    memory of two batches at once; off on a single core."""
     store_retry_s: float = 300.0
     """How long a batch keeps being retried while the lake's object store is unavailable
     (s; 0: fail at once). Each retry replays the batch from its manifest, as a restart would."""
@@ -172,6 +182,9 @@ class Sidecar:
         self.batches_dir.mkdir(parents=True, exist_ok=True)
         self.erased = ErasedDevices(lake)
         """Tombstones: rows of devices erased after they were staged never land."""
+        self._staged_here: set[int] = set()
+        """Batches whose pipeline this process ran (landing them later is no replay)."""
+        self._retired: set[int] = set()
 
     # ---------------------------------------------------------------------- bookkeeping
     def _manifest_path(self, batch: int) -> Path:
@@ -208,11 +221,15 @@ class Sidecar:
 
     def _land_once(self) -> BatchReport | None:
         batches = self._manifests()
-        if batches:
-            last = batches[-1]
-            if not self._landed_marker(last).exists():
-                return self._run_batch(self._load_manifest(last), replayed=True)
-            self._retire(self._load_manifest(last))  # idempotent: finishes a cut-off retire
+        unlanded = [b for b in batches if not self._landed_marker(b).exists()]
+        landed = [b for b in batches if not unlanded or b < unlanded[0]]
+        if landed and landed[-1] not in self._retired:
+            self._retire(self._load_manifest(landed[-1]))  # idempotent: finishes a cut-off one
+        if unlanded:  # at most two: a batch and the one staged ahead of it
+            first = unlanded[0]
+            return self._run_batch(
+                self._load_manifest(first), replayed=first not in self._staged_here
+            )
         manifest = self._plan(batches[-1] if batches else None)
         if manifest is None:
             return None
@@ -245,11 +262,15 @@ class Sidecar:
             stop.wait(interval_s)
         return landed
 
-    def _plan(self, previous: int | None) -> dict[str, Any] | None:
+    def _plan(
+        self, previous: int | None, taken: frozenset[str] = frozenset()
+    ) -> dict[str, Any] | None:
+        """Record the next batch: the sealed segments waiting, except those ``taken`` by a
+        batch planned but not landed yet (whose segments are only retired once it lands)."""
         for segment in recover_abandoned(self.config.spool_dir):
             log.warning("sealed %s, left open by a writer that is gone", segment.path)
         segments = _batch_of(
-            sealed_segments(self.config.spool_dir),
+            [s for s in sealed_segments(self.config.spool_dir) if s.name not in taken],
             self.config.max_segments_per_batch,
             self.config.max_batch_bytes,
         )
@@ -272,12 +293,9 @@ class Sidecar:
         batch = int(manifest["batch"])
         staging = self._staging(batch)
         done = staging / DONE_MARKER
-        reused = done.exists()
-        if not reused:
-            self.on_phase("pipeline", batch)
-            counters = self._run_pipeline(manifest, staging)
-            _write_json_atomic(done, {"counters": counters})
-            self.on_phase("staged", batch)
+        reused = done.exists() and batch not in self._staged_here
+        if not done.exists():
+            self._stage(manifest)
         report = BatchReport(
             batch,
             len(manifest["segments"]),
@@ -285,12 +303,22 @@ class Sidecar:
             reused_staged=reused,
             counters=json.loads(done.read_text()).get("counters", {}),
         )
-        with self.lake.batch():  # one catalog commit; SQL sees the tables change together
-            self._commit(batch, staging, report, datetime.fromisoformat(manifest["batch_time"]))
+        ahead = self._ahead_of(manifest) if self.config.pipeline_ahead else None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-ahead") as pool:
+            staging_ahead = None if ahead is None else pool.submit(self._stage, ahead)
+            try:
+                with self.lake.batch():  # one catalog commit; SQL sees the tables change together
+                    self._commit(
+                        batch, staging, report, datetime.fromisoformat(manifest["batch_time"])
+                    )
+            finally:
+                if staging_ahead is not None:
+                    wait([staging_ahead])  # never leave the next pipeline behind a failure
         self._landed_marker(batch).touch()
         fsync_dir(self.batches_dir)
         self.on_phase("landed", batch)
         report.quarantined = self._retire(manifest)
+        self._retired.add(batch)
         self.on_phase("retired", batch)
         report.seconds = time.perf_counter() - started
         self.on_batch(report)
@@ -302,7 +330,30 @@ class Sidecar:
             report.skipped_tables,
             report.seconds,
         )
+        if staging_ahead is not None:
+            staging_ahead.result()  # a failure ahead is a batch cut off: the next cycle reruns it
         return report
+
+    def _ahead_of(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """The batch after a staged one, to stage while it commits: the manifest already
+        recorded after it (a replay), else a new plan over the segments it does not hold;
+        None when that batch is staged already or nothing is waiting."""
+        batch = int(manifest["batch"])
+        later = [b for b in self._manifests() if b > batch]
+        if later:
+            recorded = self._load_manifest(later[0])
+            return None if (self._staging(later[0]) / DONE_MARKER).exists() else recorded
+        return self._plan(batch, taken=frozenset(manifest["segments"]))
+
+    def _stage(self, manifest: dict[str, Any]) -> None:
+        """Run a batch's pipeline and mark its outputs complete (``_DONE``)."""
+        batch = int(manifest["batch"])
+        staging = self._staging(batch)
+        self.on_phase("pipeline", batch)
+        counters = self._run_pipeline(manifest, staging)
+        _write_json_atomic(staging / DONE_MARKER, {"counters": counters})
+        self._staged_here.add(batch)
+        self.on_phase("staged", batch)
 
     def _run_pipeline(self, manifest: dict[str, Any], staging: Path) -> dict[str, int]:
         import apache_beam as beam  # lazy: a replay from staged outputs never needs Beam

@@ -99,6 +99,44 @@ def test_lands_chunks_segments_and_sessions_across_micro_batches(tmp_path: Path)
     assert lake.transaction_version(AUDIO_CHUNKS, "sidecar") == -(-segments // 3)
 
 
+def test_the_next_batch_is_staged_while_a_batch_commits_and_lands_after_it(
+    tmp_path: Path,
+) -> None:
+    group = sessions(3, chunks=30, bursts=2)
+    write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=10)
+    waiting = len(sealed_segments(tmp_path / "spool"))
+    order: list[tuple[str, int]] = []
+    sidecar = _sidecar(tmp_path)
+    sidecar.on_phase = lambda phase, batch: order.append((phase, batch))
+    first = sidecar.land_once()
+    assert first is not None and first.batch == 1 and not first.replayed
+    assert order.index(("staged", 1)) < order.index(("pipeline", 2)) < order.index(("landed", 1))
+    assert ("landed", 2) not in order, "batch 2 is staged, not landed"
+    assert len(sealed_segments(tmp_path / "spool")) == waiting - 3, "its segments still wait"
+    second = sidecar.land_once()
+    assert second is not None and second.batch == 2
+    assert not second.replayed and not second.reused_staged, "staged here: no replay"
+    assert order.count(("pipeline", 2)) == 1
+
+    restarted = _sidecar(tmp_path)  # batch 3 was staged ahead by the process that "died"
+    third = restarted.land_once()
+    assert third is not None and third.batch == 3 and third.replayed and third.reused_staged
+    while restarted.land_once() is not None:
+        pass
+    assert_landed_exactly_once(Lake(tmp_path / "lake"), group)
+
+
+def test_one_batch_at_a_time_when_pipeline_ahead_is_off(tmp_path: Path) -> None:
+    group = sessions(2, chunks=30, bursts=1)
+    write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=10)
+    sidecar = _sidecar(tmp_path)
+    sidecar.config = replace(sidecar.config, pipeline_ahead=False)
+    order: list[tuple[str, int]] = []
+    sidecar.on_phase = lambda phase, batch: order.append((phase, batch))
+    assert sidecar.land_once() is not None
+    assert {batch for _, batch in order} == {1}
+
+
 def test_a_crash_at_every_phase_replays_and_lands_nothing_twice(tmp_path: Path) -> None:
     group = sessions(3, chunks=30, bursts=2)
     write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=10)
