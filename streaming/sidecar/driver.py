@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,6 +185,7 @@ class Sidecar:
         self._staged_here: set[int] = set()
         """Batches whose pipeline this process ran (landing them later is no replay)."""
         self._retired: set[int] = set()
+        """Batches this process retired (a cycle finishes a cut-off retire only once)."""
 
     # ---------------------------------------------------------------------- bookkeeping
     def _manifest_path(self, batch: int) -> Path:
@@ -304,16 +305,11 @@ class Sidecar:
             counters=json.loads(done.read_text()).get("counters", {}),
         )
         ahead = self._ahead_of(manifest) if self.config.pipeline_ahead else None
+        # Leaving the pool's block waits for the pipeline ahead, even behind a failed commit.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-ahead") as pool:
             staging_ahead = None if ahead is None else pool.submit(self._stage, ahead)
-            try:
-                with self.lake.batch():  # one catalog commit; SQL sees the tables change together
-                    self._commit(
-                        batch, staging, report, datetime.fromisoformat(manifest["batch_time"])
-                    )
-            finally:
-                if staging_ahead is not None:
-                    wait([staging_ahead])  # never leave the next pipeline behind a failure
+            with self.lake.batch():  # one catalog commit; SQL sees the tables change together
+                self._commit(batch, staging, report, datetime.fromisoformat(manifest["batch_time"]))
         self._landed_marker(batch).touch()
         fsync_dir(self.batches_dir)
         self.on_phase("landed", batch)
@@ -426,15 +422,13 @@ class Sidecar:
         Nothing orders the tables' commits: each carries the batch's app transaction, so a
         replay skips exactly the tables that already hold it, whichever those are.
         """
+        # Leaving the pool's block waits for the audio's commit, even behind a failure here.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-bronze") as pool:
             audio = pool.submit(self._commit_staged, batch, staging, report, "bronze", AUDIO_CHUNKS)
-            try:
-                for name, spec in STAGED_TABLES:
-                    if spec is not AUDIO_CHUNKS:
-                        self._commit_staged(batch, staging, report, name, spec)
-                self._commit_sessions(batch, staging, report, batch_time)
-            finally:
-                wait([audio])  # never leave the audio's commit running behind a failure
+            for name, spec in STAGED_TABLES:
+                if spec is not AUDIO_CHUNKS:
+                    self._commit_staged(batch, staging, report, name, spec)
+            self._commit_sessions(batch, staging, report, batch_time)
         audio.result()
 
     def _commit_staged(

@@ -108,7 +108,7 @@ def recover_abandoned(spool_dir: Path) -> list[Segment]:
         fd = os.open(lock, os.O_RDWR)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _lock_within(fd, 0)
             except BlockingIOError:
                 continue  # its writer is alive and owns the open segment
             try:
@@ -121,8 +121,9 @@ def recover_abandoned(spool_dir: Path) -> list[Segment]:
 
 
 def _lock_within(fd: int, wait_s: float) -> None:
-    """Take ``fd``'s exclusive flock, polling for up to ``wait_s`` seconds; BlockingIOError if
-    it is still held then (a blocking flock could wait forever on a live writer)."""
+    """Take ``fd``'s exclusive flock, polling for up to ``wait_s`` seconds (0: one try);
+    BlockingIOError if it is still held then (a blocking flock could wait forever on a live
+    writer)."""
     retry(
         retry=retry_if_exception_type(BlockingIOError),
         stop=stop_after_delay(wait_s),
