@@ -12,8 +12,9 @@ few events of the day before.
 At each mark (100, 1,000 and, in the full run, 10,000 commits) it records, for the last
 ``WINDOW`` batches before the mark: the append p50/p99 (ms, one table's commit with everything
 after it, and its share of the batch's one metadata catalog commit), the catalog-file refresh
-(ms), the files per table, and the analyst query suite through the catalog file (a read-only
-DuckDB connection, as an analyst opens it).
+(ms), the files per table and the entries of each local ``_delta_log`` (bounded by the
+owner: ``CompactionPolicy.log_commits``), and the analyst query suite through the catalog
+file (a read-only DuckDB connection, as an analyst opens it).
 
 Baseline in the same run: at the last mark the same rows are written once into a fresh lake
 (the table compacted), and the query suite runs there. Ratios:
@@ -38,7 +39,8 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks.harness import BenchResult, percentiles, progress
-from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS, Lake, TableSpec
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, SESSIONS, Lake, TableSpec, delta
+from lake_schemas.catalog import TABLE_VERSIONS
 from models.dataset import LABELS
 from sonolake import wiring
 
@@ -229,10 +231,16 @@ def _canonical(answers: list[list[tuple]]) -> list[list[str]]:
 
 
 def _files(lake: Lake) -> dict[str, int]:
+    """Data files of each table's snapshot, and entries of each local ``_delta_log`` (what
+    delta-rs lists on every commit), the metadata catalog's own included."""
     out = {}
     for spec in SIDECAR_TABLES:
         snapshot = lake.table_snapshot(spec)
-        out[spec.name] = snapshot.files if snapshot else 0
+        out[f"files_{spec.name}"] = snapshot.files if snapshot else 0
+    logs = {spec.name: lake.uri(spec) for spec in SIDECAR_TABLES}
+    logs[TABLE_VERSIONS.name] = lake.catalog.uri(TABLE_VERSIONS)
+    for name, uri in logs.items():
+        out[f"log_entries_{name}"] = len(list((delta.local_folder(uri) / "_delta_log").iterdir()))
     return out
 
 
@@ -293,7 +301,7 @@ def run(quick: bool, marks: tuple[int, ...] | None = None) -> BenchResult:
                     f"batch_cpu_ms_p50@{batch}": cpu["p50"],
                     f"catalog_refresh_ms@{batch}": refresh_ms,
                     f"query_suite_s@{batch}": suite_s,
-                    **{f"files_{name}@{batch}": n for name, n in _files(lake).items()},
+                    **{f"{name}@{batch}": n for name, n in _files(lake).items()},
                 }
             )
             result.baseline[f"query_suite_s@{batch}"] = base_s

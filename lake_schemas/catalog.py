@@ -172,14 +172,18 @@ class MetadataCatalog:
         root: str,
         storage_options: Mapping[str, str] | None = None,
         on_quality_recorded: Callable[[], None] | None = None,
+        log_trimmer: delta.LogTrimmer | None = None,
     ) -> None:
         """``on_quality_recorded`` runs after each quality result is stored (the Lake uses it
-        to refresh the DuckDB catalog file's ``meta`` views)."""
+        to refresh the DuckDB catalog file's ``meta`` views). ``log_trimmer``: the lake's
+        bound on a local table's log, kept for the catalog's own tables too (they take a
+        commit per batch of every writer)."""
         self.root = root
         self.storage_options = dict(storage_options) if storage_options else None
         self.on_quality_recorded = on_quality_recorded
         self._last_recorded: dict[str, int] | None = None
         self._tables = delta.OpenTables(self.storage_options)
+        self._log_trimmer = log_trimmer
 
     # -- locations -------------------------------------------------------------------------
     def uri(self, spec: CatalogTableSpec) -> str:
@@ -206,6 +210,8 @@ class MetadataCatalog:
 
         table = delta.with_commit_retries(attempt)
         self._compact_when_fragmented(spec, table)
+        if self._log_trimmer is not None:
+            self._log_trimmer.after_commit(table)
 
     def _compact_when_fragmented(self, spec: CatalogTableSpec, table: DeltaTable) -> None:
         """Every record adds a small file; merge them once there are many."""

@@ -10,7 +10,10 @@ operations that found the object store unavailable.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote
@@ -31,7 +34,7 @@ from tenacity import (
 
 from lake_schemas.errors import VersionNotFound
 from lake_schemas.lineage import commit_metadata
-from lake_schemas.tables import TABLE_PROPERTIES, TableSpec
+from lake_schemas.tables import CHECKPOINT_INTERVAL, TABLE_PROPERTIES, TableSpec
 
 COMMIT_ATTEMPTS = 8
 """Attempts of one lake operation when its commit loses a race (CommitFailedError)."""
@@ -113,6 +116,11 @@ def open_table(
     return DeltaTable(uri, version=version, storage_options=storage_options)
 
 
+def local_folder(uri: str) -> Path:
+    """The folder of a local table's URI (``file://`` prefix and percent-escapes removed)."""
+    return Path(unquote(uri.removeprefix("file://")))
+
+
 def bring_forward(table: DeltaTable) -> None:
     """Load the commits made since ``table``'s snapshot, if any.
 
@@ -123,7 +131,7 @@ def bring_forward(table: DeltaTable) -> None:
     """
     uri = table.table_uri
     if not is_remote(uri):
-        folder = Path(unquote(uri.removeprefix("file://")))
+        folder = local_folder(uri)
         if not (folder / "_delta_log" / f"{table.version() + 1:020d}.json").exists():
             return
     table.update_incremental()
@@ -156,6 +164,102 @@ class OpenTables:
         return table
 
 
+_LOG_ENTRY = re.compile(r"^(\d{20})\.")
+"""A versioned entry of ``_delta_log``: ``<version>.json``, ``<version>.checkpoint.parquet``…"""
+
+
+def trim_local_log(uri: str, head: int, keep_commits: int) -> int:
+    """Remove a local table's log entries older than its newest checkpoint that is at least
+    ``keep_commits`` versions behind ``head``; returns how many files went.
+
+    Delta's own cleanup (``delta.logRetentionDuration``) keeps commit files for a time, which
+    bounds nothing in commits: delta-rs lists and stats a local table's whole ``_delta_log``
+    on every commit (~10 ms per 1,000 entries here), so a table committed to every second
+    would pay for every commit of the last week on each new one. This keeps the bound in
+    commits, with the rule Delta's cleanup follows: only entries before a checkpoint go, so
+    a reader of any kept version still finds its checkpoint and the commits after it, and a
+    reader of the latest snapshot never needs what was removed. Entries of other shapes
+    (``_last_checkpoint``, temporary files) are left alone. Object stores list from an
+    offset, so they keep Delta's time retention alone (not called for them).
+    """
+    if keep_commits <= 0:
+        return 0
+    folder = local_folder(uri) / "_delta_log"
+    try:
+        entries = [
+            (int(match.group(1)), entry.path)
+            for entry in os.scandir(folder)
+            if (match := _LOG_ENTRY.match(entry.name))
+        ]
+    except FileNotFoundError:
+        return 0
+    checkpoints = [
+        version
+        for version, path in entries
+        if path.endswith(f"{version:020d}.checkpoint.parquet") and version <= head - keep_commits
+    ]
+    if not checkpoints:
+        return 0
+    keep_from = max(checkpoints)
+    removed = 0
+    for version, path in entries:
+        if version < keep_from:
+            try:
+                os.unlink(path)
+                removed += 1
+            except FileNotFoundError:
+                pass  # another process trimmed it first
+    return removed
+
+
+class LogTrimmer:
+    """Runs :func:`trim_local_log` after a writer's commits, once per checkpoint interval of
+    each table (a scan of a folder that holds at most ``keep_commits`` + one interval of
+    entries: ~1 ms every 100 commits)."""
+
+    def __init__(self, keep_commits: int) -> None:
+        self.keep_commits = keep_commits
+        self._checked: dict[str, int] = {}
+        """Table URI → the checkpoint interval (version // interval) last trimmed in."""
+
+    def after_commit(self, table: DeltaTable) -> int:
+        uri = table.table_uri
+        if self.keep_commits <= 0 or is_remote(uri):
+            return 0
+        head = table.version()
+        interval = head // CHECKPOINT_INTERVAL
+        if self._checked.get(uri) == interval:
+            return 0
+        self._checked[uri] = interval
+        return trim_local_log(uri, head, self.keep_commits)
+
+
+def travel_to_time(name: str, table: DeltaTable, when: datetime) -> DeltaTable:
+    """Move the latest snapshot ``table`` to the version current at ``when``.
+
+    delta-rs answers a time older than the oldest commit its log still holds with that
+    oldest commit, so a table whose older entries were removed (log retention, a trimmed
+    local log) would silently read as it was later. That is an error here, naming the oldest
+    time that can be asked for. A time before the table's first commit (version 0, which
+    the lake creates empty) reads as version 0, as before.
+    """
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    kept = {
+        int(commit["version"]): int(commit["timestamp"])
+        for commit in table.history()
+        if "version" in commit and "timestamp" in commit
+    }
+    table.load_as_version(when)
+    oldest = min(kept, default=0)
+    if oldest > 0 and table.version() == oldest and kept[oldest] > when.timestamp() * 1000:
+        since = datetime.fromtimestamp(kept[oldest] / 1000, tz=UTC).isoformat()
+        raise VersionNotFound(
+            f"{name} has no version as of {when.isoformat()}: its log is kept from version "
+            f"{oldest} ({since}) on; ask for a later time"
+        )
+    return table
+
+
 def load_version(name: str, table: DeltaTable, version: int) -> DeltaTable:
     """Move the latest snapshot ``table`` back to ``version``, or say which versions exist.
 
@@ -164,13 +268,14 @@ def load_version(name: str, table: DeltaTable, version: int) -> DeltaTable:
     """
     newest = table.version()
     reason = ""
+    # Read before moving: a failed load leaves the snapshot unusable.
+    commits = [int(commit["version"]) for commit in table.history() if "version" in commit]
     if 0 <= version <= newest:
         try:
             table.load_as_version(int(version))
             return table
         except (DeltaError, OSError, ValueError) as exc:  # its log entry is gone (retention)
             reason = f": {exc}"
-    commits = [int(commit["version"]) for commit in table.history() if "version" in commit]
     oldest = min(commits, default=newest)
     raise VersionNotFound(
         f"{name} has no version {version}; it has versions {oldest}–{newest}"

@@ -62,6 +62,13 @@ SQL_LOG_SUFFIX = "_log"
 """Catalog tables appear in SQL as ``catalog.<table>_log``; views over them drop the suffix."""
 
 
+LOG_KEEP_COMMITS = 1_000
+"""Commits kept in a local table's log (~17 minutes of time travel by version or time at the
+sidecar's one micro-batch a second; a table committed to less often keeps longer). Bounds what
+delta-rs lists on every local commit; an object-store lake lists from an offset and keeps
+Delta's time retention (``TABLE_PROPERTIES``) alone."""
+
+
 @dataclass(frozen=True)
 class CompactionPolicy:
     """When a table's owner merges small files itself, right after its own commit.
@@ -75,13 +82,17 @@ class CompactionPolicy:
     commit carries no app transaction and changes no row, so exactly-once is unaffected.
     Each compaction rewrites at most the partition's files below the target (amplification
     about target ÷ (2 × min_files × commit size)); the nightly maintenance asset merges the
-    results further (128 MB).
+    results further (128 MB). The owner also bounds a local table's log (``log_commits``),
+    for the same reason: what every commit pays for must not grow with the table's age.
     """
 
     min_files: int = 32
     """Small files in one partition that trigger a compaction (0: never)."""
     target_file_bytes: int = 16 * 1024 * 1024
     """Optimize's target file size, bytes; files at or above it are left alone."""
+    log_commits: int = LOG_KEEP_COMMITS
+    """Commits a local table's log keeps (0: Delta's time retention alone); see
+    :func:`~lake_schemas.delta.trim_local_log`."""
 
     @property
     def enabled(self) -> bool:
@@ -175,15 +186,19 @@ class Lake:
         if catalog_file is None and not self.is_remote:
             catalog_file = Path(self.root) / CATALOG_FILE_NAME
         self.catalog_file = Path(catalog_file) if catalog_file is not None else None
+        self.compaction = compaction or CompactionPolicy()
+        self._log_trimmer = delta.LogTrimmer(self.compaction.log_commits)
         self.catalog = MetadataCatalog(
-            self.root, self.storage_options, on_quality_recorded=self._refresh_quietly
+            self.root,
+            self.storage_options,
+            on_quality_recorded=self._refresh_quietly,
+            log_trimmer=self._log_trimmer,
         )
         self._specs: dict[str, TableSpec] = {spec.name: spec for spec in ALL_TABLES}
         self._deferring = 0
         self._refresh_pending = False
         self._unrecorded: list[dict[str, Any]] = []
         self._tables = delta.OpenTables(self.storage_options)
-        self.compaction = compaction or CompactionPolicy()
         self._views: dict[str, ViewSource] = {}
         """The catalog file's view of each table at its last refresh, reused while the table's
         version is unchanged (a refresh then costs one log check per unchanged table)."""
@@ -491,7 +506,7 @@ class Lake:
             return delta.load_version(spec.name, table, int(version))
         assert as_of is not None
         try:
-            table.load_as_version(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
+            delta.travel_to_time(spec.name, table, as_of)
         except (DeltaError, OSError, ValueError) as exc:
             raise VersionNotFound(f"{spec.name} has no version as of {as_of}: {exc}") from exc
         return table
@@ -533,6 +548,10 @@ class Lake:
         """Record the new version(s) and refresh SQL, or, inside :meth:`batch`, note them for
         its end. The data commit already succeeded, so a failure here is logged, not raised:
         the next commit's sync records the gap from the table's log."""
+        try:
+            self._log_trimmer.after_commit(table)
+        except OSError:
+            log.warning("could not trim %s's log", spec.name, exc_info=True)
         try:
             self._unrecorded.extend(self.catalog.unrecorded_rows(spec.name, table))
         except Exception:
@@ -648,7 +667,7 @@ class Lake:
             table = delta.load_version(name, table, int(version))
         elif table is not None and as_of is not None:
             try:
-                table.load_as_version(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
+                delta.travel_to_time(name, table, as_of)
             except (DeltaError, OSError, ValueError):
                 table = None  # created after that time: empty then
         if table is None:

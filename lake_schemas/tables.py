@@ -345,8 +345,9 @@ reads its last checkpoint plus at most this many commit files; a writer that kee
 open reads only the new commits (``delta.OpenTables``)."""
 LOG_RETENTION = "interval 7 days"
 """How long commit files are kept (Delta's default is 30 days). Older ones are removed after a
-checkpoint, so the log of a table committed to every second stays ~600,000 files, not 2.6
-million; time travel reaches back this far, the same 7 days the maintenance vacuum keeps."""
+checkpoint; time travel reaches back this far, the same 7 days the maintenance vacuum keeps.
+A local lake also bounds its logs in commits (``CompactionPolicy.log_commits``), since
+delta-rs lists a local log whole on every commit; an object store lists from an offset."""
 DELETED_FILE_RETENTION = "interval 7 days"
 """How long files removed by compaction stay readable for time travel before vacuum may go."""
 TABLE_PROPERTIES: dict[str, str] = {

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         description="A table's writer compacts a partition it wrote once it holds this many "
         "files smaller than the target (0: only the nightly maintenance compacts).",
     )
+    lake_log_keep_commits: int | None = Field(
+        None,
+        ge=0,
+        description="Commits a local lake table's log keeps for time travel; older entries "
+        "are removed after a checkpoint (default: the lake's 1000, ~17 minutes at one sidecar "
+        "batch a second; 0: keep by Delta's 7-day time retention alone). s3:// lakes ignore it.",
+    )
     lake_compact_target_mb: int = Field(
         16, ge=1, le=1024, description="Target file size of the writer's compaction (MB)."
     )

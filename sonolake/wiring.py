@@ -136,11 +136,12 @@ def open_lake(
     *,
     compact_min_files: int | None = None,
     compact_target_mb: int | None = None,
+    log_keep_commits: int | None = None,
 ) -> Lake:
     """The lake at ``root``: the one place a ``Lake`` is constructed.
 
-    Lake-wide policies that come from settings (the writers' compaction) are passed here;
-    ``None`` keeps the lake's default.
+    Lake-wide policies that come from settings (the writers' compaction, the local log's
+    bound) are passed here; ``None`` keeps the lake's default.
     """
     from lake_schemas import CompactionPolicy, Lake
 
@@ -150,6 +151,7 @@ def open_lake(
         target_file_bytes=policy.target_file_bytes
         if compact_target_mb is None
         else compact_target_mb * 1024 * 1024,
+        log_commits=policy.log_commits if log_keep_commits is None else log_keep_commits,
     )
     return Lake(
         root,
@@ -172,6 +174,7 @@ def lake(settings: Settings) -> Lake:
         catalog_path(settings),
         compact_min_files=settings.lake_compact_min_files,
         compact_target_mb=settings.lake_compact_target_mb,
+        log_keep_commits=settings.lake_log_keep_commits,
     )
 
 
