@@ -231,7 +231,11 @@ class LogTrimmer:
         if self._checked.get(uri) == interval:
             return 0
         self._checked[uri] = interval
-        return trim_local_log(uri, head, self.keep_commits)
+        try:
+            return trim_local_log(uri, head, self.keep_commits)
+        except OSError:  # the commit stands; the next interval tries again
+            log.warning("could not trim the log of %s", uri, exc_info=True)
+            return 0
 
 
 def travel_to_time(name: str, table: DeltaTable, when: datetime) -> DeltaTable:

@@ -548,10 +548,7 @@ class Lake:
         """Record the new version(s) and refresh SQL, or, inside :meth:`batch`, note them for
         its end. The data commit already succeeded, so a failure here is logged, not raised:
         the next commit's sync records the gap from the table's log."""
-        try:
-            self._log_trimmer.after_commit(table)
-        except OSError:
-            log.warning("could not trim %s's log", spec.name, exc_info=True)
+        self._log_trimmer.after_commit(table)
         try:
             self._unrecorded.extend(self.catalog.unrecorded_rows(spec.name, table))
         except Exception:
