@@ -62,11 +62,13 @@ SQL_LOG_SUFFIX = "_log"
 """Catalog tables appear in SQL as ``catalog.<table>_log``; views over them drop the suffix."""
 
 
-LOG_KEEP_COMMITS = 1_000
-"""Commits kept in a local table's log (~17 minutes of time travel by version or time at the
-sidecar's one micro-batch a second; a table committed to less often keeps longer). Bounds what
-delta-rs lists on every local commit; an object-store lake lists from an offset and keeps
-Delta's time retention (``TABLE_PROPERTIES``) alone."""
+LOG_KEEP_COMMITS = 200
+"""Commits kept in a local table's log: time travel by version or time reaches back at least
+this far (~3 minutes at the sidecar's one micro-batch a second; a table an asset writes daily
+keeps its whole 7-day retention). Bounds what delta-rs lists and stats on every local commit
+(~10 µs per kept entry, so 1,000 kept commits cost ~10 ms on each ~25-ms commit); an
+object-store lake lists from an offset and keeps Delta's time retention (``TABLE_PROPERTIES``)
+alone."""
 
 
 @dataclass(frozen=True)
