@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         32,
         ge=0,
         description="A table's writer compacts a partition it wrote once it holds this many "
-        "files smaller than the target (0: only the nightly maintenance compacts).",
+        "files under half the target (0: only the nightly maintenance compacts).",
     )
     lake_log_keep_commits: int | None = Field(
         None,

@@ -3,17 +3,22 @@
 Commits are tiny (one row) so the test is about file counts and versions, not bytes; the
 catalog file is rebuilt and the metadata catalog's rows committed once at the end
 (``Lake.batch``). The growth benchmark takes the same path to 10,000 commits
-(files per table at each mark).
+(files per table at each mark); the slow test here takes a table past 3,000 commits at the
+defaults (``make test-slow``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
+import pytest
 from deltalake import DeltaTable
 
-from lake_schemas import AUDIO_EVENTS, CompactionPolicy, Lake
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, CompactionPolicy, Lake, VersionNotFound
+from lake_schemas.catalog import TABLE_VERSIONS
+from lake_schemas.delta import local_folder
 from lake_schemas.tables import TABLE_PROPERTIES
 
 APPENDS = 160
@@ -70,6 +75,38 @@ def test_hundreds_of_appends_stay_within_a_bounded_file_count(tmp_path: Path, ma
     assert latest is not None and latest.version == DeltaTable(lake.uri(AUDIO_EVENTS)).version()
 
 
+def test_files_just_under_the_target_are_not_rewritten_again_and_again(tmp_path: Path) -> None:
+    """Optimize never fills a file exactly to the target, so a large partition holds many
+    files just under it that no compaction can merge further. Counted as small, they made the
+    owner compact on every commit, rewriting its partly filled file for each new one; only
+    files under half the target count, so each full file is written once and stays."""
+    import numpy as np
+
+    from benchmarks.growth import batch_rows
+
+    policy = CompactionPolicy(min_files=4, target_file_bytes=200_000)  # ~3 commits a file
+    lake = Lake(tmp_path / "lakehouse", compaction=policy)
+    rng = np.random.default_rng(3)
+    appends = 40
+    half = policy.target_file_bytes // 2
+    full: set[str] = set()
+    with lake.batch():
+        for batch in range(1, appends + 1):
+            chunks = batch_rows(batch, rng)[AUDIO_CHUNKS.name]  # ~64 kB of audio, one day
+            lake.append(AUDIO_CHUNKS, chunks, writer="sidecar")
+            actions = pa.table(DeltaTable(lake.uri(AUDIO_CHUNKS)).get_add_actions(flatten=True))
+            sizes = dict(zip(actions["path"].to_pylist(), actions["size_bytes"].to_pylist()))
+            full |= {path for path, size in sizes.items() if size >= half}
+    assert full <= set(sizes)  # every file at least half the target, once written, stays
+    assert len(full) >= appends // 4
+    small = [size for size in sizes.values() if size < half]
+    assert len(small) < policy.min_files
+    history = DeltaTable(lake.uri(AUDIO_CHUNKS)).history()
+    optimizes = sum(commit["operation"] == "OPTIMIZE" for commit in history)
+    assert optimizes <= appends // (policy.min_files - 1) + 1  # not one per commit
+    assert lake.read(AUDIO_CHUNKS).num_rows == appends * 20
+
+
 def test_compaction_can_be_switched_off(tmp_path: Path, make_events) -> None:
     lake = Lake(tmp_path / "lakehouse", compaction=CompactionPolicy(min_files=0))
     with lake.batch():
@@ -102,3 +139,50 @@ def test_the_growth_benchmark_lands_rows_of_every_table_it_writes(tmp_path: Path
     for spec in SIDECAR_TABLES:
         assert lake.read(spec).num_rows > 0
         assert lake.catalog.table(spec.name) is not None
+
+
+THOUSANDS = 3_000
+
+
+@pytest.mark.slow
+def test_thousands_of_appends_keep_files_and_logs_bounded(tmp_path: Path, make_events) -> None:
+    """At the defaults (compaction at 32 small files, 200 commits of log, a checkpoint every
+    100): what a commit lists and what a query opens stays bounded however old the table."""
+    policy = CompactionPolicy()
+    lake = Lake(tmp_path / "lakehouse", compaction=policy)
+    interval = int(TABLE_PROPERTIES["delta.checkpointInterval"])
+    bound = policy.log_commits + 2 * interval + (policy.log_commits + 2 * interval) // interval + 1
+    uri = lake.uri(AUDIO_EVENTS)
+    worst_files = worst_log = 0
+    versions: dict[int, int] = {}
+    for i in range(THOUSANDS):
+        with lake.batch():  # as the sidecar lands: one catalog commit per batch
+            day = 0 if i < THOUSANDS // DAYS else 1
+            result = lake.append(
+                AUDIO_EVENTS,
+                make_events(1, start=i, day=day),
+                writer="sidecar",
+                app_id="sidecar-1",
+                app_version=i,
+            )
+        versions[i] = result.version
+        if i % 250 == 249:
+            worst_files = max(worst_files, *_files_per_partition(lake).values())
+            for log_uri in (uri, lake.catalog.uri(TABLE_VERSIONS)):
+                worst_log = max(worst_log, len(list((local_folder(log_uri) / "_delta_log").iterdir())))
+    assert worst_files <= policy.min_files
+    assert worst_log <= bound
+    assert lake.read(AUDIO_EVENTS).num_rows == THOUSANDS
+    assert lake.read(AUDIO_EVENTS, version=versions[THOUSANDS - 100]).num_rows == THOUSANDS - 99
+    with pytest.raises(VersionNotFound, match="versions"):
+        lake.read(AUDIO_EVENTS, version=versions[0])
+    replay = lake.append(
+        AUDIO_EVENTS, make_events(1, start=7), writer="sidecar", app_id="sidecar-1", app_version=7
+    )
+    assert replay.skipped
+    con = duckdb.connect(str(lake.catalog_file), read_only=True)
+    assert con.execute("SELECT count(*) FROM silver.audio_events").fetchone() == (THOUSANDS,)
+    recorded = con.execute(
+        "SELECT max(version) FROM meta.table_versions WHERE table_name = 'silver.audio_events'"
+    ).fetchone()
+    assert recorded == (DeltaTable(uri).version(),)
