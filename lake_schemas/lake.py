@@ -17,7 +17,7 @@ own app_id and the check is exact.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -455,17 +455,57 @@ class Lake:
     ) -> CommitResult:
         """Merge small files (same rows, fewer files). Run it where nothing else writes the
         table at the same time, e.g. as its own serialized Dagster asset."""
+        return self._optimize(
+            spec,
+            "compact",
+            lambda table: table.optimize.compact(
+                target_size=target_size_bytes, commit_properties=delta.commit_properties(writer)
+            ),
+        )
+
+    def cluster(
+        self,
+        spec: TableSpec,
+        partition: Mapping[str, str],
+        *,
+        writer: str = "lake.cluster",
+        target_size_bytes: int | None = None,
+    ) -> CommitResult:
+        """Z-order one partition by the spec's ``cluster_by`` columns (same rows, one OPTIMIZE
+        commit; ``skipped`` for a table without them or a partition with no files).
+
+        Rewrites the whole partition, so it is for a partition that no longer grows (the
+        nightly maintenance clusters yesterday's); run it where nothing else compacts the
+        table at the same time, as :meth:`compact`.
+        """
+        filters = [(column, "=", value) for column, value in partition.items()]
+        table = self._open(spec)
+        if table is not None and (not spec.cluster_by or not table.file_uris(filters)):
+            return CommitResult(spec.name, table.version(), skipped=True, operation="cluster")
+        return self._optimize(
+            spec,
+            f"cluster by {', '.join(spec.cluster_by)}",
+            lambda table: table.optimize.z_order(
+                list(spec.cluster_by),
+                partition_filters=filters,
+                target_size=target_size_bytes,
+                commit_properties=delta.commit_properties(writer),
+            ),
+        )
+
+    def _optimize(
+        self, spec: TableSpec, label: str, run: Callable[[DeltaTable], dict[str, Any]]
+    ) -> CommitResult:
+        """One OPTIMIZE of the latest snapshot (retried on a commit conflict), recorded."""
         table = self._open(spec)
         if table is None:
-            raise TableNotFound(f"{spec.name} does not exist yet; nothing to compact")
+            raise TableNotFound(f"{spec.name} does not exist yet; nothing to {label}")
         before = table.version()
 
         def attempt() -> tuple[DeltaTable, dict[str, Any]]:
             fresh = self._open(spec)
             assert fresh is not None
-            metrics = fresh.optimize.compact(
-                target_size=target_size_bytes, commit_properties=delta.commit_properties(writer)
-            )
+            metrics = run(fresh)
             delta.bring_forward(fresh)
             return fresh, metrics
 
@@ -477,7 +517,7 @@ class Lake:
             table.version(),
             skipped=table.version() == before,
             rows=0,
-            operation=f"compact: {metrics.get('numFilesRemoved', 0)} files into "
+            operation=f"{label}: {metrics.get('numFilesRemoved', 0)} files into "
             f"{metrics.get('numFilesAdded', 0)}",
         )
 

@@ -27,6 +27,9 @@ class TableSpec:
     owner: str
     """The one process or asset that writes this table."""
     column_docs: dict[str, str] = field(default_factory=dict)
+    cluster_by: tuple[str, ...] = ()
+    """Columns the nightly maintenance z-orders each closed partition by (none: compaction
+    only), so a query filtering on them skips the Parquet row groups of other values."""
 
     @property
     def layer(self) -> str:
@@ -114,6 +117,7 @@ AUDIO_EVENTS = TableSpec(
     primary_key=("event_id",),
     description="One row per detected speech or sound segment, with levels and the prediction.",
     owner="sidecar",
+    cluster_by=("device_id",),
     column_docs={
         "event_id": "<session_id>/u<utterance>: the gateway's utterance number, so replays "
         "land once and gold.predictions rows join on it.",

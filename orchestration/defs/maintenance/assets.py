@@ -10,13 +10,17 @@ Delta lets an append commit beside a compaction, and a conflicting merge is retr
 
 This is the second tier: every writer already compacts the partitions it wrote into ~16 MB
 files right after its own commits (``lake_schemas.CompactionPolicy``), so files stay bounded
-between nightly runs; here they are merged towards ``target_file_mb`` and vacuumed.
+between nightly runs; here they are merged towards ``target_file_mb`` and vacuumed. A table
+with ``cluster_by`` columns (``silver.audio_events``: ``device_id``) also has yesterday's
+partition z-ordered by them once it has closed, so per-device queries skip the row groups of
+other devices (measured in docs/performance.md#growth).
 """
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from lake_schemas import CommitResult
 from lake_schemas.errors import TableNotFound
 from lake_schemas.tables import ALL_TABLES, TableSpec
 from orchestration.keys import table_key, writer_pool
@@ -37,6 +41,24 @@ class MaintenanceConfig(dg.Config):
     """Vacuum keeps every file a version younger than this needs (hours)."""
     target_file_mb: int = 128
     """Compaction's target file size (MB)."""
+    cluster_partition: str | None = None
+    """Which date partition to z-order (``YYYY-MM-DD``) for a table with ``cluster_by``
+    columns; default: yesterday (UTC), the partition that closed last."""
+
+
+def cluster_partition(spec: TableSpec, day: str | None) -> dict[str, str] | None:
+    """The partition to z-order: ``day`` (default yesterday, UTC) of the table's date
+    partition column; None for a table with no ``cluster_by`` or no single partition column."""
+    if not spec.cluster_by or len(spec.partition_by) != 1:
+        return None
+    day = day or (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    return {spec.partition_by[0]: date.fromisoformat(day).isoformat()}
+
+
+def _clustering_note(partition: dict[str, str] | None, result: CommitResult | None) -> str:
+    if partition is None or result is None:
+        return "none"
+    return f"{partition}: {'nothing to do' if result.skipped else result.operation}"
 
 
 def maintenance_key(spec: TableSpec) -> dg.AssetKey:
@@ -63,8 +85,13 @@ def _maintenance_asset(spec: TableSpec) -> dg.AssetsDefinition:
         opened = lake.open()
         before = opened.table_snapshot(spec)
         try:
-            compacted = opened.compact(
-                spec, writer=WRITER, target_size_bytes=config.target_file_mb * 1024 * 1024
+            target = config.target_file_mb * 1024 * 1024
+            compacted = opened.compact(spec, writer=WRITER, target_size_bytes=target)
+            partition = cluster_partition(spec, config.cluster_partition)
+            clustered = (
+                opened.cluster(spec, partition, writer=WRITER, target_size_bytes=target)
+                if partition is not None
+                else None
             )
             deleted = opened.vacuum(spec, config.retention_hours, writer=WRITER)
         except TableNotFound:
@@ -77,6 +104,7 @@ def _maintenance_asset(spec: TableSpec) -> dg.AssetsDefinition:
                 "files_before": before.files if before else 0,
                 "files_after": after.files if after else 0,
                 "compaction": compacted.operation,
+                "clustering": _clustering_note(partition, clustered),
                 "vacuumed_files": len(deleted),
                 "retention_hours": config.retention_hours,
             }
