@@ -59,7 +59,8 @@ class Settings(BaseSettings):
         ge=0,
         description="Commits a local lake table's log keeps for time travel; older entries "
         "are removed after a checkpoint (default: the lake's 200, ~3 minutes at one sidecar "
-        "batch a second, each 1,000 more costing ~10 ms per commit; 0: keep by Delta's 7-day time retention alone). s3:// lakes ignore it.",
+        "batch a second, each 1,000 more costing ~10 ms per commit; 0: keep by Delta's 7-day "
+        "time retention alone). s3:// lakes ignore it.",
     )
     lake_compact_target_mb: int = Field(
         16, ge=1, le=1024, description="Target file size of the writer's compaction (MB)."
