@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +168,20 @@ def test_client_backs_off_while_the_gateway_is_full(make_gateway: Any) -> None:
             token="test-token",
             backoff=FAST,
         )
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.6, end_blocker)  # a slot frees up after a few refusals
+
+        async def free_the_slot_once_refused() -> None:
+            # After a refusal, not after a fixed time: a busy machine may connect late.
+            deadline = time.monotonic() + 20.0
+            while client.stats.overloaded_retries < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            end_blocker()
+
+        freeing = asyncio.create_task(free_the_slot_once_refused())
         async with client:
             for frame in frames:
                 await client.send_audio(frame)
             await client.close_stream()
+        await freeing
         return client
 
     client = asyncio.run(stream())
