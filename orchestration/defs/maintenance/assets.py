@@ -71,8 +71,13 @@ def _maintenance_asset(spec: TableSpec) -> dg.AssetsDefinition:
         deps=[table_key(spec)],
         group_name="maintenance",
         kinds={"delta"},
-        description=f"Compact {spec.name}'s small files, then vacuum files older than the "
-        "retention period.",
+        description=f"Compact {spec.name}'s small files, "
+        + (
+            f"z-order yesterday's partition by {', '.join(spec.cluster_by)}, "
+            if spec.cluster_by
+            else ""
+        )
+        + "then vacuum files older than the retention period.",
         automation_condition=NIGHTLY_AFTER_CHANGES,
         pool=writer_pool(spec),
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
