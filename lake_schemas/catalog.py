@@ -27,6 +27,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
@@ -38,7 +39,11 @@ from lake_schemas.tables import TIMESTAMP, TableSpec
 CATALOG_WRITER = "lake_schemas.catalog"
 CATALOG_DIR = "_catalog"
 COMPACT_AFTER_FILES = 64
-"""Compact a catalog table once it holds this many data files (one is added per record)."""
+"""Compact a catalog table once it holds this many small data files (one is added per record)."""
+CATALOG_TARGET_FILE_BYTES = 16 * 1024 * 1024
+"""Target size of a catalog table's compacted files. Files at or above half of it are left in
+place, so a compaction rewrites the last ~64 records and one partly filled file, not the whole
+table (which gains a row per table version: ~260,000 a day at one sidecar batch a second)."""
 CATALOG_VACUUM_RETENTION_HOURS = 24
 BACKFILL_EXACT_VERSIONS = 64
 """When catching up a gap, versions older than this many behind the current one are recorded
@@ -216,10 +221,15 @@ class MetadataCatalog:
     def _compact_when_fragmented(self, spec: CatalogTableSpec, table: DeltaTable) -> None:
         """Every record adds a small file; merge them once there are many."""
         delta.bring_forward(table)
-        if len(table.file_uris()) < COMPACT_AFTER_FILES:
+        sizes = pa.table(table.get_add_actions(flatten=True)).column("size_bytes")
+        small = pc.sum(pc.less(sizes, delta.small_file_bytes(CATALOG_TARGET_FILE_BYTES)))
+        if (small.as_py() or 0) < COMPACT_AFTER_FILES:
             return
         try:
-            table.optimize.compact(commit_properties=delta.commit_properties(CATALOG_WRITER))
+            table.optimize.compact(
+                target_size=CATALOG_TARGET_FILE_BYTES,
+                commit_properties=delta.commit_properties(CATALOG_WRITER),
+            )
             table.vacuum(
                 retention_hours=CATALOG_VACUUM_RETENTION_HOURS,
                 dry_run=False,

@@ -137,6 +137,14 @@ def bring_forward(table: DeltaTable) -> None:
     table.update_incremental()
 
 
+def small_file_bytes(target_bytes: int) -> int:
+    """Files below this (half the compaction target) are the ones worth counting toward a
+    compaction: any two of them merge into one file of at most the target, while files just
+    under the target (optimize never fills one exactly) can never merge and, counted, would
+    trigger a compaction on every commit."""
+    return max(1, target_bytes // 2)
+
+
 class OpenTables:
     """The latest snapshot of each table, kept open and brought forward with
     ``update_incremental`` (which reads only the commits since), so a writer's cost per commit

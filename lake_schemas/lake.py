@@ -106,9 +106,9 @@ class CompactionPolicy:
 
     @property
     def small_file_bytes(self) -> int:
-        """Files below this (half the target) count toward ``min_files``: any two of them
-        merge into one file of at most the target."""
-        return max(1, self.target_file_bytes // 2)
+        """Files below this (half the target) count toward ``min_files``: see
+        :func:`~lake_schemas.delta.small_file_bytes`."""
+        return delta.small_file_bytes(self.target_file_bytes)
 
     @property
     def enabled(self) -> bool:

@@ -7,10 +7,12 @@ small here (10, where tables are created with 100) so a few dozen commits cross 
 
 from __future__ import annotations
 
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -147,3 +149,50 @@ def test_a_table_never_trimmed_still_reads_empty_before_it_existed(
     assert local_lake.read(AUDIO_EVENTS, as_of=before).num_rows == 0
     con = local_lake.connect_sql(as_of=before)
     assert con.execute("SELECT count(*) FROM silver.audio_events").fetchone() == (0,)
+
+
+def test_the_catalogs_compaction_leaves_its_large_files_in_place(
+    tmp_path: Path, make_events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It merges its small files once there are many, into files of about its target; files
+    past half the target stay where they are, so a compaction never rewrites the whole log."""
+    from lake_schemas import catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "COMPACT_AFTER_FILES", 4)
+    monkeypatch.setattr(catalog_module, "CATALOG_TARGET_FILE_BYTES", 24_000)
+    lake = Lake(tmp_path / "lakehouse")
+    lake.append(AUDIO_EVENTS, make_events(1), writer="w")
+    entry = lake.catalog.versions(AUDIO_EVENTS.name)[-1]
+    catalog = MetadataCatalog(lake.root)
+    uri = catalog.uri(TABLE_VERSIONS)
+    row = {
+        "table_name": entry.name,
+        "layer": entry.layer,
+        "location": entry.location,
+        "committed_at": entry.committed_at,
+        "operation": entry.operation,
+        "writer": entry.writer,
+        "app_id": None,
+        "app_version": None,
+        "code_version": entry.code_version,
+        "rows": 1,
+        "files": 1,
+        "recorded_at": datetime.now(UTC),
+    }
+    settled: set[str] = set()
+    recorded = len(catalog.versions(AUDIO_EVENTS.name))
+    for record in range(60):
+        catalog.record(
+            [
+                # random text: the file sizes grow as the rows do, not by compression's whim
+                {**row, "version": 1000 + 40 * record + k, "schema_json": secrets.token_hex(100)}
+                for k in range(40)
+            ]
+        )
+        actions = pa.table(DeltaTable(uri).get_add_actions(flatten=True)).to_pydict()
+        sizes = dict(zip(actions["path"], actions["size_bytes"], strict=True))
+        assert settled <= set(sizes), "a file past half the target was rewritten"
+        settled |= {path for path, size in sizes.items() if size >= 12_000}
+        assert sum(size < 12_000 for size in sizes.values()) < 4
+    assert len(settled) >= 3
+    assert len(catalog.versions(AUDIO_EVENTS.name)) == recorded + 2400  # every row kept
