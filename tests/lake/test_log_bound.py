@@ -11,6 +11,7 @@ import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -25,7 +26,7 @@ from lake_schemas import (
     delta,
     tables,
 )
-from lake_schemas.catalog import TABLE_VERSIONS
+from lake_schemas.catalog import TABLE_VERSIONS, TableEntry
 from lake_schemas.delta import trim_local_log
 
 INTERVAL = 10
@@ -44,6 +45,25 @@ def _log_entries(uri: str) -> list[str]:
 def _touch(folder: Path, *names: str) -> None:
     for name in names:
         (folder / name).write_bytes(b"")
+
+
+def _version_row(entry: TableEntry) -> dict[str, Any]:
+    """A ``table_versions`` row like ``entry``'s, for a test to record under other versions."""
+    return {
+        "table_name": entry.name,
+        "layer": entry.layer,
+        "location": entry.location,
+        "committed_at": entry.committed_at,
+        "operation": entry.operation,
+        "writer": entry.writer,
+        "app_id": None,
+        "app_version": None,
+        "code_version": entry.code_version,
+        "rows": entry.rows,
+        "files": entry.files,
+        "schema_json": entry.schema_json,
+        "recorded_at": datetime.now(UTC),
+    }
 
 
 def test_only_entries_before_a_checkpoint_old_enough_go(tmp_path: Path) -> None:
@@ -120,21 +140,7 @@ def test_the_catalogs_own_tables_keep_a_bounded_log(
     before = len(lake.catalog.versions(AUDIO_EVENTS.name))
     entry = lake.catalog.versions(AUDIO_EVENTS.name)[-1]
     catalog = MetadataCatalog(lake.root, log_trimmer=delta.LogTrimmer(KEEP))
-    template = {
-        "table_name": entry.name,
-        "layer": entry.layer,
-        "location": entry.location,
-        "committed_at": entry.committed_at,
-        "operation": entry.operation,
-        "writer": entry.writer,
-        "app_id": None,
-        "app_version": None,
-        "code_version": entry.code_version,
-        "rows": entry.rows,
-        "files": entry.files,
-        "schema_json": entry.schema_json,
-        "recorded_at": datetime.now(UTC),
-    }
+    template = _version_row(entry)
     for version in range(BATCHES):
         catalog.record([{**template, "version": 1000 + version}])
     assert len(_log_entries(catalog.uri(TABLE_VERSIONS))) <= BOUND
@@ -165,20 +171,7 @@ def test_the_catalogs_compaction_leaves_its_large_files_in_place(
     entry = lake.catalog.versions(AUDIO_EVENTS.name)[-1]
     catalog = MetadataCatalog(lake.root)
     uri = catalog.uri(TABLE_VERSIONS)
-    row = {
-        "table_name": entry.name,
-        "layer": entry.layer,
-        "location": entry.location,
-        "committed_at": entry.committed_at,
-        "operation": entry.operation,
-        "writer": entry.writer,
-        "app_id": None,
-        "app_version": None,
-        "code_version": entry.code_version,
-        "rows": 1,
-        "files": 1,
-        "recorded_at": datetime.now(UTC),
-    }
+    row = _version_row(entry)
     settled: set[str] = set()
     recorded = len(catalog.versions(AUDIO_EVENTS.name))
     for record in range(60):
