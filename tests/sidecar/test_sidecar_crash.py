@@ -111,7 +111,10 @@ def test_kill_9_at_every_phase_lands_every_chunk_and_segment_exactly_once(
             kills += 1
             # A phase run can only die where it kills itself (its last line may be another
             # thread's); the others died wherever the timer caught them.
-            killed_in.append(f"phase={where}" if how == "phase" else lines[-1] if lines else "")
+            if how == "phase":
+                killed_in.append(f"phase={where}")
+            else:
+                killed_in.append(lines[-1] if lines else "start-up")
         else:
             assert code == 0, f"sidecar failed (exit {code}) after {lines[-3:]}"
     code, lines = _run_once(tmp_path, bytecode_cache, "none", "", rng)

@@ -56,9 +56,18 @@ def cluster_partition(spec: TableSpec, day: str | None) -> dict[str, str] | None
 
 
 def _clustering_note(partition: dict[str, str] | None, result: CommitResult | None) -> str:
-    if partition is None or result is None:
+    """What the z-order did, for the run's metadata (``result`` is None when nothing ran)."""
+    if result is None:
         return "none"
     return f"{partition}: {'nothing to do' if result.skipped else result.operation}"
+
+
+def _description(spec: TableSpec) -> str:
+    steps = [f"Compact {spec.name}'s small files"]
+    if spec.cluster_by:
+        steps.append(f"z-order yesterday's partition by {', '.join(spec.cluster_by)}")
+    steps.append("then vacuum files older than the retention period.")
+    return ", ".join(steps)
 
 
 def maintenance_key(spec: TableSpec) -> dg.AssetKey:
@@ -71,13 +80,7 @@ def _maintenance_asset(spec: TableSpec) -> dg.AssetsDefinition:
         deps=[table_key(spec)],
         group_name="maintenance",
         kinds={"delta"},
-        description=f"Compact {spec.name}'s small files, "
-        + (
-            f"z-order yesterday's partition by {', '.join(spec.cluster_by)}, "
-            if spec.cluster_by
-            else ""
-        )
-        + "then vacuum files older than the retention period.",
+        description=_description(spec),
         automation_condition=NIGHTLY_AFTER_CHANGES,
         pool=writer_pool(spec),
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
