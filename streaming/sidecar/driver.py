@@ -9,7 +9,7 @@ One cycle (:meth:`Sidecar.land_once`):
 2. **pipeline** — run :class:`~streaming.sidecar.pipeline.LandSpool` as a bounded pipeline on the
    in-process runner (or a Dask cluster: ``SidecarConfig.dask_scheduler``) over those segments
    plus the previous batch's carry; stage every output as an Arrow file and then a ``_DONE``
-   marker.
+   marker (in process the bronze rows stay in memory: :mod:`streaming.sidecar.staging`).
 3. **commit** — each table gets one commit tagged with the app transaction ``(app_id, N)``;
    a table whose ``transaction_version(app_id)`` is already ≥ N is skipped.
 4. **retire** — mark the batch landed, retire its segments (or quarantine unreadable ones)
@@ -20,10 +20,12 @@ pipeline runs on a second thread (``SidecarConfig.pipeline_ahead``): it needs on
 carry, and it is committed by the next cycle, after N. So at most two manifests are unlanded,
 and a restart lands the older first.
 
-Why it is exactly once: the input of batch N is fixed before anything runs (the manifest, the
-previous carry), the staged outputs are reused once complete, and every commit is skipped if
-the table already holds N. A crash at any point leaves either an unfinished manifest — the next
-start replays it — or a landed one; nothing is ever landed under two batch numbers, and a
+Why it is exactly once: the input of batch N is fixed before anything runs (the manifest, with
+its segments, batch time and landing parameters, and the previous carry), the staged outputs
+are reused once complete — or made again from that input by the same deterministic landing,
+when the audio was held by a process that is gone — and every commit is skipped if the table
+already holds N. A crash at any point leaves either an unfinished manifest — the next start
+replays it — or a landed one; nothing is ever landed under two batch numbers, and a
 table never takes batch N twice. See docs/sidecar.md for the full argument.
 """
 
@@ -38,7 +40,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,7 @@ from lake_schemas.erasure import ErasedDevices
 from streaming.sidecar.landing import LandingParams
 from streaming.sidecar.options import ClusterUnavailable
 from streaming.sidecar.session_rows import merge_session_rows
-from streaming.sidecar.staging import read_parts
+from streaming.sidecar.staging import read_parts, release_held
 from streaming.spool import (
     Segment,
     fsync_dir,
@@ -284,6 +286,7 @@ class Sidecar:
             "segments": [s.name for s in segments],
             "carry_from": previous,
             "batch_time": datetime.now(UTC).isoformat(),
+            "params": asdict(self.config.params),
         }
         _write_json_atomic(self._manifest_path(batch), manifest)
         self.on_phase("recorded", batch)
@@ -294,6 +297,9 @@ class Sidecar:
         batch = int(manifest["batch"])
         staging = self._staging(batch)
         done = staging / DONE_MARKER
+        if done.exists() and not self._staged_outputs_intact(batch, done):
+            log.info("batch %d: its audio was held by a process that is gone; restaging", batch)
+            done.unlink()
         reused = done.exists() and batch not in self._staged_here
         if not done.exists():
             self._stage(manifest)
@@ -330,6 +336,14 @@ class Sidecar:
             staging_ahead.result()  # a failure ahead is a batch cut off: the next cycle reruns it
         return report
 
+    def _staged_outputs_intact(self, batch: int, done: Path) -> bool:
+        """Whether a staged batch's outputs are all there: every part filed, or the audio held
+        by this process, or held elsewhere but already committed (nothing needs it)."""
+        if batch in self._staged_here or not json.loads(done.read_text()).get("audio_held"):
+            return True
+        committed = self.lake.transaction_version(AUDIO_CHUNKS, self.config.app_id)
+        return committed is not None and committed >= batch
+
     def _ahead_of(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """The batch after a staged one, to stage while it commits: the manifest already
         recorded after it (a replay), else a new plan over the segments it does not hold;
@@ -346,12 +360,15 @@ class Sidecar:
         batch = int(manifest["batch"])
         staging = self._staging(batch)
         self.on_phase("pipeline", batch)
-        counters = self._run_pipeline(manifest, staging)
-        _write_json_atomic(staging / DONE_MARKER, {"counters": counters})
+        held = self.config.dask_scheduler is None  # a cluster's workers file every part
+        counters = self._run_pipeline(manifest, staging, hold_audio=held)
+        _write_json_atomic(staging / DONE_MARKER, {"counters": counters, "audio_held": held})
         self._staged_here.add(batch)
         self.on_phase("staged", batch)
 
-    def _run_pipeline(self, manifest: dict[str, Any], staging: Path) -> dict[str, int]:
+    def _run_pipeline(
+        self, manifest: dict[str, Any], staging: Path, *, hold_audio: bool
+    ) -> dict[str, int]:
         import apache_beam as beam  # lazy: a replay from staged outputs never needs Beam
 
         from streaming.sidecar.options import dask_options, local_options
@@ -362,6 +379,7 @@ class Sidecar:
             StageOutputs,
         )
 
+        release_held(staging)
         if staging.exists():
             shutil.rmtree(staging)  # a half-written attempt: start it over
         staging.mkdir(parents=True)
@@ -389,11 +407,13 @@ class Sidecar:
             | "Land"
             >> LandSpool(
                 batch_time=datetime.fromisoformat(manifest["batch_time"]),
-                params=self.config.params,
+                params=LandingParams(**manifest["params"])
+                if "params" in manifest  # older manifests did not record them
+                else self.config.params,
                 carry_folder=carry_folder,
             )
         )
-        outputs | "Stage" >> StageOutputs(target)
+        outputs | "Stage" >> StageOutputs(target, hold_audio=hold_audio)
         # In process, skip Beam's runner-API round trip of the graph (a serialisation check
         # that costs about a third of a small batch's pipeline time and changes nothing).
         result = pipeline.run(test_runner_api="AUTO" if remote else False)
@@ -496,9 +516,11 @@ class Sidecar:
         # Batch N+1 needs only N's carry; everything older (and N's staged rows) can go.
         for older in self._manifests():
             if older < batch:
+                release_held(self._staging(older))
                 shutil.rmtree(self._staging(older), ignore_errors=True)
                 self._manifest_path(older).unlink(missing_ok=True)
                 self._landed_marker(older).unlink(missing_ok=True)
+        release_held(staging)
         if staging.exists():
             for file in staging.iterdir():
                 if not file.name.startswith("carry_") and file.name != DONE_MARKER:

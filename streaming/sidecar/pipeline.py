@@ -46,7 +46,7 @@ from streaming.sidecar.landing import (
 )
 from streaming.sidecar.levels import STATS_SCHEMA
 from streaming.sidecar.records import CHUNK_SCHEMA, ArrowRows
-from streaming.sidecar.staging import CARRY_FILES, load_carries, write_table_atomic
+from streaming.sidecar.staging import CARRY_FILES, hold_part, load_carries, write_table_atomic
 
 ROWS, DEAD = "rows", "dead_letters"
 BRONZE, EVENTS, PREDICTIONS_OUT, SESSIONS, CARRY = (
@@ -83,7 +83,7 @@ class DecodeSegment(beam.DoFn):
         self.bad_segments = Metrics.counter(METRICS_NAMESPACE, "bad_segments")
         self.refused = Metrics.counter(METRICS_NAMESPACE, "refused_records")
 
-    def process(self, element: tuple[str, bytes]) -> Iterator[Any]:
+    def process(self, element: tuple[str, bytes | pa.Buffer]) -> Iterator[Any]:
         source, payload = element
         table, dead = records.decode(source, payload)
         self.segments.inc()
@@ -270,7 +270,8 @@ def land_records(
 
 
 class ReadSegmentFiles(beam.PTransform):
-    """Local source: segment files → ``(name, bytes)``; a missing file is a dead letter later."""
+    """Local source: segment files → ``(name, bytes)`` (mapped); a missing file is a dead
+    letter later."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
         super().__init__()
@@ -284,9 +285,14 @@ class ReadSegmentFiles(beam.PTransform):
         )
 
 
-def _read_file(path: str) -> tuple[str, bytes]:
+def _read_file(path: str) -> tuple[str, bytes | pa.Buffer]:
+    """The segment's bytes, memory-mapped: a sealed segment is never changed in place (an
+    erasure writes a new file and renames it), and a batch's audio then reaches the bronze
+    commit without a copy in this process's memory (reading it cost ~0.6 ms per MB)."""
     try:
-        return Path(path).name, Path(path).read_bytes()
+        if Path(path).stat().st_size == 0:
+            return Path(path).name, b""
+        return Path(path).name, pa.memory_map(path).read_buffer()
     except OSError:
         return Path(path).name, b""
 
@@ -300,12 +306,14 @@ STAGED_SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
-def _stage_part(value: Any, folder: str, name: str) -> None:
+def _stage_part(value: Any, folder: str, name: str, hold_audio: bool) -> None:
     part = uuid.uuid4().hex
     if name == CARRY:
         keys, stats = value
         write_table_atomic(Path(folder) / f"{CARRY_FILES[0]}-{part}.arrow", keys.table)
         write_table_atomic(Path(folder) / f"{CARRY_FILES[1]}-{part}.arrow", stats.table)
+    elif name == BRONZE and hold_audio:
+        hold_part(Path(folder), name, value.table)
     else:
         write_table_atomic(Path(folder) / f"{name}-{part}.arrow", value.table)
 
@@ -315,15 +323,19 @@ class StageOutputs(beam.PTransform):
 
     No grouping step: every element is written where it is produced (one part per element;
     elements are whole tables, so parts are few). The driver trusts the parts only once the
-    pipeline has finished and it has written its ``_DONE`` marker.
+    pipeline has finished and it has written its ``_DONE`` marker. ``hold_audio`` (the
+    in-process runner only) keeps the bronze rows in memory instead
+    (:func:`~streaming.sidecar.staging.hold_part`).
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, hold_audio: bool = False) -> None:
         super().__init__()
         self.folder = str(folder)
+        self.hold_audio = hold_audio
 
     def expand(self, outputs: dict[str, beam.PCollection]) -> list[beam.PCollection]:
         return [
-            outputs[name] | f"Stage_{name}" >> beam.Map(_stage_part, self.folder, name)
+            outputs[name]
+            | f"Stage_{name}" >> beam.Map(_stage_part, self.folder, name, self.hold_audio)
             for name in OUTPUTS
         ]

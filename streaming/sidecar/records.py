@@ -82,12 +82,14 @@ def dead_letter_rows(rows: list[dict[str, Any]], quarantined_at: datetime) -> pa
     return pa.Table.from_pylist(full, schema=DEAD_LETTERS.schema)
 
 
-def decode(source: str, payload: bytes) -> tuple[pa.Table | None, dict[str, Any] | None]:
+def decode(
+    source: str, payload: bytes | pa.Buffer
+) -> tuple[pa.Table | None, dict[str, Any] | None]:
     """A segment's bytes → its records with lineage columns, or a dead letter saying why not."""
     try:
         table = decode_segment(payload, source=source)
     except SpoolCorrupt as exc:
-        keep = payload if len(payload) <= MAX_DEAD_PAYLOAD_BYTES else None
+        keep = bytes(payload) if len(payload) <= MAX_DEAD_PAYLOAD_BYTES else None
         return None, {"source": source, "reason": f"unreadable segment: {exc}", "payload": keep}
     n = table.num_rows
     table = table.append_column(

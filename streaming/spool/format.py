@@ -377,8 +377,11 @@ def batches_until_torn(data: pa.Buffer) -> tuple[list[pa.RecordBatch], str | Non
         batches.append(batch)
 
 
-def decode_segment(data: bytes, *, source: str = "<bytes>") -> pa.Table:
-    """The records of a sealed segment's bytes (from a file, an object store or a message)."""
+def decode_segment(data: bytes | pa.Buffer, *, source: str = "<bytes>") -> pa.Table:
+    """The records of a sealed segment's bytes (from a file, an object store or a message).
+
+    ``data`` may be a memory-mapped file (:func:`pyarrow.memory_map`): the records' columns
+    then point into the file's pages instead of a copy of them."""
     if len(data) == 0:
         raise SpoolCorrupt(f"{source}: empty segment file")
     try:
@@ -388,7 +391,7 @@ def decode_segment(data: bytes, *, source: str = "<bytes>") -> pa.Table:
         raise SpoolCorrupt(f"{source}: not an Arrow IPC stream ({exc})") from None
     if not is_spool_schema(schema):
         raise SpoolCorrupt(f"{source}: schema is not the spool schema: {schema}")
-    if not data.endswith(IPC_EOS):
+    if memoryview(data)[-len(IPC_EOS) :].tobytes() != IPC_EOS:
         raise SpoolCorrupt(f"{source}: truncated (no end-of-stream marker)")
     try:
         table = reader.read_all()

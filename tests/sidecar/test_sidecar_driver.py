@@ -7,11 +7,13 @@ chunk and every segment landed exactly once.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 from sidecar_signals import (
     MODEL_VERSION,
     assert_landed_exactly_once,
@@ -20,8 +22,16 @@ from sidecar_signals import (
     write_spool,
 )
 
-from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, PREDICTIONS, SESSIONS, Lake
-from streaming.sidecar.driver import Sidecar, SidecarConfig
+from lake_schemas import (
+    AUDIO_CHUNKS,
+    AUDIO_EVENTS,
+    DEAD_LETTERS,
+    PREDICTIONS,
+    SESSIONS,
+    Lake,
+    TableSpec,
+)
+from streaming.sidecar.driver import DONE_MARKER, Sidecar, SidecarConfig
 from streaming.spool import (
     LANDED_DIR,
     QUARANTINE_DIR,
@@ -120,7 +130,8 @@ def test_the_next_batch_is_staged_while_a_batch_commits_and_lands_after_it(
 
     restarted = _sidecar(tmp_path)  # batch 3 was staged ahead by the process that "died"
     third = restarted.land_once()
-    assert third is not None and third.batch == 3 and third.replayed and third.reused_staged
+    assert third is not None and third.batch == 3 and third.replayed
+    assert not third.reused_staged, "its audio was held by the process that is gone"
     while restarted.land_once() is not None:
         pass
     assert_landed_exactly_once(Lake(tmp_path / "lake"), group)
@@ -152,6 +163,64 @@ def test_a_crash_at_every_phase_replays_and_lands_nothing_twice(tmp_path: Path) 
         ("retired", 4),
     ]
     assert _land_all(tmp_path, set(phases)) == len(phases)
+    assert_landed_exactly_once(Lake(tmp_path / "lake"), group)
+
+
+def _crash_in_bronze_commit(sidecar: Sidecar, batch: int) -> None:
+    """The process dies inside bronze's commit of ``batch``, the other tables' commits done."""
+    append = sidecar.lake.append
+
+    def dying_append(spec: TableSpec, table: pa.Table, **kw: object) -> object:
+        if spec is AUDIO_CHUNKS and kw.get("app_version") == batch:
+            raise Crash(f"bronze commit of batch {batch}")
+        return append(spec, table, **kw)  # type: ignore[arg-type]
+
+    sidecar.lake.append = dying_append  # type: ignore[method-assign]
+
+
+def test_audio_held_by_a_gone_process_is_landed_again_from_the_same_input(
+    tmp_path: Path,
+) -> None:
+    """The bronze rows are held in the memory of the process that ran the pipeline; a process
+    that finds them gone, and bronze without the batch, runs the batch's pipeline again, and
+    the tables that took it already are skipped."""
+    group = sessions(3, chunks=30, bursts=2)
+    write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=10)
+    dying = _sidecar(tmp_path)
+    _crash_in_bronze_commit(dying, 2)
+    with pytest.raises(Crash):
+        while dying.land_once() is not None:
+            pass
+    staged = tmp_path / "state" / "batches" / f"{2:012d}"
+    assert json.loads((staged / DONE_MARKER).read_text())["audio_held"]
+    assert not list(staged.glob("bronze-*")), "the audio is never written twice"
+    lake = Lake(tmp_path / "lake")
+    assert lake.transaction_version(AUDIO_EVENTS, "sidecar") == 2
+    assert lake.transaction_version(AUDIO_CHUNKS, "sidecar") == 1
+    sidecar = _sidecar(tmp_path)
+    again = sidecar.land_once()
+    assert again is not None and again.batch == 2 and again.replayed
+    assert not again.reused_staged, "its audio is gone with the process: staged again"
+    assert AUDIO_EVENTS.name in again.skipped_tables, "the table that took batch 2 keeps it"
+    assert again.committed_rows[AUDIO_CHUNKS.name] > 0
+    while sidecar.land_once() is not None:
+        pass
+    assert_landed_exactly_once(Lake(tmp_path / "lake"), group)
+
+
+def test_a_batch_whose_audio_was_committed_reuses_its_staged_rows(tmp_path: Path) -> None:
+    group = sessions(3, chunks=30, bursts=2)
+    write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=10)
+    dying = _sidecar(tmp_path, {("committed:bronze.audio_chunks", 2)})
+    with pytest.raises(Crash):
+        while dying.land_once() is not None:
+            pass
+    sidecar = _sidecar(tmp_path)
+    again = sidecar.land_once()
+    assert again is not None and again.batch == 2 and again.replayed and again.reused_staged
+    assert AUDIO_CHUNKS.name in again.skipped_tables
+    while sidecar.land_once() is not None:
+        pass
     assert_landed_exactly_once(Lake(tmp_path / "lake"), group)
 
 
