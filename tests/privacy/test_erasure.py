@@ -148,10 +148,25 @@ def test_erase_removes_the_device_from_every_file(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("stop_at", "staged_rows_reused"),
+    [
+        # Nothing committed: the replay runs the pipeline again (the audio went with the
+        # process) over the segments the erasure rewrote.
+        ("staged", False),
+        # Bronze and events took the batch: the replay commits the staged predictions and
+        # sessions, and the tombstone drops the erased device's rows from them.
+        ("committed:silver.audio_events", True),
+    ],
+)
 def test_a_batch_staged_before_the_erasure_does_not_bring_the_rows_back(
-    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stop_at: str,
+    staged_rows_reused: bool,
 ) -> None:
-    """The sidecar staged a batch (pipeline done, nothing committed) when the erasure ran;
+    """The sidecar staged a batch when the erasure ran (and committed part of it, or nothing);
     its replay afterwards lands the other devices and none of the erased device's rows."""
     settings = _settings(tmp_path, monkeypatch)
     start = datetime.now(UTC) - timedelta(minutes=30)
@@ -166,20 +181,21 @@ def test_a_batch_staged_before_the_erasure_does_not_bring_the_rows_back(
     class Interrupted(Exception):
         pass
 
-    def stop_after_staging(phase: str, batch: int) -> None:
-        if phase == "staged":
+    def stop(phase: str, batch: int) -> None:
+        if phase == stop_at:
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        Sidecar(lake, config, on_phase=stop_after_staging).land_once()
+        Sidecar(lake, config, on_phase=stop).land_once()
     assert spool_traces(settings.spool_path, device)
 
-    assert main(["erase", "--device", device, "--yes"]) == 0  # only in the spool so far
+    assert main(["erase", "--device", device, "--yes"]) == 0
     assert spool_traces(settings.spool_path, device) == []
 
     replay = Sidecar(wiring.lake(settings), config)
     report = replay.land_once()
-    assert report is not None and report.replayed and report.reused_staged
+    assert report is not None and report.replayed
+    assert report.reused_staged is staged_rows_reused
     while replay.land_once() is not None:
         pass
     fresh = wiring.lake(settings)
