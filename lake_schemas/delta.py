@@ -373,6 +373,17 @@ def key_predicate(primary_key: Sequence[str], nullable: Sequence[str] = ()) -> s
     return " AND ".join(parts)
 
 
+def partition_predicate(partition_by: Sequence[str], values: Sequence[str]) -> str:
+    """Merge predicate keeping the target ``t`` to these values of its one partition column
+    (delta-rs prunes the files of every other partition before it joins)."""
+    if len(partition_by) != 1:
+        raise ValueError(f"needs exactly one partition column, not {list(partition_by)}")
+    if not values:
+        return "FALSE"
+    quoted = ", ".join("'" + str(value).replace("'", "''") + "'" for value in values)
+    return f't."{partition_by[0]}" IN ({quoted})'
+
+
 def dedupe_on_key(data: pa.Table, primary_key: Sequence[str], keep: str = "first") -> pa.Table:
     """Keep one row per primary key (the first or the last one in batch order)."""
     if data.num_rows < 2 or not primary_key:

@@ -314,9 +314,15 @@ class Lake:
         writer: str,
         app_id: str | None = None,
         app_version: int | None = None,
+        within: Sequence[str] | None = None,
     ) -> CommitResult:
-        """Update rows whose primary key exists (last one in the batch wins), insert the rest."""
-        return self._write(spec, data, "upsert", writer, app_id, app_version)
+        """Update rows whose primary key exists (last one in the batch wins), insert the rest.
+
+        ``within``: the only partitions (values of the table's one partition column) where
+        the rows' keys can already be, when the caller knows; the merge then reads those
+        partitions' files instead of the whole table's. A key outside them is inserted, so
+        the caller must be sure."""
+        return self._write(spec, data, "upsert", writer, app_id, app_version, within)
 
     def _write(
         self,
@@ -326,6 +332,7 @@ class Lake:
         writer: str,
         app_id: str | None,
         app_version: int | None,
+        within: Sequence[str] | None = None,
     ) -> CommitResult:
         _check_app_transaction(app_id, app_version)
         if isinstance(data, pa.RecordBatch):
@@ -348,7 +355,9 @@ class Lake:
             if table is None:
                 table = self._create(spec, writer)
             self._evolve(table, conformed, writer)
-            rows = self._commit(spec, table, conformed.data, operation, writer, app_id, app_version)
+            rows = self._commit(
+                spec, table, conformed.data, operation, writer, app_id, app_version, within
+            )
             committed.append(table)
             return CommitResult(spec.name, table.version(), rows=rows, operation=operation)
 
@@ -416,6 +425,7 @@ class Lake:
         writer: str,
         app_id: str | None,
         app_version: int | None,
+        within: Sequence[str] | None = None,
     ) -> int:
         """Commit the batch; returns the rows it added or changed."""
         properties = delta.commit_properties(writer, app_id, app_version)
@@ -427,9 +437,12 @@ class Lake:
         source = delta.dedupe_on_key(data, spec.primary_key, keep=keep)
         nullable = [c for c in spec.primary_key if spec.schema.field(c).nullable]
         before = table.version()
+        predicate = delta.key_predicate(spec.primary_key, nullable)
+        if within is not None:
+            predicate += " AND " + delta.partition_predicate(spec.partition_by, within)
         merger = table.merge(
             source,
-            delta.key_predicate(spec.primary_key, nullable),
+            predicate,
             source_alias="s",
             target_alias="t",
             commit_properties=properties,

@@ -149,6 +149,10 @@ SESSIONS = TableSpec(
     primary_key=("session_id",),
     description="One row per streaming session: device, format, span, chunk and drop counts.",
     owner="sidecar",
+    column_docs={
+        "session_date": "UTC day the gateway opened the session (read from its id), so the row "
+        "never moves partition; for an id no gateway issued, the day of started_at",
+    },
 )
 
 DEAD_LETTERS = TableSpec(

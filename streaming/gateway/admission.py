@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import os
 import secrets
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +47,6 @@ def digest(secret: str) -> str:
 
 def same_digest(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
-
-
-def new_session_id() -> str:
-    """32 hex digits: 48-bit Unix time in ms, then 80 random bits (sorts by creation)."""
-    millis = time.time_ns() // 1_000_000
-    return f"{millis & (2**48 - 1):012x}{int.from_bytes(os.urandom(10), 'big'):020x}"
 
 
 def new_resume_token() -> str:

@@ -42,7 +42,6 @@ from streaming.gateway.admission import (
     Credential,
     digest,
     new_resume_token,
-    new_session_id,
     own_origins,
     same_digest,
     select_subprotocol,
@@ -62,6 +61,7 @@ from streaming.gateway.shadow import ShadowCollector, ShadowScorer
 from streaming.gateway.spooling import spool_loop
 from streaming.gateway.stream import Stream
 from streaming.gateway.workers import WorkerBoard
+from streaming.session_ids import new_session_id
 from streaming.spool import SpoolRecord, SpoolWriter, records_to_batch
 from streaming.spool.priming import (
     DecoderPriming,

@@ -62,7 +62,7 @@ from lake_schemas.delta import with_store_retries
 from lake_schemas.erasure import ErasedDevices
 from streaming.sidecar.landing import LandingParams
 from streaming.sidecar.options import ClusterUnavailable
-from streaming.sidecar.session_rows import merge_session_rows
+from streaming.sidecar.session_rows import merge_session_rows, partitions_holding
 from streaming.sidecar.staging import read_parts, release_held
 from streaming.spool import (
     Segment,
@@ -472,16 +472,23 @@ class Sidecar:
             if done is not None and done >= batch:
                 self._record(report, SESSIONS, True, 0)
             else:
-                # Filtered in memory: pushing ``isin`` down into delta-rs' string_view
+                ids = sorted(set(deltas.column("session_id").to_pylist()))
+                dates = partitions_holding(ids, batch_time)  # None: the whole table
+                partitions = None if dates is None else [("session_date", "in", dates)]
+                # The ids filtered in memory: pushing ``isin`` down into delta-rs' string_view
                 # statistics fails in pyarrow, and the table holds one small row per session.
-                current = self.lake.read(SESSIONS)
-                ids = pa.array(sorted(set(deltas.column("session_id").to_pylist())))
+                current = self.lake.read(SESSIONS, filter=partitions)
                 existing = current.filter(
-                    pc.is_in(pc.cast(current.column("session_id"), pa.string()), ids)
+                    pc.is_in(pc.cast(current.column("session_id"), pa.string()), pa.array(ids))
                 )
                 merged = merge_session_rows(existing, deltas, batch_time)
                 result = self.lake.upsert(
-                    SESSIONS, merged, writer=writer, app_id=app_id, app_version=batch
+                    SESSIONS,
+                    merged,
+                    writer=writer,
+                    app_id=app_id,
+                    app_version=batch,
+                    within=None if dates is None else [d.isoformat() for d in dates],
                 )
                 self._record(report, SESSIONS, result.skipped, result.rows)
             self.on_phase(f"committed:{SESSIONS.name}", batch)

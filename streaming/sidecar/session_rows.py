@@ -9,12 +9,52 @@ commit already happened is skipped as a whole and never adds its counts twice. C
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake_schemas.tables import SESSIONS, TIMESTAMP
+from streaming.session_ids import created_at
+
+CLOCK_SLACK = timedelta(days=1)
+"""How far a session's start may lie before its id's creation time (its first chunk's audio
+began before it arrived; clocks of two machines differ) or after this batch (a worker's
+clock ahead of the sidecar's)."""
+MAX_SPAN_DAYS = 31
+"""Sessions reaching back further than this make the batch read the whole table instead."""
+
+
+def partitions_holding(session_ids: Iterable[str], batch_time: datetime) -> list[date] | None:
+    """The ``silver.sessions`` partitions where these sessions' rows can already be, or None
+    when that is not known (an id the gateway did not issue, a span beyond
+    :data:`MAX_SPAN_DAYS`).
+
+    A session the gateway opened has its row in the date its id carries (see
+    :func:`session_dates`), so one day would do; the day either side also covers rows an
+    earlier version placed by the session's first event time (within a chunk's length of
+    its creation, on the gateway's clock, and never after this batch). The row of a session
+    created yesterday is therefore found in three partitions, whatever the table holds
+    besides, and a batch reads and merges those only.
+    """
+    created = [created_at(session_id) for session_id in session_ids]
+    if not created or any(when is None for when in created):
+        return None
+    first = (min(when for when in created if when is not None) - CLOCK_SLACK).date()
+    last = (batch_time + CLOCK_SLACK).date()
+    if first > last or (last - first).days > MAX_SPAN_DAYS:
+        return None
+    return [first + timedelta(days=day) for day in range((last - first).days + 1)]
+
+
+def session_dates(session_ids: pa.ChunkedArray | pa.Array, started: pa.Array) -> pa.Array:
+    """``session_date``, the row's partition: the UTC day the gateway opened the session, read
+    from its id, so a row never moves and a batch knows where to find it; for an id no
+    gateway issued, the day of the session's earliest event time."""
+    opened = [created_at(session_id) for session_id in session_ids.to_pylist()]
+    from_ids = pa.array([None if when is None else when.date() for when in opened], pa.date32())
+    return pc.coalesce(from_ids, pc.cast(started, pa.date32()))
 
 
 def merge_session_rows(existing: pa.Table, deltas: pa.Table, batch_time: datetime) -> pa.Table:
@@ -61,6 +101,6 @@ def merge_session_rows(existing: pa.Table, deltas: pa.Table, batch_time: datetim
             "audio_s": merged.column("audio_s_sum"),
             "speech_s": merged.column("speech_s_sum"),
             "events": merged.column("events_sum"),
-            "session_date": pc.cast(started, pa.date32()),
+            "session_date": session_dates(merged.column("session_id"), started),
         },
     ).cast(SESSIONS.schema)

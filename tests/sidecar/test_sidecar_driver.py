@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,6 +32,8 @@ from lake_schemas import (
     Lake,
     TableSpec,
 )
+from lake_schemas.tables import TIMESTAMP
+from streaming.session_ids import new_session_id
 from streaming.sidecar.driver import DONE_MARKER, Sidecar, SidecarConfig
 from streaming.spool import (
     LANDED_DIR,
@@ -222,6 +225,43 @@ def test_a_batch_whose_audio_was_committed_reuses_its_staged_rows(tmp_path: Path
     while sidecar.land_once() is not None:
         pass
     assert_landed_exactly_once(Lake(tmp_path / "lake"), group)
+
+
+def test_sessions_with_the_gateways_ids_merge_into_their_partitions_only(tmp_path: Path) -> None:
+    """A batch of sessions the gateway opened reads and merges silver.sessions only around
+    their creation dates, whatever older partitions hold, and still adds up across batches."""
+    group = [replace(s, session_id=new_session_id()) for s in sessions(3, chunks=30, bursts=2)]
+    lake = Lake(tmp_path / "lake")
+    long_ago = pa.table(
+        {
+            "session_id": [f"{1_600_000_000_000:012x}" + "0" * 20],
+            "device_id": ["spk-9"],
+            "encoding": ["linear16"],
+            "sample_rate": pa.array([16000], pa.int32()),
+            "started_at": pa.array([datetime(2020, 9, 13, tzinfo=UTC)], TIMESTAMP),
+            "ended_at": pa.array([datetime(2020, 9, 13, tzinfo=UTC)], TIMESTAMP),
+            "chunks": pa.array([7], pa.int64()),
+            "dropped_chunks": pa.array([0], pa.int64()),
+            "audio_s": [0.7],
+            "speech_s": [0.0],
+            "events": pa.array([0], pa.int64()),
+            "session_date": pa.array([date(2020, 9, 13)], pa.date32()),
+        }
+    )
+    lake.append(SESSIONS, long_ago, writer="earlier")
+    write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=10)
+    assert _land_all(tmp_path) == 0
+    merges = [
+        h["operationMetrics"]
+        for h in lake.history(SESSIONS)
+        if h["operation"] == "MERGE" and h.get("writer") == "sidecar"
+    ]
+    assert len(merges) >= 2, "sessions straddle batches"
+    assert all(m["num_target_files_skipped_during_scan"] >= 1 for m in merges[:-1])
+    assert lake.read(SESSIONS).num_rows == len(group) + 1
+    assert_landed_exactly_once(
+        lake, group, other_sessions=frozenset(long_ago["session_id"].to_pylist())
+    )
 
 
 def test_a_chunk_sent_twice_lands_once_even_in_a_later_batch(tmp_path: Path) -> None:
