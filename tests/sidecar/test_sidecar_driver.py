@@ -17,22 +17,15 @@ import pyarrow.compute as pc
 import pytest
 from sidecar_signals import (
     MODEL_VERSION,
+    SyntheticSession,
     assert_landed_exactly_once,
     interleave,
     sessions,
     write_spool,
 )
 
-from lake_schemas import (
-    AUDIO_CHUNKS,
-    AUDIO_EVENTS,
-    DEAD_LETTERS,
-    PREDICTIONS,
-    SESSIONS,
-    Lake,
-    TableSpec,
-)
-from lake_schemas.tables import TIMESTAMP
+from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, PREDICTIONS, SESSIONS, Lake
+from lake_schemas.tables import TIMESTAMP, TableSpec
 from streaming.session_ids import new_session_id
 from streaming.sidecar.driver import DONE_MARKER, Sidecar, SidecarConfig
 from streaming.spool import (
@@ -82,6 +75,13 @@ def _land_all(tmp_path: Path, crash_at: set[tuple[str, int]] | None = None, **kw
             return crashes
         except Crash:
             crashes += 1
+
+
+def _land_the_rest(sidecar: Sidecar, group: list[SyntheticSession]) -> None:
+    """Land what is left with this driver, then check every row landed exactly once."""
+    while sidecar.land_once() is not None:
+        pass
+    assert_landed_exactly_once(sidecar.lake, group)
 
 
 def test_lands_chunks_segments_and_sessions_across_micro_batches(tmp_path: Path) -> None:
@@ -135,9 +135,7 @@ def test_the_next_batch_is_staged_while_a_batch_commits_and_lands_after_it(
     third = restarted.land_once()
     assert third is not None and third.batch == 3 and third.replayed
     assert not third.reused_staged, "its audio was held by the process that is gone"
-    while restarted.land_once() is not None:
-        pass
-    assert_landed_exactly_once(Lake(tmp_path / "lake"), group)
+    _land_the_rest(restarted, group)
 
 
 def test_one_batch_at_a_time_when_pipeline_ahead_is_off(tmp_path: Path) -> None:
@@ -178,7 +176,7 @@ def _crash_in_bronze_commit(sidecar: Sidecar, batch: int) -> None:
             raise Crash(f"bronze commit of batch {batch}")
         return append(spec, table, **kw)  # type: ignore[arg-type]
 
-    sidecar.lake.append = dying_append  # type: ignore[method-assign]
+    sidecar.lake.append = dying_append  # type: ignore[method-assign,assignment]
 
 
 def test_audio_held_by_a_gone_process_is_landed_again_from_the_same_input(
@@ -206,9 +204,7 @@ def test_audio_held_by_a_gone_process_is_landed_again_from_the_same_input(
     assert not again.reused_staged, "its audio is gone with the process: staged again"
     assert AUDIO_EVENTS.name in again.skipped_tables, "the table that took batch 2 keeps it"
     assert again.committed_rows[AUDIO_CHUNKS.name] > 0
-    while sidecar.land_once() is not None:
-        pass
-    assert_landed_exactly_once(Lake(tmp_path / "lake"), group)
+    _land_the_rest(sidecar, group)
 
 
 def test_a_batch_whose_audio_was_committed_reuses_its_staged_rows(tmp_path: Path) -> None:
@@ -222,9 +218,7 @@ def test_a_batch_whose_audio_was_committed_reuses_its_staged_rows(tmp_path: Path
     again = sidecar.land_once()
     assert again is not None and again.batch == 2 and again.replayed and again.reused_staged
     assert AUDIO_CHUNKS.name in again.skipped_tables
-    while sidecar.land_once() is not None:
-        pass
-    assert_landed_exactly_once(Lake(tmp_path / "lake"), group)
+    _land_the_rest(sidecar, group)
 
 
 def test_sessions_with_the_gateways_ids_merge_into_their_partitions_only(tmp_path: Path) -> None:
