@@ -150,8 +150,8 @@ SESSIONS = TableSpec(
     description="One row per streaming session: device, format, span, chunk and drop counts.",
     owner="sidecar",
     column_docs={
-        "session_date": "UTC day the gateway opened the session (read from its id), so the row "
-        "never moves partition; for an id no gateway issued, the day of started_at",
+        "session_date": "UTC day the gateway opened the session (read from its UUIDv7 id), so "
+        "the row never moves partition; for any other id, the day of started_at",
     },
 )
 

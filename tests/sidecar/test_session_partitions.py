@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 from streaming.session_ids import created_at, new_session_id
@@ -9,14 +10,20 @@ from streaming.sidecar.session_rows import MAX_SPAN_DAYS, partitions_holding
 
 
 def _id_created(when: datetime) -> str:
-    return f"{int(when.timestamp() * 1000):012x}" + "0" * 20
+    """A UUIDv7 (as the gateway writes it) created at ``when``."""
+    return f"{int(when.timestamp() * 1000):012x}7abc8" + "0" * 15
 
 
 def test_an_issued_id_carries_its_creation_time() -> None:
     before = datetime.now(UTC)
     when = created_at(new_session_id())
     assert when is not None and before - timedelta(seconds=1) <= when <= datetime.now(UTC)
-    assert created_at("s0") is None and created_at("A" * 32) is None  # not the gateway's
+    assert uuid.UUID(new_session_id()).version == 7
+    # Not the gateway's: other ids, a UUIDv4, the format before UUIDv7, an implausible time.
+    assert created_at("s0") is None and created_at("A" * 32) is None
+    assert created_at(uuid.uuid4().hex) is None
+    assert created_at("01a2431b6782" + "e48aede92855a6f5f1") is None
+    assert created_at("000000000001" + "7abc8" + "0" * 15) is None
     assert created_at(_id_created(datetime(2026, 3, 1, 12, tzinfo=UTC))) == datetime(
         2026, 3, 1, 12, tzinfo=UTC
     )
