@@ -8,8 +8,8 @@ client: a loopback peer, no forwarding header (behind a reverse proxy on the sam
 client would look like loopback), and no browser ``Origin`` other than the gateway's own page
 (or one the operator allows), so that no other web page a user visits can stream into it.
 
-Session ids are issued here too: time-ordered (48 bits of Unix milliseconds, like UUIDv7) with
-80 random bits, so they sort by creation and never repeat across restarts or machines.
+Session ids are minted by :mod:`streaming.session_ids` (UUIDv7s: 48 bits of Unix milliseconds,
+74 random bits), so they sort by creation and never repeat across restarts or machines.
 """
 
 from __future__ import annotations
