@@ -27,7 +27,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
@@ -221,9 +220,7 @@ class MetadataCatalog:
     def _compact_when_fragmented(self, spec: CatalogTableSpec, table: DeltaTable) -> None:
         """Every record adds a small file; merge them once there are many."""
         delta.bring_forward(table)
-        sizes = pa.table(table.get_add_actions(flatten=True)).column("size_bytes")
-        small = pc.sum(pc.less(sizes, delta.small_file_bytes(CATALOG_TARGET_FILE_BYTES)))
-        if (small.as_py() or 0) < COMPACT_AFTER_FILES:
+        if delta.small_files(table, CATALOG_TARGET_FILE_BYTES).num_rows < COMPACT_AFTER_FILES:
             return
         try:
             table.optimize.compact(

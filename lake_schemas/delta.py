@@ -145,6 +145,13 @@ def small_file_bytes(target_bytes: int) -> int:
     return max(1, target_bytes // 2)
 
 
+def small_files(table: DeltaTable, target_bytes: int) -> pa.Table:
+    """The add actions (flattened: ``path``, ``size_bytes``, ``partition.<column>`` …) of the
+    table's files under :func:`small_file_bytes` of ``target_bytes``."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    return actions.filter(pc.less(actions.column("size_bytes"), small_file_bytes(target_bytes)))
+
+
 class OpenTables:
     """The latest snapshot of each table, kept open and brought forward with
     ``update_incremental`` (which reads only the commits since), so a writer's cost per commit

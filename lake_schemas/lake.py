@@ -78,7 +78,8 @@ class CompactionPolicy:
     A streaming writer adds a file per partition per commit (at one micro-batch a second,
     ~86,000 a day), so waiting for the nightly maintenance would slow every read and commit
     hour by hour. After each write, every partition the write touched that now holds
-    ``min_files`` *small* files (under :attr:`small_file_bytes`, half the target) is
+    ``min_files`` *small* files (under half the target:
+    :func:`~lake_schemas.delta.small_file_bytes`) is
     compacted with Delta's optimize, which bin-packs every file below the target into files of
     about the target. The owner does it between its own commits, so it never races another
     writer of the table; the OPTIMIZE commit carries no app transaction and changes no row, so
@@ -103,12 +104,6 @@ class CompactionPolicy:
     log_commits: int = LOG_KEEP_COMMITS
     """Commits a local table's log keeps (0: Delta's time retention alone); see
     :func:`~lake_schemas.delta.trim_local_log`."""
-
-    @property
-    def small_file_bytes(self) -> int:
-        """Files below this (half the target) count toward ``min_files``: see
-        :func:`~lake_schemas.delta.small_file_bytes`."""
-        return delta.small_file_bytes(self.target_file_bytes)
 
     @property
     def enabled(self) -> bool:
@@ -377,8 +372,7 @@ class Lake:
         if not policy.enabled:
             return
         columns = list(table.metadata().partition_columns)
-        actions = pa.table(table.get_add_actions(flatten=True))
-        small = actions.filter(pc.less(actions.column("size_bytes"), policy.small_file_bytes))
+        small = delta.small_files(table, policy.target_file_bytes)
         if small.num_rows < policy.min_files:
             return
         keys = [f"partition.{c}" for c in columns]

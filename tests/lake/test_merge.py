@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from sessions_table import session_rows
 
 from lake_schemas import AUDIO_EVENTS, DEAD_LETTERS, SESSIONS, Lake
 
@@ -99,33 +100,14 @@ def test_filtered_reads_work_after_a_merge(local_lake: Lake, make_events) -> Non
     assert one.num_rows == 1 and one.schema == AUDIO_EVENTS.schema
 
 
-def _session_rows(ids: list[str], day: date, chunks: int) -> pa.Table:
-    start = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
-    n = len(ids)
-    return pa.table(
-        {
-            "session_id": ids,
-            "device_id": ["d1"] * n,
-            "encoding": ["linear16"] * n,
-            "sample_rate": pa.array([16000] * n, pa.int32()),
-            "started_at": pa.array([start] * n, pa.timestamp("us", tz="UTC")),
-            "ended_at": pa.array([start] * n, pa.timestamp("us", tz="UTC")),
-            "chunks": pa.array([chunks] * n, pa.int64()),
-            "dropped_chunks": pa.array([0] * n, pa.int64()),
-            "audio_s": [1.0] * n,
-            "speech_s": [0.5] * n,
-            "events": pa.array([0] * n, pa.int64()),
-            "session_date": pa.array([day] * n, pa.date32()),
-        }
-    )
-
-
 def test_an_upsert_within_partitions_rewrites_only_those(lake: Lake) -> None:
     old, today = date(2026, 11, 1), date(2026, 12, 4)
-    lake.append(SESSIONS, _session_rows(["a", "b"], old, 1), writer="w")
-    lake.append(SESSIONS, _session_rows(["c"], today, 1), writer="w")
+    lake.append(SESSIONS, session_rows(["a", "b"], old), writer="w")
+    lake.append(SESSIONS, session_rows(["c"], today), writer="w")
     old_files = [f for f in lake.dataset(SESSIONS).files if "2026-11-01" in f]
-    update = pa.concat_tables([_session_rows(["c"], today, 5), _session_rows(["d"], today, 2)])
+    update = pa.concat_tables(
+        [session_rows(["c"], today, chunks=5), session_rows(["d"], today, chunks=2)]
+    )
     result = lake.upsert(SESSIONS, update, writer="w", within=[today.isoformat()])
     assert result.rows == 2
     rows = {r["session_id"]: r["chunks"] for r in lake.read(SESSIONS).to_pylist()}

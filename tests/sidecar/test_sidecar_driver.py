@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from sessions_table import session_rows
 from sidecar_signals import (
     MODEL_VERSION,
     SyntheticSession,
@@ -25,7 +26,7 @@ from sidecar_signals import (
 )
 
 from lake_schemas import AUDIO_CHUNKS, AUDIO_EVENTS, DEAD_LETTERS, PREDICTIONS, SESSIONS, Lake
-from lake_schemas.tables import TIMESTAMP, TableSpec
+from lake_schemas.tables import TableSpec
 from streaming.session_ids import new_session_id
 from streaming.sidecar.driver import DONE_MARKER, Sidecar, SidecarConfig
 from streaming.spool import (
@@ -226,21 +227,8 @@ def test_sessions_with_the_gateways_ids_merge_into_their_partitions_only(tmp_pat
     their creation dates, whatever older partitions hold, and still adds up across batches."""
     group = [replace(s, session_id=new_session_id()) for s in sessions(3, chunks=30, bursts=2)]
     lake = Lake(tmp_path / "lake")
-    long_ago = pa.table(
-        {
-            "session_id": [f"{1_600_000_000_000:012x}" + "0" * 20],
-            "device_id": ["spk-9"],
-            "encoding": ["linear16"],
-            "sample_rate": pa.array([16000], pa.int32()),
-            "started_at": pa.array([datetime(2020, 9, 13, tzinfo=UTC)], TIMESTAMP),
-            "ended_at": pa.array([datetime(2020, 9, 13, tzinfo=UTC)], TIMESTAMP),
-            "chunks": pa.array([7], pa.int64()),
-            "dropped_chunks": pa.array([0], pa.int64()),
-            "audio_s": [0.7],
-            "speech_s": [0.0],
-            "events": pa.array([0], pa.int64()),
-            "session_date": pa.array([date(2020, 9, 13)], pa.date32()),
-        }
+    long_ago = session_rows(
+        [f"{1_600_000_000_000:012x}" + "0" * 20], date(2020, 9, 13), chunks=7, device_id="spk-9"
     )
     lake.append(SESSIONS, long_ago, writer="earlier")
     write_spool(tmp_path / "spool", interleave(s.records() for s in group), per_segment=10)
