@@ -24,6 +24,7 @@ from features import CLASSIFIER_WINDOW_SAMPLES, FEATURE_VERSION, N_MELS, WINDOW_
 from features.pcm import SAMPLE_RATE_HZ
 
 if TYPE_CHECKING:
+    from models.embedding_head import TrainedHead
     from models.training import TrainedModel
 
 ARTIFACT_FILES: dict[str, str] = {
@@ -34,6 +35,9 @@ ARTIFACT_FILES: dict[str, str] = {
 """Artifact kind → file name inside a bundle folder."""
 MANIFEST_FILE = "model.json"
 REQUIRED_KEYS = ("labels", "feature_version")
+INPUT_KINDS = ("logmel", "audio")
+"""What a bundle's graphs take: log-mel ``[B, frames, mels]`` (the CNN) or the 16-kHz windows
+``[B, samples]`` themselves (the embedding classifier computes its own features)."""
 CALIBRATION_WINDOWS = 256
 """Training windows used to calibrate INT8 activation ranges (a stratified sample)."""
 
@@ -60,6 +64,29 @@ def write_bundle_manifest(bundle_dir: Path | str, manifest: dict[str, Any]) -> N
     path.write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
 
 
+def input_kind(manifest: dict[str, Any]) -> str:
+    """A manifest's ``input_kind`` (bundles written before it existed take log-mel)."""
+    kind = str(manifest.get("input_kind", "logmel"))
+    if kind not in INPUT_KINDS:
+        raise BundleInvalid(
+            f"unknown input_kind {kind!r}; this code reads {', '.join(INPUT_KINDS)}"
+        )
+    return kind
+
+
+def model_inputs(kind: str, windows: np.ndarray) -> np.ndarray:
+    """What a graph of input kind ``kind`` takes for 16-kHz windows ``[B, samples]``.
+
+    The one place that turns windows into model input: serving, evaluation, calibration,
+    warm-up and the remote endpoint all call it with the bundle's kind.
+    """
+    if kind == "audio":
+        return np.ascontiguousarray(windows, dtype=np.float32)
+    from features import logmel_batch
+
+    return logmel_batch(windows)
+
+
 def artifact_path(bundle_dir: Path | str, artifact: str) -> Path:
     """Path of one artifact (``fp32``, ``int8``, ``fp16``) inside a bundle."""
     if artifact not in ARTIFACT_FILES:
@@ -82,8 +109,8 @@ def calibration_rows(
 
 def write_bundle(
     out_dir: Path | str,
-    model: TrainedModel,
-    calibration_logmel: np.ndarray,
+    model: TrainedModel | TrainedHead,
+    calibration_windows: np.ndarray,
     *,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
@@ -93,37 +120,36 @@ def write_bundle(
     Files are written to a sibling temporary folder and moved into place at the end, so a
     reader never sees a half-written bundle.
     """
-    from models.export import INPUT_NAME, OUTPUT_NAME, convert_fp16, quantize_int8, save_fp32
+    from models.export import OUTPUT_NAME, convert_fp16, quantize_int8
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    fp32 = save_fp32(model.members, model.architecture, staging / ARTIFACT_FILES["fp32"])
-    quantize_int8(fp32, staging / ARTIFACT_FILES["int8"], calibration_logmel)
-    convert_fp16(fp32, staging / ARTIFACT_FILES["fp16"])
+    kind = model.input_kind
+    fp32 = model.save_onnx(staging / ARTIFACT_FILES["fp32"])
+    calibration = model_inputs(kind, calibration_windows)
+    quantize_int8(fp32, staging / ARTIFACT_FILES["int8"], calibration, input_kind=kind)
+    convert_fp16(fp32, staging / ARTIFACT_FILES["fp16"], input_kind=kind)
+    shapes = {"frames": WINDOW_FRAMES, "n_mels": N_MELS} if kind == "logmel" else {}
     manifest = {
         "labels": list(model.labels),
         "feature_version": FEATURE_VERSION,
-        "input_name": INPUT_NAME,
+        "input_kind": kind,
+        "input_name": model.input_name,
         "output_name": OUTPUT_NAME,
         "sample_rate": SAMPLE_RATE_HZ,
         "window_samples": CLASSIFIER_WINDOW_SAMPLES,
-        "frames": WINDOW_FRAMES,
-        "n_mels": N_MELS,
+        **shapes,
         "metrics": metrics or {},
-        "architecture": {**model.architecture.to_dict(), "ensemble": len(model.members)},
+        "architecture": model.describe(),
         "training": {
             **model.config.to_dict(),
             "train_windows": model.n_train_windows,
             "train_seconds": round(model.train_seconds, 1),
         },
-        "quantization": {
-            "int8": "static QDQ, uint8 activations, int8 per-channel weights, MinMax "
-            f"calibration on {len(calibration_logmel)} training windows",
-            "fp16": "float16 weights and compute, float32 inputs/outputs",
-        },
+        "quantization": _quantization_notes(kind, len(calibration_windows)),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
@@ -132,6 +158,16 @@ def write_bundle(
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return out_dir
+
+
+def _quantization_notes(kind: str, calibration_windows: int) -> dict[str, str]:
+    scope = "" if kind == "logmel" else " (the linear head; the embedding network stays FP32)"
+    fp16 = "" if kind == "logmel" else " (the STFT power stays FP32: it exceeds float16's range)"
+    return {
+        "int8": "static QDQ, uint8 activations, int8 per-channel weights, MinMax "
+        f"calibration on {calibration_windows} training windows{scope}",
+        "fp16": f"float16 weights and compute, float32 inputs/outputs{fp16}",
+    }
 
 
 def _json_default(value: object) -> object:

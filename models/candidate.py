@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from features import logmel_batch
 from models.bundle import (
     calibration_rows,
     read_bundle_manifest,
@@ -39,8 +38,10 @@ from models.evaluation import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from models.embedding_head import HeadConfig, TrainedHead
+    from models.epochs import EpochReport
     from models.registry import Registry
-    from models.training import EpochReport, MonitorSet, TrainConfig
+    from models.training import MonitorSet, TrainConfig, TrainedModel
 
 CONFUSION_FILE = "confusion.png"
 EVALUATION_FILE = "evaluation.json"
@@ -93,13 +94,31 @@ def learning_curves(history: Sequence[EpochReport]) -> dict[str, list[float]]:
 
 
 def monitor_set(heldout: HeldoutSet) -> MonitorSet:
-    """The held-out windows as training's per-epoch monitor (log-mel once, label indices)."""
+    """The held-out windows as the CNN's per-epoch monitor (log-mel once, label indices)."""
+    from features import logmel_batch
     from models.training import MonitorSet
 
-    return MonitorSet(
-        logmel=logmel_batch(heldout.windows),
-        labels=np.asarray([label_index(label) for label in heldout.labels], dtype=np.int32),
-    )
+    return MonitorSet(logmel=logmel_batch(heldout.windows), labels=_label_indices(heldout))
+
+
+def _label_indices(heldout: HeldoutSet) -> np.ndarray:
+    return np.asarray([label_index(label) for label in heldout.labels], dtype=np.int32)
+
+
+def fit(
+    training: LabelledWindows,
+    heldout: HeldoutSet,
+    config: TrainConfig | HeadConfig,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> TrainedModel | TrainedHead:
+    """Train the model family ``config`` names, monitoring ``heldout`` after every epoch."""
+    from models.embedding_head import HeadConfig, pooled_embeddings, train_head
+    from models.training import train
+
+    if isinstance(config, HeadConfig):
+        monitor = (pooled_embeddings(heldout.windows), _label_indices(heldout))
+        return train_head(training, config, monitor=monitor, on_epoch=on_epoch)
+    return train(training, config, monitor=monitor_set(heldout), on_epoch=on_epoch)
 
 
 def train_candidate(
@@ -107,7 +126,7 @@ def train_candidate(
     heldout: HeldoutSet,
     *,
     preset_name: str,
-    config: TrainConfig,
+    config: TrainConfig | HeadConfig,
     bundle_dir: Path,
     registry: Registry,
     speed: SpeedProbe | None = None,
@@ -127,13 +146,11 @@ def train_candidate(
     ``export``, ``evaluate`` and ``register`` as each starts.
     """
     from models.drift_reference import log_reference
-    from models.training import train
 
     stage = on_stage or (lambda _name: None)
-    trained = train(training, config, monitor=monitor_set(heldout), on_epoch=on_epoch)
+    trained = fit(training, heldout, config, on_epoch)
     stage("export")
-    calibration = logmel_batch(training.windows[calibration_rows(training.labels)])
-    write_bundle(bundle_dir, trained, calibration)
+    write_bundle(bundle_dir, trained, training.windows[calibration_rows(training.labels)])
     stage("evaluate")
     reports = evaluate_artifacts(bundle_dir, heldout, speed=speed or SpeedProbe())
     metrics = artifact_metrics(reports)

@@ -29,8 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from features import logmel_batch
-from models.bundle import ARTIFACT_FILES, artifact_path, read_bundle_manifest
+from models.bundle import (
+    ARTIFACT_FILES,
+    artifact_path,
+    input_kind,
+    model_inputs,
+    read_bundle_manifest,
+)
 from models.dataset import UNKNOWN, HeldoutSet, heldout_from_manifest
 from models.evaluation_log import EvaluationRecord
 from models.onnx_session import CPU_PROVIDER, content_version, file_session
@@ -121,12 +126,13 @@ def artifact_metrics(reports: Mapping[str, EvaluationReport]) -> dict[str, float
     return metrics
 
 
-def predict_probs(session: Any, logmel: np.ndarray, batch: int = INFERENCE_BATCH) -> np.ndarray:
-    """Probabilities ``[N, n_labels]`` for log-mel ``[N, frames, mels]``."""
+def predict_probs(session: Any, inputs: np.ndarray, batch: int = INFERENCE_BATCH) -> np.ndarray:
+    """Probabilities ``[N, n_labels]`` for model inputs (log-mel ``[N, frames, mels]`` or
+    windows ``[N, samples]``, as the session's graph takes)."""
     name = session.get_inputs()[0].name
     out = [
-        session.run(None, {name: logmel[start : start + batch].astype(np.float32)})[0]
-        for start in range(0, len(logmel), batch)
+        session.run(None, {name: inputs[start : start + batch].astype(np.float32)})[0]
+        for start in range(0, len(inputs), batch)
     ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -189,18 +195,20 @@ def evaluate(
     artifact: str = "int8",
     *,
     speed: SpeedProbe | None = SpeedProbe(),
-    logmel: np.ndarray | None = None,
+    inputs: np.ndarray | None = None,
     model_version: str | None = None,
 ) -> EvaluationReport:
     """Score one artifact (``fp32``, ``int8``, ``fp16``) of a bundle on ``heldout`` (CPU).
 
-    ``speed=None`` skips timing. Pass ``logmel`` to reuse precomputed features.
+    ``speed=None`` skips timing. Pass ``inputs`` to reuse precomputed model inputs (the
+    bundle's input kind: log-mel or the windows).
     ``model_version`` defaults to the bundle's content version (``local-…``).
     """
     bundle_dir = Path(bundle_dir)
-    vocabulary = tuple(read_bundle_manifest(bundle_dir)["labels"])
+    manifest = read_bundle_manifest(bundle_dir)
+    vocabulary = tuple(manifest["labels"])
     truth, n_oov = _label_indices(heldout.labels, vocabulary)
-    features = logmel if logmel is not None else logmel_batch(heldout.windows)
+    features = inputs if inputs is not None else model_inputs(input_kind(manifest), heldout.windows)
     session = file_session(artifact_path(bundle_dir, artifact))
     predicted = predict_probs(session, features).argmax(axis=1)
     accuracy, macro_f1, per_class, confusion = quality(truth, predicted, vocabulary)
@@ -230,10 +238,11 @@ def evaluate_artifacts(
     artifacts: Sequence[str] = ARTIFACTS,
     **kwargs: Any,
 ) -> dict[str, EvaluationReport]:
-    """:func:`evaluate` for every artifact on the same windows (features computed once)."""
-    features = kwargs.pop("logmel", None)
-    features = logmel_batch(heldout.windows) if features is None else features
-    return {a: evaluate(bundle_dir, heldout, a, logmel=features, **kwargs) for a in artifacts}
+    """:func:`evaluate` for every artifact on the same windows (model inputs computed once)."""
+    features = kwargs.pop("inputs", None)
+    if features is None:
+        features = model_inputs(input_kind(read_bundle_manifest(bundle_dir)), heldout.windows)
+    return {a: evaluate(bundle_dir, heldout, a, inputs=features, **kwargs) for a in artifacts}
 
 
 def evaluate_manifest(

@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from features import FEATURE_VERSION
-from models.bundle import ARTIFACT_FILES, artifact_path, read_bundle_manifest
+from models.bundle import (
+    ARTIFACT_FILES,
+    artifact_path,
+    input_kind,
+    model_inputs,
+    read_bundle_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +61,21 @@ class LoadedModel:
     feature_version: str
     window_samples: int
     bundle_dir: Path
+    input_kind: str = "logmel"
+    """``logmel`` or ``audio`` (:data:`models.bundle.INPUT_KINDS`)."""
 
-    def run(self, logmel: np.ndarray) -> np.ndarray:
-        """``[B, frames, mels]`` float32 log-mel → ``[B, n_labels]`` probabilities."""
-        (probs,) = self.session.run([self.output_name], {self.input_name: logmel})
+    def inputs(self, windows: np.ndarray) -> np.ndarray:
+        """This model's input for 16-kHz windows ``[B, samples]`` (log-mel or the audio)."""
+        return model_inputs(self.input_kind, windows)
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """Model input (see :meth:`inputs`) → ``[B, n_labels]`` probabilities."""
+        (probs,) = self.session.run([self.output_name], {self.input_name: inputs})
         return np.asarray(probs, dtype=np.float32)
+
+    def classify(self, windows: np.ndarray) -> np.ndarray:
+        """``[B, samples]`` windows → ``[B, n_labels]`` probabilities."""
+        return self.run(self.inputs(windows))
 
 
 def choose_artifact(provider: str, present: Sequence[str], forced: str | None = None) -> str:
@@ -206,6 +222,7 @@ def load_model(
         feature_version=manifest["feature_version"],
         window_samples=int(manifest.get("window_samples", 16000)),
         bundle_dir=bundle_dir,
+        input_kind=input_kind(manifest),
     )
     warm_up(model, sizes=sorted({1, max(1, warmup_batch)}))
     return model
@@ -218,7 +235,7 @@ def warm_up(model: LoadedModel, sizes: Sequence[int]) -> None:
     checks the output width against the labels, so a broken bundle fails here, not in traffic.
     """
     for size in sizes:
-        probs = model.run(_silent_features(size, model.window_samples))
+        probs = model.run(_silent_inputs(size, model.window_samples, model.input_kind))
         if probs.shape != (size, len(model.labels)):
             raise IncompatibleModel(
                 f"{model.bundle_dir}: output {model.output_name} has shape {probs.shape}, "
@@ -226,11 +243,9 @@ def warm_up(model: LoadedModel, sizes: Sequence[int]) -> None:
             )
 
 
-@lru_cache(maxsize=4)
-def _silent_features(size: int, window_samples: int) -> np.ndarray:
-    """Log-mel of ``size`` silent windows, computed once per process (swaps reuse it)."""
-    from features import logmel_batch
-
-    features = logmel_batch(np.zeros((size, window_samples), np.float32))
-    features.setflags(write=False)
-    return features
+@lru_cache(maxsize=8)
+def _silent_inputs(size: int, window_samples: int, kind: str) -> np.ndarray:
+    """Model input of ``size`` silent windows, computed once per process (swaps reuse it)."""
+    inputs = model_inputs(kind, np.zeros((size, window_samples), np.float32))
+    inputs.setflags(write=False)
+    return inputs

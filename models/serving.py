@@ -16,7 +16,8 @@ Why it looks like this:
   attribute once and runs to the end on that model; a swap builds and warms the new model first
   and then replaces the attribute. Requests in flight finish on the old session, later ones run
   on the new one, and none fails. Every :class:`Prediction` carries the version that made it.
-- One feature code path: windows go through :func:`features.logmel_batch`, as in training.
+- One feature code path: windows go through :func:`models.bundle.model_inputs` with the
+  bundle's ``input_kind`` (log-mel, or the audio itself), as in training and evaluation.
   The engine caps NumPy's BLAS threads to ``intra_op_threads`` for the process (see
   :func:`models.onnx_session.limit_blas_threads`: 90× faster log-mel for one window on a busy box).
 """
@@ -36,7 +37,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from features import logmel_batch
 from models.onnx_session import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
@@ -258,7 +258,7 @@ class ServingEngine:
         return out
 
     def _predict(self, model: LoadedModel, windows: np.ndarray) -> list[Prediction]:
-        probs = model.run(logmel_batch(windows))
+        probs = model.classify(windows)
         k = min(self.top_k, probs.shape[1])
         order = np.argsort(-probs, axis=1)[:, :k]
         labels = model.labels

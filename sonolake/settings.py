@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     )
     model_name: str = Field("audio-event-classifier", description="Registered model name.")
     promotion_latency_budget_us: float = Field(
-        1000.0, description="Promotion gate: max batch-1 p99 latency (µs) of the CPU INT8 model."
+        20_000.0, description="Promotion gate: max batch-1 p99 latency (µs) of the CPU INT8 model."
     )
     promotion_min_improvement: float = Field(
         0.0, description="Promotion gate: accuracy the candidate must gain over the champion."
@@ -178,8 +178,9 @@ class Settings(BaseSettings):
         description="Promotion gate: most live accuracy (0..1) the candidate may lose vs the "
         "champion.",
     )
-    training_preset: Literal["quick", "full"] = Field(
-        "full", description="Preset of scheduled and drift-triggered retraining (quick|full)."
+    training_preset: Literal["quick", "full", "embedding"] = Field(
+        "embedding",
+        description="Preset of scheduled and drift-triggered retraining (embedding|full|quick).",
     )
     serving_max_batch: int = Field(64, description="Serving: most windows per inference batch.")
     serving_max_wait_us: int = Field(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from kserve import Model
-from kserve.errors import ModelNotFound, ModelNotReady
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from models.endpoint import tensors
@@ -75,6 +75,11 @@ class AudioEventClassifier(Model):
                 model = engine.model
                 if model is None:
                     raise ModelNotReady(self.name, f"version {version} has no model loaded")
+                if model.input_kind != "logmel":
+                    raise InvalidInput(
+                        f"version {version} computes its own features from audio: send the "
+                        f"{tensors.AUDIO} tensor, not {tensors.LOGMEL}"
+                    )
                 scores = await asyncio.to_thread(model.run, batch.data)
                 self.logmel_windows[version] += len(scores)
             return tensors.response(payload, self.name, version, scores, engine.labels)

@@ -3,10 +3,11 @@
 One request carries exactly one input tensor:
 
 - ``AUDIO``: FP32 ``[B, 16000]``, 1-s windows of 16 kHz mono audio in [-1, 1]. The endpoint
-  computes the log-mel features itself with :func:`features.logmel_batch`, the function
+  computes the model's input itself with :func:`models.bundle.model_inputs`, the function
   training uses, so a caller cannot featurise differently from training.
 - ``LOGMEL``: FP32 ``[B, 98, 40]`` (frames × mel bands), for callers that already computed the
-  features with the same code.
+  features with the same code. A version whose bundle takes audio (``input_kind`` ``audio``,
+  the embedding classifier) refuses it with ``InvalidInput``: send ``AUDIO``.
 
 The response has ``SCORES`` (FP32 ``[B, n_labels]``, softmax probabilities in the order of
 the model's labels), ``LABEL`` (BYTES ``[B]``, the best label, UTF-8), the version that

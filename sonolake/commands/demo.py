@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         ] = 240,
         drift_clips: Annotated[int, typer.Option(help="Telephone-digit clips replayed.")] = 300,
         epochs: Annotated[
-            int | None, typer.Option(help="Training epochs of the full preset's model.")
+            int | None, typer.Option(help="Training epochs (default: the preset's own).")
         ] = DEMO_EPOCHS,
         reset: Annotated[
             bool,

@@ -37,8 +37,13 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         preset: Annotated[
-            str, typer.Option("--preset", help="quick (a small model, seconds) or full.")
-        ] = "full",
+            str,
+            typer.Option(
+                "--preset",
+                help="embedding (pretrained speech embeddings + a linear layer, the default), "
+                "full (the CNN from scratch) or quick (a small CNN, seconds).",
+            ),
+        ] = "embedding",
         data_dir: Annotated[
             Path | None,
             typer.Option("--data-dir", help="Folder holding speech_commands/ (default: settings)."),

@@ -66,7 +66,7 @@ def dscnn_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         jax.random.PRNGKey(0), architecture, features.mean(axis=(0, 1)), features.std(axis=(0, 1))
     )
     model = TrainedModel(architecture, [(params, state)], MODEL_LABELS, config, [], 0.0, 0)
-    return export_bundle(tmp_path_factory.mktemp("dscnn") / "bundle", model, features[:16])
+    return export_bundle(tmp_path_factory.mktemp("dscnn") / "bundle", model, windows[:16])
 
 
 @pytest.fixture(scope="session")

@@ -77,7 +77,7 @@ def test_every_bad_value_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize(
     ("variable", "value", "allowed"),
     [
-        ("SONOLAKE_TRAINING_PRESET", "bogus", "'quick' or 'full'"),
+        ("SONOLAKE_TRAINING_PRESET", "bogus", "'full' or 'embedding'"),
         ("SONOLAKE_GATEWAY_PORT", "abc", "valid integer"),
         ("SONOLAKE_GATEWAY_PORT", "70000", "less than or equal to 65535"),
         ("SONOLAKE_ALLOW_ANONYMOUS_LOOPBACK", "maybe", "valid boolean"),

@@ -126,22 +126,31 @@ def test_train_then_promote_then_the_gateway_serves_it(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("preset", ["quick", "embedding"])
 def test_train_promote_serve_on_a_small_real_subset(
-    settings: Settings, shared_data: Path, tmp_path: Path
+    settings: Settings, shared_data: Path, tmp_path: Path, preset: str
 ) -> None:
-    """The same path from the shell on ~250 real clips."""
+    """The same path from the shell on ~250 real clips, for the CNN and for the embedding
+    classifier (whose bundle takes audio: the gateway must feed it windows, not log-mel)."""
     data_dir = _subset_data_dir(shared_data, tmp_path / "data")
-    _train_promote_serve(settings, data_dir, shared_data, tmp_path, min_train_windows=100)
+    _train_promote_serve(
+        settings, data_dir, shared_data, tmp_path, min_train_windows=100, preset=preset
+    )
 
 
 def _train_promote_serve(
-    settings: Settings, data_dir: Path, shared_data: Path, tmp_path: Path, min_train_windows: int
+    settings: Settings,
+    data_dir: Path,
+    shared_data: Path,
+    tmp_path: Path,
+    min_train_windows: int,
+    preset: str = "quick",
 ) -> None:
     env = _env(settings, data_dir)
     bundle = tmp_path / "bundle"
     summary_path = tmp_path / "summary.json"
     trained = _sonolake(
-        env, "train", "--preset", "quick", "--epochs", "1", "--out", str(bundle),
+        env, "train", "--preset", preset, "--epochs", "1", "--out", str(bundle),
         "--json", str(summary_path),
     )  # fmt: skip
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
@@ -154,6 +163,7 @@ def _train_promote_serve(
 
     # the bundle folder: the contract, the metrics of every artifact, the INT8 evaluation
     manifest = json.loads((bundle / "model.json").read_text())
+    assert manifest["input_kind"] == ("audio" if preset == "embedding" else "logmel")
     for key in ("accuracy", "macro_f1", "int8_accuracy", "fp16_accuracy", "int8_latency_us_p99"):
         assert key in manifest["metrics"]
     assert manifest["metrics"]["accuracy"] == summary["metrics"]["accuracy"]
@@ -165,7 +175,7 @@ def _train_promote_serve(
     run_id = registry.client.get_model_version(registry.model_name, version).run_id
     assert run_id is not None
     run = registry.client.get_run(run_id)
-    assert run.data.params["preset"] == "quick" and run.data.params["heldout_dataset"]
+    assert run.data.params["preset"] == preset and run.data.params["heldout_dataset"]
     assert run.data.metrics["int8_accuracy"] == manifest["metrics"]["int8_accuracy"]
     for curve in ("train_loss", "train_accuracy", "heldout_accuracy"):
         points = registry.client.get_metric_history(run_id, curve)

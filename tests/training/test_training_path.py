@@ -84,7 +84,7 @@ def test_held_out_speakers_score_clearly_above_chance(
         _heldout(corpus, "held-out speakers"),
         "int8",
         speed=LIGHT_PROBE,
-        logmel=corpus.heldout_logmel,
+        inputs=corpus.heldout_logmel,
     )
     assert report.n_windows == len(corpus.heldout) and report.artifact == "int8"
     assert report.accuracy > 3 * CHANCE
@@ -132,6 +132,6 @@ def test_streamed_features_give_the_batch_prediction(bundle: Path, corpus: Corpu
 @pytest.mark.parametrize("artifact", ["fp32", "fp16"])
 def test_every_artifact_scores_the_same_set(bundle: Path, corpus: Corpus, artifact: str) -> None:
     report = evaluate(
-        bundle, _heldout(corpus, "held-out"), artifact, speed=None, logmel=corpus.heldout_logmel
+        bundle, _heldout(corpus, "held-out"), artifact, speed=None, inputs=corpus.heldout_logmel
     )
     assert report.n_windows == len(corpus.heldout) and report.accuracy > 3 * CHANCE

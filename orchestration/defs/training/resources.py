@@ -6,15 +6,15 @@ thresholds are policy and only come from here (``SONOLAKE_PROMOTION_*``).
 
 import dagster as dg
 
-from models.promotion import GatePolicy
+from models.promotion import LATENCY_BUDGET_US, GatePolicy
 
 
 class ModelLifecycleResource(dg.ConfigurableResource):
     """How retraining trains by default, and what a candidate must achieve to be served."""
 
-    training_preset: str = "full"
-    """``quick`` (a small model in under a minute) or ``full`` (the real model)."""
-    latency_budget_us: float = 1000.0
+    training_preset: str = "embedding"
+    """A :data:`models.training.PRESETS` name: ``embedding`` (default), ``full`` or ``quick``."""
+    latency_budget_us: float = LATENCY_BUDGET_US
     """Max batch-1 p99 latency of the CPU INT8 artifact (µs)."""
     min_improvement: float = 0.0
     """Accuracy (0..1) a candidate must gain over the champion."""
