@@ -265,8 +265,6 @@ def train(
     noise_bank: np.ndarray | None = None,
     monitor: MonitorSet | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
-    teacher_probs: np.ndarray | None = None,
-    distill_weight: float = 0.0,
 ) -> TrainedModel:
     """Train ``config.ensemble`` networks on ``data`` (all of it: split before calling).
 
@@ -304,10 +302,6 @@ def train(
     smooth = config.label_smoothing
     targets_all = np.full((len(data), n_classes), smooth / n_classes, dtype=np.float32)
     targets_all[np.arange(len(data)), data.labels] += 1.0 - smooth
-    if teacher_probs is not None and distill_weight > 0:
-        targets_all = (1.0 - distill_weight) * targets_all + distill_weight * np.asarray(
-            teacher_probs, dtype=np.float32
-        )
 
     members: list[tuple[Params, State]] = []
     history: list[EpochReport] = []
