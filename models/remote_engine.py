@@ -223,6 +223,11 @@ class RemoteEngine:
         return True
 
     # ------------------------------------------------------------------ classify
+    def queue_wait_s(self) -> float:
+        """How long the oldest window not yet sent has waited (s; 0 when none), as
+        :meth:`models.serving.ServingEngine.queue_wait_s`."""
+        return time.perf_counter() - self._pending[0].enqueued_s if self._pending else 0.0
+
     async def classify(self, window_16k: np.ndarray) -> Prediction | None:
         """The window's prediction, or None (a miss) if the endpoint cannot answer in time."""
         window = np.asarray(window_16k, dtype=np.float32)

@@ -273,6 +273,15 @@ class ServingEngine:
         ]
 
     # ------------------------------------------------------------------ micro-batched path
+    def queue_wait_s(self) -> float:
+        """How long the oldest window still waiting for a batch has waited (s; 0 when none).
+
+        Callers with optional work (the gateway's interim results) skip it while this exceeds
+        what the work is worth, so a model too slow for the traffic delays nothing that must run.
+        """
+        pending = self._pending
+        return time.perf_counter() - pending[0].enqueued_s if pending else 0.0
+
     async def classify(self, window_16k: np.ndarray) -> Prediction:
         """Classify one window, batched with whatever other callers are waiting."""
         model = self._require_model()

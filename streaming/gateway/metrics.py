@@ -131,7 +131,13 @@ class _Collector(Collector):
         ):
             yield CounterMetricFamily(PREFIX + name, documentation, value=value)
         for name, documentation, label, counts in (
-            ("results", "Results sent, by kind", "kind", m.results),
+            (
+                "results",
+                "Results sent, by kind (interim, final; interim_skipped: not made, the model "
+                "was behind)",
+                "kind",
+                m.results,
+            ),
             (
                 "vad_windows",
                 "512-sample windows through the VAD, by path (model or gate)",

@@ -62,6 +62,7 @@ class SpeechProcessor:
         self.metrics = metrics
         self.tick_s = tick_ms / 1000
         self.interim_samples = interim_interval_ms * SAMPLE_RATE_HZ // 1000
+        self.interim_interval_s = interim_interval_ms / 1000
         self.top_k = top_k
         self._streams = streams
         self._ready: set[Stream] = set()
@@ -208,6 +209,9 @@ class SpeechProcessor:
         utterance = session.interim_due(self.interim_samples)
         if utterance is None:
             return
+        if self._inference_behind(stream):
+            self.metrics.results["interim_skipped"] += 1
+            return  # due again at the next window; the final is never skipped
         utterance.interim_in_flight = True
         utterance.last_interim_sample = window_end
         self._schedule(
@@ -223,6 +227,12 @@ class SpeechProcessor:
             is_final=False,
             speech_final=False,
         )
+
+    def _inference_behind(self, stream: Stream) -> bool:
+        """Whether the model's queue is older than an interim interval: an interim queued now
+        would arrive after the next one was due, so the model's time goes to finals instead."""
+        engine = stream.classifier or self.engine
+        return engine is not None and engine.queue_wait_s() > self.interim_interval_s
 
     # ---- results -----------------------------------------------------------------------------
     def _emit_final(self, stream: Stream, closed: Closed, *, speech_final: bool) -> None:

@@ -42,6 +42,10 @@ class Classifier(Protocol):
 
     async def classify(self, window_16k: np.ndarray) -> Any: ...
 
+    def queue_wait_s(self) -> float:
+        """Seconds the oldest window waiting for the model has waited (interims skip past it)."""
+        ...
+
 
 NON_WORD_LABELS = frozenset({"_silence_", "_unknown_"})
 """Labels that are not a keyword: "" as a Deepgram transcript (Sonolake's ``label`` keeps them)."""

@@ -101,6 +101,6 @@ def test_a_windows_embedding_does_not_depend_on_its_batch(clips: np.ndarray) -> 
 
 
 def test_window_lengths() -> None:
-    assert embeddings_per_window(16_000) == 9
+    assert embeddings_per_window(16_000) == 5
     with pytest.raises(ValueError, match="too short"):
         embeddings_per_window(1)

@@ -71,3 +71,51 @@ def test_results_carry_labels_scores_and_the_model_version(
     totals = transcript.of("Metadata")[-1]["totals"]
     assert totals["model_version"] == "8"
     assert totals["interim_results"] >= len(interims)
+
+
+def test_a_model_slower_than_the_traffic_skips_interims_never_finals(
+    make_gateway: Any, shared_data: Path, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = ServingEngine.from_bundle(
+        write_linear_bundle(tmp_path / "slow", seed=1),
+        providers=["CPUExecutionProvider"],
+        model_version="slow",
+        max_wait_us=500,
+        max_batch=1,
+    )
+    run_requests = engine._run_requests
+
+    def slow_model(batch: Any) -> Any:  # a model that needs 150 ms a window
+        time.sleep(0.15)
+        return run_requests(batch)
+
+    engine._run_requests = slow_model  # type: ignore[method-assign]
+    gateway = make_gateway(engine=engine, interim_interval_ms=100)
+    words, streams = 2, 4
+    frames = chunks(speech_stream(shared_data, words=words, gap_s=1.0))
+
+    def stream(device: int) -> list[dict[str, Any]]:
+        with open_ws(gateway.url(f"device_id=d{device}&interim_results=true")) as ws:
+            next_message(ws)
+            for frame in frames:
+                ws.send(frame)
+                time.sleep(0.1)  # real time
+            ws.send(json.dumps({"type": "CloseStream"}))
+            return list(read_until_closed(ws, timeout_s=60).of("Results"))
+
+    try:
+        with ThreadPoolExecutor(streams) as pool:
+            results = [r for rs in pool.map(stream, range(streams)) for r in rs]
+        skipped = gateway.call(_skipped_interims(gateway))
+    finally:
+        engine.close()
+    finals = [r for r in results if r["is_final"]]
+    assert len(finals) >= words * streams, "every utterance still gets its final"
+    assert all(r["model_version"] == "slow" for r in finals)
+    assert skipped > 0, "four streams' interims queue behind a model that serves ~6 a second"
+
+
+async def _skipped_interims(gateway: Any) -> int:
+    return int(gateway.gateway.metrics.results["interim_skipped"])
