@@ -40,7 +40,7 @@ TIE_TOLERANCE = 1e-9
 
 LATENCY_BUDGET_US = 20_000.0
 """The default batch-1 p99 budget (µs) of the CPU INT8 artifact: a fifth of the gateway's
-100-ms result-latency goal. The embedding classifier needs ~7 ms on one core of this class of
+100-ms result-latency goal. The embedding classifier needs ~3.6 ms on one core of this class of
 CPU and the CNN ~0.15 ms; a broken or runaway export (seconds) is still refused."""
 
 

@@ -84,7 +84,7 @@ PRESETS: dict[str, TrainConfig | HeadConfig] = {
 }
 """``quick``: a small CNN in well under a minute (tests). ``full``: the CNN trained from scratch
 (0.87 on unseen speakers, ~0.1 ms per window in INT8). ``embedding``: a linear classifier on
-pretrained speech embeddings (:mod:`models.embedding_head`; 0.93 on unseen speakers, ~3–7 ms
+pretrained speech embeddings (:mod:`models.embedding_head`; 0.93 on unseen speakers, ~3.6 ms
 of CPU per window) — the default."""
 
 
