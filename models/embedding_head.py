@@ -91,10 +91,8 @@ class TrainedHead:
 
     def predict_proba(self, windows: np.ndarray) -> np.ndarray:
         """``[B, n_labels]`` probabilities for 16-kHz windows ``[B, 16000]`` (float, ±1)."""
-        return _softmax(self._logits(pool(SpeechEmbedder.shared().embed(windows))))
-
-    def _logits(self, pooled: np.ndarray) -> np.ndarray:
-        return ((pooled - self.mean) / self.scale) @ self.weights + self.bias
+        pooled = pooled_embeddings(windows)
+        return _softmax(_logits(pooled, self.mean, self.scale, self.weights, self.bias))
 
     def describe(self) -> dict[str, Any]:
         """The bundle manifest's ``architecture`` entry."""
@@ -107,7 +105,7 @@ class TrainedHead:
 
     def save_onnx(self, path: Path) -> Path:
         """One graph: ``audio [B, 16000]`` → ``probs [B, n_labels]``."""
-        from models.export import IR_VERSION, OUTPUT_NAME
+        from models.export import OUTPUT_NAME
 
         front = onnx.load_from_string(embedding_graph(CLASSIFIER_WINDOW_SAMPLES))
         graph = front.graph
@@ -137,7 +135,6 @@ class TrainedHead:
                 OUTPUT_NAME, TensorProto.FLOAT, ["batch", len(self.labels)]
             )
         )
-        front.ir_version = IR_VERSION
         onnx.checker.check_model(front)
         onnx.save(front, str(path))
         return path
@@ -146,6 +143,13 @@ class TrainedHead:
 def pool(embeddings: np.ndarray) -> np.ndarray:
     """``[B, T, 96]`` → ``[B, 192]``: mean and maximum over time (as the exported graph)."""
     return np.concatenate([embeddings.mean(axis=1), embeddings.max(axis=1)], axis=1)
+
+
+def _logits(
+    pooled: np.ndarray, mean: np.ndarray, scale: np.ndarray, weights: Any, bias: Any
+) -> np.ndarray:
+    """The linear layer on standardised pooled embeddings (what the exported graph computes)."""
+    return np.asarray(((pooled - mean) / scale) @ np.asarray(weights) + np.asarray(bias))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -248,8 +252,7 @@ def train_head(
             corrects.append(correct)
         monitor_accuracy = None
         if monitor is not None and len(monitor[1]):
-            z = (monitor[0] - mean) / scale
-            logits = z @ np.asarray(params["w"]) + np.asarray(params["b"])
+            logits = _logits(monitor[0], mean, scale, params["w"], params["b"])
             monitor_accuracy = float(np.mean(logits.argmax(axis=1) == monitor[1]))
         report = EpochReport(
             member=0,

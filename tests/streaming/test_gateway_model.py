@@ -25,12 +25,7 @@ pytestmark = pytest.mark.integration
 def test_results_carry_labels_scores_and_the_model_version(
     make_gateway: Any, shared_data: Path, tmp_path: Path
 ) -> None:
-    engine = ServingEngine.from_bundle(
-        write_linear_bundle(tmp_path / "m1", seed=1),
-        providers=["CPUExecutionProvider"],
-        model_version="7",
-        max_wait_us=500,
-    )
+    engine = _linear_engine(tmp_path / "m1", "7")
     gateway = make_gateway(engine=engine, interim_interval_ms=100)
     audio = speech_stream(shared_data, words=2, gap_s=1.0)
     frames = chunks(audio)
@@ -78,13 +73,7 @@ def test_a_model_slower_than_the_traffic_skips_interims_never_finals(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    engine = ServingEngine.from_bundle(
-        write_linear_bundle(tmp_path / "slow", seed=1),
-        providers=["CPUExecutionProvider"],
-        model_version="slow",
-        max_wait_us=500,
-        max_batch=1,
-    )
+    engine = _linear_engine(tmp_path / "slow", "slow", max_batch=1)
     run_requests = engine._run_requests
 
     def slow_model(batch: Any) -> Any:  # a model that needs 150 ms a window
@@ -119,3 +108,14 @@ def test_a_model_slower_than_the_traffic_skips_interims_never_finals(
 
 async def _skipped_interims(gateway: Any) -> int:
     return int(gateway.gateway.metrics.results["interim_skipped"])
+
+
+def _linear_engine(folder: Path, version: str, **options: Any) -> ServingEngine:
+    """The real engine over an untrained linear bundle (its labels mean nothing)."""
+    return ServingEngine.from_bundle(
+        write_linear_bundle(folder, seed=1),
+        providers=["CPUExecutionProvider"],
+        model_version=version,
+        max_wait_us=500,
+        **options,
+    )
